@@ -1,0 +1,57 @@
+# Two commands for a fresh machine with Python 3.11+:
+#   make run    install, start the database, migrate, seed, serve on :8080
+#   make test   the whole test suite against real PostgreSQL
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export FLASK_APP := wsgi:app
+
+.PHONY: install run serve migrate seed test lint format bench stop-db lock clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,dev]'
+	touch $@
+
+migrate: install
+	$(BIN)/flask db upgrade
+
+seed: install
+	$(BIN)/flask seed
+
+run: migrate seed serve
+
+serve: install
+	$(BIN)/gunicorn -c python:ecommerce.gunicorn_conf wsgi:app
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/flask flashsale $(BENCH_ARGS)
+
+stop-db: install
+	$(BIN)/flask embedded-db stop
+
+# Re-resolve and pin every dependency (after changing setup.cfg).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e '.[test,dev]'
+	(echo "# Exact versions of every package, direct and transitive (make install uses it as -c)."; \
+	 echo "# Regenerate: make lock"; \
+	 .lock-venv/bin/pip freeze --exclude-editable) > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

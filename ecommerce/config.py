@@ -1,0 +1,91 @@
+"""Settings read from the environment, in one place.
+
+Every knob has a safe default so that `make run` works on a fresh machine; a
+real deployment sets DATABASE_URL and SECRET_KEY at least.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_INSTANCE_PATH = PROJECT_ROOT / "instance"
+
+
+def _env_int(name: str, default: int, environ: dict[str, str]) -> int:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _env_bool(name: str, default: bool, environ: dict[str, str]) -> bool:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # None means: start (or reuse) the embedded PostgreSQL under instance/.
+    database_url: str | None = None
+    instance_path: Path = DEFAULT_INSTANCE_PATH
+    secret_key: str = "dev-secret-change-me"
+    port: int = 8080
+    # Database waits are bounded so a hot row never hangs a worker (see README).
+    lock_timeout_ms: int = 3000
+    statement_timeout_ms: int = 10000
+    idle_in_transaction_timeout_ms: int = 15000
+    pool_size: int = 4
+    pool_max_overflow: int = 0
+    pool_timeout_s: float = 5.0
+    # Deadlocks and serialization failures re-run the whole unit of work.
+    transaction_retries: int = 3
+    retry_after_s: int = 1
+    stock_strategy: str = "for_update"
+    allow_unsafe_strategy: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        threads = _env_int("GUNICORN_THREADS", 4, env)
+        return cls(
+            database_url=env.get("DATABASE_URL") or None,
+            instance_path=Path(env.get("INSTANCE_PATH") or DEFAULT_INSTANCE_PATH),
+            secret_key=env.get("SECRET_KEY") or cls.secret_key,
+            port=_env_int("PORT", 8080, env),
+            lock_timeout_ms=_env_int("LOCK_TIMEOUT_MS", cls.lock_timeout_ms, env),
+            statement_timeout_ms=_env_int("STATEMENT_TIMEOUT_MS", cls.statement_timeout_ms, env),
+            idle_in_transaction_timeout_ms=_env_int(
+                "IDLE_IN_TRANSACTION_TIMEOUT_MS", cls.idle_in_transaction_timeout_ms, env
+            ),
+            # One connection per request thread: the pool is the queue in front of a
+            # hot row, so more connections than threads would only add waiting.
+            pool_size=_env_int("DB_POOL_SIZE", threads, env),
+            pool_max_overflow=_env_int("DB_POOL_MAX_OVERFLOW", 0, env),
+            pool_timeout_s=float(_env_int("DB_POOL_TIMEOUT_MS", 5000, env)) / 1000.0,
+            transaction_retries=_env_int("TRANSACTION_RETRIES", cls.transaction_retries, env),
+            retry_after_s=_env_int("RETRY_AFTER_S", cls.retry_after_s, env),
+            stock_strategy=env.get("STOCK_STRATEGY") or cls.stock_strategy,
+            allow_unsafe_strategy=_env_bool("ALLOW_UNSAFE_STRATEGY", False, env),
+        )
+
+    def validate(self) -> None:
+        if not 0 < self.lock_timeout_ms < self.statement_timeout_ms:
+            raise ValueError("LOCK_TIMEOUT_MS must be positive and below STATEMENT_TIMEOUT_MS")
+        if self.pool_size < 1:
+            raise ValueError("DB_POOL_SIZE must be at least 1")
+        if self.transaction_retries < 0:
+            raise ValueError("TRANSACTION_RETRIES must not be negative")

@@ -1,0 +1,116 @@
+"""Engine, session factory and declarative base.
+
+There is exactly one engine per process, created lazily on first use. Under
+gunicorn that is inside the worker, after the fork, so no connection is ever
+shared between processes; if a process forks after creating it anyway, the
+child notices the new pid and builds its own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine, MetaData, create_engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from ecommerce.config import Settings
+
+# Deterministic constraint names keep Alembic migrations and the models in step.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def resolve_database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    from ecommerce.embedded_db import embedded_database_url
+
+    return embedded_database_url(settings.instance_path)
+
+
+class Database:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._url: str | None = None
+        self._engine: Engine | None = None
+        self._engine_pid: int | None = None
+        self._lock = threading.Lock()
+        self._sessions = sessionmaker(expire_on_commit=False)
+        self._override: sessionmaker[Session] | None = None
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            self._url = resolve_database_url(self.settings)
+        return self._url
+
+    @property
+    def engine(self) -> Engine:
+        pid = os.getpid()
+        if self._engine is not None and self._engine_pid == pid:
+            return self._engine
+        with self._lock:
+            if self._engine is not None and self._engine_pid != pid:
+                # Inherited through fork: forget the parent's connections without
+                # closing them (they still belong to the parent).
+                self._engine.dispose(close=False)
+                self._engine = None
+            if self._engine is None:
+                self._engine = self._create_engine()
+                self._engine_pid = pid
+                self._sessions.configure(bind=self._engine)
+        return self._engine
+
+    def _create_engine(self) -> Engine:
+        s = self.settings
+        # Session-wide defaults are a safety net for every connection, including
+        # ones used outside a service (CLI, shell); services also SET LOCAL.
+        options = (
+            f"-c lock_timeout={s.lock_timeout_ms} "
+            f"-c statement_timeout={s.statement_timeout_ms} "
+            f"-c idle_in_transaction_session_timeout={s.idle_in_transaction_timeout_ms}"
+        )
+        return create_engine(
+            self.url,
+            pool_size=s.pool_size,
+            max_overflow=s.pool_max_overflow,
+            pool_timeout=s.pool_timeout_s,
+            pool_pre_ping=True,
+            connect_args={"options": options, "application_name": "ecommerce"},
+        )
+
+    def session(self) -> Session:
+        if self._override is not None:
+            return self._override()
+        self.engine  # noqa: B018 - binds the session factory to this process's engine
+        return self._sessions()
+
+    @contextmanager
+    def sessions_bound_to(self, connection: Connection) -> Iterator[None]:
+        """Make every session join ``connection``'s transaction (tests roll it back)."""
+        self._override = sessionmaker(
+            bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+        )
+        try:
+            yield
+        finally:
+            self._override = None
+
+    def dispose(self) -> None:
+        with self._lock:
+            if self._engine is not None and self._engine_pid == os.getpid():
+                self._engine.dispose()
+            self._engine = None
+            self._engine_pid = None

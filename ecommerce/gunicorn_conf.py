@@ -1,0 +1,39 @@
+"""gunicorn settings: ``gunicorn -c python:ecommerce.gunicorn_conf wsgi:app``.
+
+Everything can be overridden from the environment (WEB_CONCURRENCY,
+GUNICORN_THREADS, PORT, ...). The app is not preloaded: each worker imports it
+and builds its own SQLAlchemy engine after the fork.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ecommerce.config import Settings
+
+_settings = Settings.from_env()
+
+bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{_settings.port}"
+# gthread: each worker serves GUNICORN_THREADS requests at once, each on its own
+# pooled connection (DB_POOL_SIZE defaults to the thread count).
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * (os.cpu_count() or 1))
+threads = int(os.environ.get("GUNICORN_THREADS") or 4)
+preload_app = False
+# The worker timeout sits above statement_timeout (10 s), which sits above
+# lock_timeout (3 s): the database gives up first and the client gets a 503.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 30)
+graceful_timeout = 20
+keepalive = 5
+backlog = 2048
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+
+
+def on_starting(server) -> None:
+    """Start the embedded PostgreSQL once, in the master, before workers fork."""
+    if not _settings.database_url:
+        from ecommerce.embedded_db import embedded_database_url
+
+        embedded_database_url(_settings.instance_path)

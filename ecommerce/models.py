@@ -1,0 +1,102 @@
+"""Tables, as SQLAlchemy 2.x typed models.
+
+`items` and `carts` keep the design note's names and column types (the
+compatibility contract); every invariant the code relies on is also a CHECK
+constraint, so even a buggy writer cannot store negative stock.
+The schema itself is created only by the Alembic migrations in alembic/versions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    Text,
+    func,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ecommerce.db import Base
+
+ORDER_STATUS_PAID = "paid"
+
+
+class Item(Base):
+    __tablename__ = "items"
+    __table_args__ = (
+        CheckConstraint("stock >= 0", name="stock_not_negative"),
+        CheckConstraint("price >= 0", name="price_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    price: Mapped[Decimal] = mapped_column(Numeric(10, 2), nullable=False)
+    stock: Mapped[Decimal] = mapped_column(Numeric(10, 2), nullable=False)
+
+
+class CartLine(Base):
+    __tablename__ = "carts"
+    __table_args__ = (CheckConstraint("quantity > 0", name="quantity_positive"),)
+
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    quantity: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    item: Mapped[Item] = relationship(lazy="raise")
+
+
+class Order(Base):
+    __tablename__ = "orders"
+    __table_args__ = (
+        CheckConstraint("total >= 0", name="total_not_negative"),
+        CheckConstraint(f"status IN ('{ORDER_STATUS_PAID}')", name="status_known"),
+        Index("ix_orders_user_id_id", "user_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    total: Mapped[Decimal] = mapped_column(Numeric(12, 2), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+    lines: Mapped[list[OrderLine]] = relationship(
+        lazy="raise", order_by="OrderLine.item_id", back_populates="order"
+    )
+
+
+class OrderLine(Base):
+    __tablename__ = "order_lines"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("unit_price >= 0", name="unit_price_not_negative"),
+        Index("ix_order_lines_item_id", "item_id"),
+    )
+
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    quantity: Mapped[int] = mapped_column(Integer, nullable=False)
+    unit_price: Mapped[Decimal] = mapped_column(Numeric(10, 2), nullable=False)
+
+    order: Mapped[Order] = relationship(lazy="raise", back_populates="lines")
+    item: Mapped[Item] = relationship(lazy="raise")
+
+
+class Payment(Base):
+    __tablename__ = "payments"
+    __table_args__ = (CheckConstraint("amount >= 0", name="amount_not_negative"),)
+
+    # One payment per order: a second charge for the same order cannot be stored.
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), primary_key=True)
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )

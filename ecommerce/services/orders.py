@@ -1,0 +1,27 @@
+"""Reading orders."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from ecommerce.errors import NotFound
+from ecommerce.repositories import OrderRepository
+from ecommerce.services import Shop
+from ecommerce.services.views import OrderView
+
+
+def get_order(shop: Shop, order_id: int) -> OrderView:
+    def work(session: Session) -> OrderView:
+        order = OrderRepository(session).get(order_id)
+        if order is None:
+            raise NotFound(f"order {order_id} does not exist")
+        return OrderView.of(order)
+
+    return shop.transaction(work, "get_order")
+
+
+def list_orders(shop: Shop, user_id: str, limit: int, before: int | None) -> list[OrderView]:
+    def work(session: Session) -> list[OrderView]:
+        return [OrderView.of(o) for o in OrderRepository(session).for_user(user_id, limit, before)]
+
+    return shop.transaction(work, "list_orders")

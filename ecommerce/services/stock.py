@@ -1,0 +1,125 @@
+"""How a pay takes units out of stock, behind one interface (STOCK_STRATEGY).
+
+* ``for_update`` (default): the design note's fix. Lock the item rows
+  (FOR NO KEY UPDATE, ascending id), check every line, then decrement.
+* ``atomic``: no separate locking read. Each line is one conditional
+  ``UPDATE ... WHERE stock >= :q RETURNING``, in ascending id order; if any line
+  matched nothing the pay fails and its transaction rolls back. Same guarantees,
+  one statement fewer while the hot row is held.
+* ``naive``: the unlocked read-then-write that oversold on 12.12. It exists only
+  so the flash-sale simulator can show the failure; the app refuses to start
+  with it unless ALLOW_UNSAFE_STRATEGY is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import ClassVar, Protocol
+
+from sqlalchemy.orm import Session
+
+from ecommerce.errors import InsufficientStock
+from ecommerce.money import format_money
+from ecommerce.repositories import ItemRepository, LockedItem
+
+
+class StockStrategy(Protocol):
+    name: ClassVar[str]
+    safe: ClassVar[bool]
+
+    def take(self, session: Session, wanted: Mapping[int, int]) -> dict[int, LockedItem]:
+        """Remove ``wanted`` ({item_id: quantity}) from stock, all or nothing.
+
+        Returns the items taken (name and price) by id; raises InsufficientStock
+        naming every short item, leaving the transaction to roll back.
+        """
+        ...
+
+
+def shortage(item: LockedItem, requested: int) -> dict[str, object]:
+    return {
+        "item_id": item.id,
+        "name": item.name,
+        "requested": requested,
+        "available": format_money(item.stock),
+    }
+
+
+def insufficient(short: list[dict[str, object]]) -> InsufficientStock:
+    names = ", ".join(str(s["name"]) for s in short)
+    return InsufficientStock(f"not enough stock for: {names}", details={"items": short})
+
+
+class ForUpdateStrategy:
+    name: ClassVar[str] = "for_update"
+    safe: ClassVar[bool] = True
+
+    def take(self, session: Session, wanted: Mapping[int, int]) -> dict[int, LockedItem]:
+        items = ItemRepository(session)
+        locked = items.lock(wanted)
+        short = [shortage(item, wanted[item.id]) for item in locked if item.stock < wanted[item.id]]
+        if short:
+            raise insufficient(short)
+        items.decrement(wanted)
+        return {item.id: item for item in locked}
+
+
+class AtomicStrategy:
+    name: ClassVar[str] = "atomic"
+    safe: ClassVar[bool] = True
+
+    def take(self, session: Session, wanted: Mapping[int, int]) -> dict[int, LockedItem]:
+        items = ItemRepository(session)
+        taken: dict[int, LockedItem] = {}
+        missed: list[int] = []
+        for item_id in sorted(wanted):
+            item = items.take_if_available(item_id, wanted[item_id])
+            if item is None:
+                missed.append(item_id)
+            else:
+                taken[item_id] = item
+        if missed:
+            # Stock as other transactions see it now; ours is rolled back anyway.
+            raise insufficient([shortage(item, wanted[item.id]) for item in items.read(missed)])
+        return taken
+
+
+class NaiveStrategy:
+    """UNSAFE: reads stock without a lock and writes back an absolute value.
+
+    Two buyers reading the same stock both pass the check and both write
+    ``stock - q``: units are sold twice and the stock no longer adds up.
+    """
+
+    name: ClassVar[str] = "naive"
+    safe: ClassVar[bool] = False
+
+    def take(self, session: Session, wanted: Mapping[int, int]) -> dict[int, LockedItem]:
+        items = ItemRepository(session)
+        seen = items.read(wanted)
+        short = [shortage(item, wanted[item.id]) for item in seen if item.stock < wanted[item.id]]
+        if short:
+            raise insufficient(short)
+        for item in seen:
+            items.overwrite_stock(item.id, item.stock - Decimal(wanted[item.id]))
+        return {item.id: item for item in seen}
+
+
+STRATEGIES: dict[str, type[StockStrategy]] = {
+    cls.name: cls for cls in (ForUpdateStrategy, AtomicStrategy, NaiveStrategy)
+}
+
+
+def strategy_named(name: str, *, allow_unsafe: bool = False) -> StockStrategy:
+    try:
+        cls = STRATEGIES[name]
+    except KeyError:
+        known = ", ".join(sorted(STRATEGIES))
+        raise ValueError(f"unknown STOCK_STRATEGY {name!r}; choose one of {known}") from None
+    if not cls.safe and not allow_unsafe:
+        raise ValueError(
+            f"STOCK_STRATEGY={name} can oversell and exists only for demonstrations; "
+            "set ALLOW_UNSAFE_STRATEGY=true to use it anyway"
+        )
+    return cls()

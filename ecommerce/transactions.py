@@ -1,0 +1,126 @@
+"""Running one use case as one database transaction, with bounded waits and retries.
+
+Every service calls :func:`run_in_transaction`. It
+
+* opens the transaction (``with session.begin()``) and sets ``lock_timeout`` and
+  ``statement_timeout`` for it with SET LOCAL, so a request waits for a hot row
+  at most ``lock_timeout`` and never hangs a worker;
+* re-runs the whole unit of work after a deadlock (40P01) or a serialization
+  failure (40001), a bounded number of times with jittered backoff, sleeping
+  only after the rollback so no lock is held while waiting;
+* turns running out of time (lock, statement, pool) and a lost database
+  connection into :class:`ServiceBusy` (503 with Retry-After).
+
+A connection lost mid-transaction is not retried here: if it dropped during
+COMMIT the outcome is unknown and only an idempotency key can make a retry safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from ecommerce.errors import Conflict, InvalidRequest, ServiceBusy
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock_detected, serialization_failure
+TIMEOUT_SQLSTATES = {"55P03", "57014"}  # lock_not_available, query_canceled
+# admin_shutdown, crash_shutdown, cannot_connect_now, and the connection_exception class.
+UNAVAILABLE_SQLSTATES = {"57P01", "57P02", "57P03"}
+
+
+@dataclass(frozen=True)
+class TransactionPolicy:
+    lock_timeout_ms: int = 3000
+    statement_timeout_ms: int = 10000
+    retries: int = 3
+    retry_after_s: int = 1
+    backoff_base_s: float = 0.01
+    backoff_cap_s: float = 0.2
+
+
+def sqlstate(error: BaseException) -> str | None:
+    orig = getattr(error, "orig", None)
+    return getattr(orig, "pgcode", None)
+
+
+def is_retryable(error: BaseException) -> bool:
+    return isinstance(error, sa_exc.DBAPIError) and sqlstate(error) in RETRYABLE_SQLSTATES
+
+
+def _is_unavailable(error: sa_exc.DBAPIError) -> bool:
+    code = sqlstate(error)
+    if code is None:
+        # psycopg2 reports a dropped socket as OperationalError/InterfaceError with no SQLSTATE.
+        return error.connection_invalidated or isinstance(
+            error, sa_exc.OperationalError | sa_exc.InterfaceError
+        )
+    return code in UNAVAILABLE_SQLSTATES or code.startswith("08")
+
+
+def backoff_delay(attempt: int, policy: TransactionPolicy) -> float:
+    """Full jitter: a random wait in [0, min(cap, base * 2**attempt)]."""
+    return random.uniform(0, min(policy.backoff_cap_s, policy.backoff_base_s * 2**attempt))
+
+
+def run_in_transaction(
+    session: Session,
+    work: Callable[[Session], T],
+    policy: TransactionPolicy,
+    *,
+    name: str = "transaction",
+) -> T:
+    attempt = 0
+    while True:
+        try:
+            with session.begin():
+                session.execute(
+                    text(
+                        "SELECT set_config('lock_timeout', :lock, true),"
+                        " set_config('statement_timeout', :stmt, true)"
+                    ),
+                    {
+                        "lock": f"{policy.lock_timeout_ms}ms",
+                        "stmt": f"{policy.statement_timeout_ms}ms",
+                    },
+                )
+                return work(session)
+        except sa_exc.DBAPIError as error:
+            code = sqlstate(error)
+            if is_retryable(error) and attempt < policy.retries:
+                delay = backoff_delay(attempt, policy)
+                attempt += 1
+                log.info("%s: %s, retry %d after %.3fs", name, code, attempt, delay)
+                time.sleep(delay)
+                continue
+            if is_retryable(error) or code in TIMEOUT_SQLSTATES:
+                raise ServiceBusy(
+                    "the shop is busy, please retry", retry_after_s=policy.retry_after_s
+                ) from error
+            if isinstance(error, sa_exc.IntegrityError):
+                log.warning("%s: integrity error %s: %s", name, code, error.orig)
+                raise Conflict("the request conflicts with the current state") from error
+            if isinstance(error, sa_exc.DataError):
+                log.warning("%s: data error %s: %s", name, code, error.orig)
+                raise InvalidRequest("a value is out of range") from error
+            if _is_unavailable(error):
+                log.warning("%s: database unavailable: %s", name, error.orig)
+                raise ServiceBusy(
+                    "the database is unavailable, please retry",
+                    retry_after_s=policy.retry_after_s,
+                ) from error
+            raise
+        except sa_exc.TimeoutError as error:  # no pooled connection in time
+            raise ServiceBusy(
+                "the shop is busy, please retry", retry_after_s=policy.retry_after_s
+            ) from error
