@@ -7,6 +7,7 @@ from decimal import Decimal
 import click
 from alembic.config import Config as AlembicConfig
 from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.orm import Session
 
 from alembic import command as alembic_command
@@ -35,9 +36,7 @@ def _shop() -> Shop:
     return current_app.extensions["shop"]
 
 
-@click.group("db", help="Schema migrations (Alembic).")
-def db_group() -> None:
-    pass
+db_group = AppGroup("db", help="Schema migrations (Alembic).")
 
 
 @db_group.command("upgrade", help="Upgrade the schema (to head by default).")
@@ -58,6 +57,7 @@ def db_current() -> None:
 
 
 @click.command("seed", help="Insert the sample items (Apple, Banana, Orange) once.")
+@with_appcontext
 def seed() -> None:
     def work(session: Session) -> list[str]:
         items = ItemRepository(session)
@@ -72,9 +72,9 @@ def seed() -> None:
     click.echo(f"seeded: {', '.join(added)}" if added else "sample items already present")
 
 
-@click.group("embedded-db", help="The embedded PostgreSQL used when DATABASE_URL is unset.")
-def embedded_group() -> None:
-    pass
+embedded_group = AppGroup(
+    "embedded-db", help="The embedded PostgreSQL used when DATABASE_URL is unset."
+)
 
 
 @embedded_group.command("start", help="Start it (if needed) and print its URL.")

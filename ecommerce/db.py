@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine, MetaData, create_engine
+from sqlalchemy import Connection, Engine, MetaData, create_engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from ecommerce.config import Settings
@@ -32,9 +32,23 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def normalize_database_url(url: str) -> str:
+    """Pin the driver to psycopg2 for plain ``postgresql://`` (or ``postgres://``) URLs.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which this project
+    does not install; other drivers named explicitly are left alone.
+    """
+    parsed = make_url(url)
+    if parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    elif not parsed.drivername.startswith("postgresql"):
+        raise ValueError(f"DATABASE_URL must be a PostgreSQL URL, got {parsed.drivername!r}")
+    return parsed.render_as_string(hide_password=False)
+
+
 def resolve_database_url(settings: Settings) -> str:
     if settings.database_url:
-        return settings.database_url
+        return normalize_database_url(settings.database_url)
     from ecommerce.embedded_db import embedded_database_url
 
     return embedded_database_url(settings.instance_path)

@@ -1,0 +1,20 @@
+from collections.abc import Callable
+
+import pytest
+from flask import Flask
+
+from ecommerce.services import Shop
+
+
+@pytest.fixture
+def storm_shop(make_app: Callable[..., Flask], committed) -> Callable[..., Shop]:
+    """A shop with its own pool, large enough that every buyer thread holds a
+    real connection of its own, on committed data."""
+
+    def make(buyers: int, **overrides: object) -> Shop:
+        overrides.setdefault("pool_size", buyers)
+        overrides.setdefault("lock_timeout_ms", 20_000)
+        overrides.setdefault("statement_timeout_ms", 30_000)
+        return make_app(**overrides).extensions["shop"]
+
+    return make

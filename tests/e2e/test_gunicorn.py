@@ -1,0 +1,71 @@
+"""The real thing: gunicorn with several workers, over HTTP, on real PostgreSQL."""
+
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+
+from tests.e2e.server import HttpClient, Server
+from tests.helpers import assert_conserved, create_item, run_together, snapshot
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def server(database_url, committed):
+    server = Server(database_url)
+    server.flask("db", "upgrade")
+    server.flask("seed")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_the_design_notes_curl_flow_over_http(server):
+    http = HttpClient(server.port)
+    # The note's three commands, verbatim but for the port.
+    added = http.request("POST", "/cart/user123/add", '{"item_id": 1, "quantity": 2}')
+    assert added.status == 200, added.body
+    quote = http.request("GET", "/cart/user123/checkout")
+    assert quote.status == 200 and quote.body["total"] == "1.00"
+    paid = http.request("POST", "/cart/user123/pay", '{"amount": 1.00}')
+    assert paid.status == 201, paid.body
+    assert paid.body["status"] == "paid"
+    assert http.request("GET", "/items/1").body["stock"] == "8.00"
+    # Errors are JSON from gunicorn too, never an HTML page.
+    missing = http.request("GET", "/no/such/page")
+    assert missing.status == 404 and missing.error_code == "not_found"
+    http.close()
+
+
+def test_storm_of_buyers_through_gunicorn(server, committed):
+    stock, buyers = 10, 60
+    hot = create_item(committed, "Flash-sale phone", "199.00", stock)
+
+    def buyer(n: int) -> list[tuple[str, int, str | None]]:
+        http = HttpClient(server.port)
+        user = f"storm{n}"
+        steps = []
+        r = http.request("POST", f"/cart/{user}/add", {"item_id": hot, "quantity": 1})
+        steps.append(("add", r.status, r.error_code))
+        if r.status == 200:
+            r = http.request("GET", f"/cart/{user}/checkout")
+            steps.append(("checkout", r.status, r.error_code))
+            r = http.request("POST", f"/cart/{user}/pay", {"amount": "199.00"})
+            steps.append(("pay", r.status, r.error_code))
+        http.close()
+        return steps
+
+    results = run_together([lambda n=n: buyer(n) for n in range(buyers)])
+
+    steps = [step for result in results for step in result]
+    assert not [s for s in steps if s[1] >= 500], steps
+    outcomes = Counter((name, status, code) for name, status, code in steps if name != "checkout")
+    assert outcomes[("pay", 201, None)] == stock, outcomes
+    refusals = (
+        outcomes[("pay", 409, "insufficient_stock")] + outcomes[("add", 409, "insufficient_stock")]
+    )
+    assert refusals == buyers - stock, outcomes
+    after = snapshot(committed)
+    assert after.stock[hot] == 0 and after.orders == stock
+    assert_conserved({hot: Decimal(stock)}, after)

@@ -1,0 +1,103 @@
+"""The pay use case against real PostgreSQL, for each safe stock strategy.
+Each test runs inside a transaction that is rolled back afterwards."""
+
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+
+from ecommerce.errors import AmountMismatch, EmptyCart, InsufficientStock
+from ecommerce.services import cart, payment
+from ecommerce.services.stock import strategy_named
+from tests.helpers import insert_cart_line, insert_item
+
+SAFE_STRATEGIES = ["for_update", "atomic"]
+
+
+@pytest.fixture(params=SAFE_STRATEGIES)
+def strategy_shop(request, shop):
+    shop.stock = strategy_named(request.param)
+    return shop
+
+
+def state(connection):
+    stock = dict(connection.execute(text("SELECT id, stock FROM items")).all())
+    counts = connection.execute(
+        text(
+            "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_lines),"
+            " (SELECT count(*) FROM payments), (SELECT count(*) FROM carts)"
+        )
+    ).one()
+    return stock, tuple(counts)
+
+
+def test_pay_decrements_stock_and_writes_order(strategy_shop, connection):
+    apple = insert_item(connection, "Apple", "0.50", 10)
+    pear = insert_item(connection, "Pear", "1.25", 3)
+    insert_cart_line(connection, "u1", apple, 2)
+    insert_cart_line(connection, "u1", pear, 3)
+
+    order = payment.pay(strategy_shop, "u1", Decimal("4.75"))
+
+    assert order.status == "paid"
+    assert order.total == Decimal("4.75")
+    assert [(line.item_id, line.quantity) for line in order.lines] == [(apple, 2), (pear, 3)]
+    stock, (orders, lines, payments, cart_lines) = state(connection)
+    assert stock[apple] == Decimal("8.00") and stock[pear] == Decimal("0.00")
+    assert (orders, lines, payments, cart_lines) == (1, 2, 1, 0)
+    amount = connection.execute(
+        text("SELECT amount FROM payments WHERE order_id = :o"), {"o": order.order_id}
+    ).scalar_one()
+    assert amount == Decimal("4.75")
+
+
+def test_empty_cart_is_refused(strategy_shop):
+    with pytest.raises(EmptyCart):
+        payment.pay(strategy_shop, "nobody", Decimal("0"))
+
+
+def test_insufficient_stock_names_every_short_item_and_changes_nothing(strategy_shop, connection):
+    a = insert_item(connection, "A", "1.00", 1)
+    b = insert_item(connection, "B", "1.00", 5)
+    c = insert_item(connection, "C", "1.00", 0)
+    for item_id, q in ((a, 2), (b, 1), (c, 1)):
+        insert_cart_line(connection, "u1", item_id, q)
+    before = state(connection)
+
+    with pytest.raises(InsufficientStock) as refused:
+        payment.pay(strategy_shop, "u1", Decimal("4.00"))
+
+    short = refused.value.details["items"]
+    assert [s["item_id"] for s in short] == [a, c]
+    assert short[0] == {"item_id": a, "name": "A", "requested": 2, "available": "1.00"}
+    assert state(connection) == before
+
+
+def test_amount_must_equal_total_exactly(strategy_shop, connection):
+    a = insert_item(connection, "A", "0.10", 10)
+    insert_cart_line(connection, "u1", a, 3)
+    before = state(connection)
+
+    for wrong in (Decimal("0.29"), Decimal("0.31"), Decimal("0")):
+        with pytest.raises(AmountMismatch) as refused:
+            payment.pay(strategy_shop, "u1", wrong)
+        assert refused.value.details["expected"] == "0.30"
+    assert state(connection) == before
+
+    assert payment.pay(strategy_shop, "u1", Decimal("0.30")).total == Decimal("0.30")
+
+
+def test_paid_cart_is_empty_and_second_pay_is_refused(strategy_shop, connection):
+    a = insert_item(connection, "A", "1.00", 10)
+    insert_cart_line(connection, "u1", a, 1)
+    payment.pay(strategy_shop, "u1", Decimal("1.00"))
+    with pytest.raises(EmptyCart):
+        payment.pay(strategy_shop, "u1", Decimal("1.00"))
+
+
+def test_add_to_cart_refuses_more_than_stock(shop, connection):
+    a = insert_item(connection, "A", "1.00", 3)
+    cart.add_to_cart(shop, "u1", a, 2)
+    with pytest.raises(InsufficientStock):
+        cart.add_to_cart(shop, "u1", a, 2)  # line would be 4 > 3
+    assert cart.view_cart(shop, "u1").lines[0].quantity == 2
