@@ -38,7 +38,19 @@ def create_app(settings: Settings | None = None) -> Flask:
         retries=settings.transaction_retries,
         retry_after_s=settings.retry_after_s,
     )
-    app.extensions["shop"] = Shop(db=Database(settings), policy=policy, stock=stock)
+    shop = Shop(
+        db=Database(settings),
+        policy=policy,
+        stock=stock,
+        idempotency_ttl_s=settings.idempotency_ttl_s,
+    )
+    if settings.test_hold_locks_user and settings.test_hold_locks_signal:
+        from ecommerce.testing_hooks import hold_locks_hook
+
+        shop.after_stock_taken = hold_locks_hook(
+            settings.test_hold_locks_user, settings.test_hold_locks_signal
+        )
+    app.extensions["shop"] = shop
     app.extensions["settings"] = settings
 
     register_error_handlers(app)

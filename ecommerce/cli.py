@@ -11,10 +11,13 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy.orm import Session
 
 from alembic import command as alembic_command
-from ecommerce import embedded_db
+from ecommerce import auth, embedded_db, validation
 from ecommerce.config import PROJECT_ROOT
-from ecommerce.repositories import ItemRepository
-from ecommerce.services import Shop
+from ecommerce.errors import ShopError
+from ecommerce.money import MoneyError, parse_amount
+from ecommerce.repositories import IdempotencyRepository, ItemRepository
+from ecommerce.services import Shop, inventory
+from ecommerce.services.invariants import find_violations
 
 # The design note's sample data: name, price, stock.
 SAMPLE_ITEMS = [
@@ -88,7 +91,79 @@ def embedded_stop() -> None:
     click.echo("stopped" if stopped else "not running")
 
 
+@click.command("check-invariants", help="Verify stock, orders and payments add up.")
+@with_appcontext
+def check_invariants() -> None:
+    violations = _shop().transaction(find_violations, "check_invariants")
+    if not violations:
+        click.echo("ok: all invariants hold")
+        return
+    for violation in violations:
+        click.echo(str(violation), err=True)
+    raise click.exceptions.Exit(1)
+
+
+@click.command("prune-idempotency-keys", help="Delete expired idempotency keys.")
+@with_appcontext
+def prune_idempotency_keys() -> None:
+    deleted = _shop().transaction(
+        lambda s: IdempotencyRepository(s).delete_expired(), "prune_idempotency_keys"
+    )
+    click.echo(f"deleted {deleted} expired idempotency keys")
+
+
+@click.command("issue-token", help="Print a bearer token for USER_ID.")
+@click.argument("user_id")
+@click.option(
+    "--ttl",
+    default=auth.DEFAULT_TTL_S,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Lifetime in seconds.",
+)
+@with_appcontext
+def issue_token(user_id: str, ttl: int) -> None:
+    try:
+        validation.user_id(user_id)
+    except ShopError as exc:
+        raise click.BadParameter(exc.message, param_hint="USER_ID") from exc
+    click.echo(auth.issue_token(current_app.config["SECRET_KEY"], user_id, ttl))
+
+
+@click.command("add-item", help="Add an item with its opening stock; prints its id.")
+@click.argument("name")
+@click.argument("price")
+@click.argument("stock", type=click.IntRange(0))
+@with_appcontext
+def add_item(name: str, price: str, stock: int) -> None:
+    try:
+        item = inventory.add_item(_shop(), name, parse_amount(price), Decimal(stock))
+    except (ShopError, MoneyError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(item.id)
+
+
+@click.command("restock", help="Add QUANTITY units to an item's stock.")
+@click.argument("item_id", type=click.IntRange(1, 2**31 - 1))
+@click.argument("quantity", type=click.IntRange(1))
+@with_appcontext
+def restock(item_id: int, quantity: int) -> None:
+    try:
+        new_stock = inventory.restock(_shop(), item_id, Decimal(quantity))
+    except ShopError as exc:
+        raise click.UsageError(exc.message) from exc
+    click.echo(f"item {item_id} stock is now {new_stock}")
+
+
 def register_commands(app: Flask) -> None:
-    app.cli.add_command(db_group)
-    app.cli.add_command(seed)
-    app.cli.add_command(embedded_group)
+    for command in (
+        db_group,
+        seed,
+        embedded_group,
+        check_invariants,
+        prune_idempotency_keys,
+        issue_token,
+        add_item,
+        restock,
+    ):
+        app.cli.add_command(command)

@@ -7,11 +7,12 @@ real deployment sets DATABASE_URL and SECRET_KEY at least.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INSTANCE_PATH = PROJECT_ROOT / "instance"
+DEFAULT_SECRET_KEY = "dev-secret-change-me"
 
 
 def _env_int(name: str, default: int, environ: dict[str, str]) -> int:
@@ -41,7 +42,7 @@ class Settings:
     # None means: start (or reuse) the embedded PostgreSQL under instance/.
     database_url: str | None = None
     instance_path: Path = DEFAULT_INSTANCE_PATH
-    secret_key: str = "dev-secret-change-me"
+    secret_key: str = DEFAULT_SECRET_KEY
     port: int = 8080
     # Database waits are bounded so a hot row never hangs a worker (see README).
     lock_timeout_ms: int = 3000
@@ -55,16 +56,24 @@ class Settings:
     retry_after_s: int = 1
     stock_strategy: str = "for_update"
     allow_unsafe_strategy: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
+    # "production" turns authentication on by default and refuses the default key.
+    environment: str = "development"
+    auth_required: bool = False
+    idempotency_ttl_s: int = 24 * 3600
+    # Test-only: a pay by this user pauses while holding its row locks, after
+    # writing the worker's pid to ``test_hold_locks_signal`` (fault tests kill it).
+    test_hold_locks_user: str | None = None
+    test_hold_locks_signal: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
         threads = _env_int("GUNICORN_THREADS", 4, env)
+        environment = (env.get("APP_ENV") or cls.environment).strip().lower()
         return cls(
             database_url=env.get("DATABASE_URL") or None,
             instance_path=Path(env.get("INSTANCE_PATH") or DEFAULT_INSTANCE_PATH),
-            secret_key=env.get("SECRET_KEY") or cls.secret_key,
+            secret_key=env.get("SECRET_KEY") or DEFAULT_SECRET_KEY,
             port=_env_int("PORT", 8080, env),
             lock_timeout_ms=_env_int("LOCK_TIMEOUT_MS", cls.lock_timeout_ms, env),
             statement_timeout_ms=_env_int("STATEMENT_TIMEOUT_MS", cls.statement_timeout_ms, env),
@@ -80,6 +89,11 @@ class Settings:
             retry_after_s=_env_int("RETRY_AFTER_S", cls.retry_after_s, env),
             stock_strategy=env.get("STOCK_STRATEGY") or cls.stock_strategy,
             allow_unsafe_strategy=_env_bool("ALLOW_UNSAFE_STRATEGY", False, env),
+            environment=environment,
+            auth_required=_env_bool("AUTH_REQUIRED", environment == "production", env),
+            idempotency_ttl_s=_env_int("IDEMPOTENCY_TTL_S", cls.idempotency_ttl_s, env),
+            test_hold_locks_user=env.get("TEST_HOLD_LOCKS_USER") or None,
+            test_hold_locks_signal=env.get("TEST_HOLD_LOCKS_SIGNAL") or None,
         )
 
     def validate(self) -> None:
@@ -89,3 +103,19 @@ class Settings:
             raise ValueError("DB_POOL_SIZE must be at least 1")
         if self.transaction_retries < 0:
             raise ValueError("TRANSACTION_RETRIES must not be negative")
+        if self.environment not in {"development", "production"}:
+            raise ValueError("APP_ENV must be development or production")
+        if self.idempotency_ttl_s < 1:
+            raise ValueError("IDEMPOTENCY_TTL_S must be positive")
+        if self.environment == "production":
+            if self.secret_key == DEFAULT_SECRET_KEY or len(self.secret_key) < 16:
+                raise ValueError(
+                    "APP_ENV=production needs SECRET_KEY set to a secret of 16+ characters"
+                )
+            if self.test_hold_locks_user:
+                raise ValueError("TEST_HOLD_LOCKS_USER is a test hook; never in production")
+            if not self.stock_is_safe():
+                raise ValueError("an unsafe STOCK_STRATEGY is never allowed in production")
+
+    def stock_is_safe(self) -> bool:
+        return self.stock_strategy != "naive"

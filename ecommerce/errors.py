@@ -78,6 +78,29 @@ class ServiceBusy(ShopError):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
+class Unauthorized(ShopError):
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="ecommerce"'})
+
+
+class Forbidden(ShopError):
+    status = 403
+    code = "forbidden"
+
+
+class IdempotencyKeyInUse(ShopError):
+    status = 409
+    code = "idempotency_key_in_use"
+
+
+class IdempotencyKeyReused(ShopError):
+    status = 422
+    code = "idempotency_key_reused"
+
+
 def error_response(
     status: int,
     code: str,

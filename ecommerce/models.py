@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     Numeric,
     Text,
     func,
@@ -26,6 +27,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from ecommerce.db import Base
 
 ORDER_STATUS_PAID = "paid"
+# Why stock arrived; sales are not movements, they are the order lines.
+MOVEMENT_REASONS = ("initial", "restock")
 
 
 class Item(Base):
@@ -100,3 +103,52 @@ class Payment(Base):
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+
+
+class StockMovement(Base):
+    """The stock ledger: every unit that enters stock, other than by a sale's
+    rollback, is recorded here. For every item,
+    sum(movements) - units in order lines = items.stock
+    is the conservation invariant `flask check-invariants` verifies.
+    """
+
+    __tablename__ = "stock_movements"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint(
+            "reason IN (" + ", ".join(f"'{r}'" for r in MOVEMENT_REASONS) + ")",
+            name="reason_known",
+        ),
+        Index("ix_stock_movements_item_id", "item_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), nullable=False)
+    quantity: Mapped[Decimal] = mapped_column(Numeric(10, 2), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class IdempotencyKey(Base):
+    """A request that must take effect at most once, and the response it got.
+
+    Written in the same transaction as the effect, so either both exist or neither.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        CheckConstraint("response_status BETWEEN 200 AND 299", name="success_only"),
+        Index("ix_idempotency_keys_expires_at", "expires_at"),
+    )
+
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(Text, nullable=False)
+    response_status: Mapped[int] = mapped_column(Integer, nullable=False)
+    response_body: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)

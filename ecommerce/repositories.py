@@ -20,7 +20,16 @@ from sqlalchemy import Integer, Row, column, delete, func, select, update, value
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, selectinload
 
-from ecommerce.models import ORDER_STATUS_PAID, CartLine, Item, Order, OrderLine, Payment
+from ecommerce.models import (
+    ORDER_STATUS_PAID,
+    CartLine,
+    IdempotencyKey,
+    Item,
+    Order,
+    OrderLine,
+    Payment,
+    StockMovement,
+)
 
 
 @dataclass(frozen=True)
@@ -52,10 +61,27 @@ class ItemRepository:
         return self.session.scalars(select(Item).where(Item.name == name).limit(1)).first()
 
     def add(self, name: str, price: Decimal, stock: Decimal) -> Item:
+        """A new item; its opening stock is recorded in the stock ledger."""
         item = Item(name=name, price=price, stock=stock)
         self.session.add(item)
         self.session.flush()
+        if stock > 0:
+            self.session.add(StockMovement(item_id=item.id, quantity=stock, reason="initial"))
+            self.session.flush()
         return item
+
+    def restock(self, item_id: int, quantity: Decimal) -> Decimal | None:
+        """Add units to stock and to the ledger; returns the new stock (None: no such item)."""
+        new_stock = self.session.execute(
+            update(Item)
+            .where(Item.id == item_id)
+            .values(stock=Item.stock + quantity)
+            .returning(Item.stock)
+        ).scalar_one_or_none()
+        if new_stock is not None:
+            self.session.add(StockMovement(item_id=item_id, quantity=quantity, reason="restock"))
+            self.session.flush()
+        return new_stock
 
     def lock(self, item_ids: Iterable[int]) -> list[LockedItem]:
         """SELECT ... ORDER BY id FOR NO KEY UPDATE: the pay's row locks, in id order."""
@@ -210,3 +236,50 @@ class OrderRepository:
 
     def count(self) -> int:
         return self.session.scalar(select(func.count()).select_from(Order)) or 0
+
+
+class IdempotencyRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def try_lock(self, user_id: str, key: str) -> bool:
+        """Transaction-scoped advisory lock on (user, key); False if another
+        transaction holds it, i.e. the first request with this key is still running."""
+        lock_id = func.hashtextextended(func.concat_ws("\x1f", user_id, key), 0)
+        return bool(self.session.execute(select(func.pg_try_advisory_xact_lock(lock_id))).scalar())
+
+    def find_live(self, user_id: str, key: str) -> IdempotencyKey | None:
+        stmt = select(IdempotencyKey).where(
+            IdempotencyKey.user_id == user_id,
+            IdempotencyKey.key == key,
+            IdempotencyKey.expires_at > func.now(),
+        )
+        return self.session.scalars(stmt).first()
+
+    def save(
+        self, user_id: str, key: str, fingerprint: str, status: int, body: bytes, ttl_s: int
+    ) -> None:
+        values = {
+            "user_id": user_id,
+            "key": key,
+            "fingerprint": fingerprint,
+            "response_status": status,
+            "response_body": body,
+            "expires_at": func.now() + dt.timedelta(seconds=ttl_s),
+        }
+        # An expired row with the same key may still be there: replace it.
+        stmt = pg_insert(IdempotencyKey).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[IdempotencyKey.user_id, IdempotencyKey.key],
+            set_={k: stmt.excluded[k] for k in values if k not in ("user_id", "key")}
+            | {"created_at": func.now()},
+        )
+        self.session.execute(stmt)
+
+    def delete_expired(self) -> int:
+        result = self.session.execute(
+            delete(IdempotencyKey)
+            .where(IdempotencyKey.expires_at <= func.now())
+            .returning(IdempotencyKey.key)
+        )
+        return len(result.all())

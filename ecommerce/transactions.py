@@ -79,11 +79,15 @@ def run_in_transaction(
     policy: TransactionPolicy,
     *,
     name: str = "transaction",
+    isolation_level: str | None = None,
 ) -> T:
     attempt = 0
     while True:
         try:
             with session.begin():
+                if isolation_level is not None:
+                    # Must be set before the transaction's first statement.
+                    session.connection(execution_options={"isolation_level": isolation_level})
                 session.execute(
                     text(
                         "SELECT set_config('lock_timeout', :lock, true),"

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-TABLES = "items, carts, orders, order_lines, payments"
+TABLES = "items, carts, orders, order_lines, payments, stock_movements, idempotency_keys"
 
 
 def truncate_all(engine: Engine) -> None:
@@ -20,10 +20,19 @@ def truncate_all(engine: Engine) -> None:
 
 
 def insert_item(conn: Connection, name: str, price: str | Decimal, stock: int | Decimal) -> int:
-    return conn.execute(
+    """An item and its opening stock in the ledger, as the shop itself records them."""
+    item_id = conn.execute(
         text("INSERT INTO items (name, price, stock) VALUES (:n, :p, :s) RETURNING id"),
         {"n": name, "p": Decimal(price), "s": Decimal(stock)},
     ).scalar_one()
+    if Decimal(stock) > 0:
+        conn.execute(
+            text(
+                "INSERT INTO stock_movements (item_id, quantity, reason) VALUES (:i, :q, 'initial')"
+            ),
+            {"i": item_id, "q": Decimal(stock)},
+        )
+    return item_id
 
 
 def insert_cart_line(conn: Connection, user_id: str, item_id: int, quantity: int) -> None:
@@ -121,3 +130,14 @@ def run_together(workers: list[Callable[[], Any]], timeout: float = 60) -> list[
         t.join(timeout)
         assert not t.is_alive(), "a worker thread hung"
     return results
+
+
+def assert_invariants(engine: Engine) -> None:
+    """The shop's own invariant checker finds nothing wrong."""
+    from sqlalchemy.orm import Session
+
+    from ecommerce.services.invariants import find_violations
+
+    with Session(engine) as session:
+        violations = find_violations(session)
+    assert not violations, "\n".join(map(str, violations))

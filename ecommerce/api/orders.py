@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 
-from ecommerce import validation
-from ecommerce.api import current_shop
+from ecommerce import auth, validation
+from ecommerce.api import current_shop, json_response
 from ecommerce.services import orders
 
 bp = Blueprint("orders", __name__)
@@ -11,12 +11,15 @@ bp = Blueprint("orders", __name__)
 
 @bp.get("/orders/<int(min=1, max=2147483647):order_id>")
 def get_order(order_id: int) -> Response:
-    return jsonify(orders.get_order(current_shop(), order_id).as_json())
+    # With auth on, someone else's order is a 404: order ids reveal nothing.
+    owner = auth.current_subject()
+    return json_response(orders.get_order(current_shop(), order_id, owner).as_json())
 
 
 @bp.get("/users/<user_id>/orders")
 def list_orders(user_id: str) -> Response:
-    validation.user_id(user_id)
+    auth.current_subject()
+    auth.require_user(validation.user_id(user_id))
     limit = validation.query_int(
         request,
         "limit",
@@ -32,4 +35,4 @@ def list_orders(user_id: str) -> Response:
     body: dict = {"user_id": user_id, "orders": [o.as_json() for o in found]}
     if len(found) == limit:
         body["next_before"] = found[-1].order_id
-    return jsonify(body)
+    return json_response(body)

@@ -25,6 +25,10 @@ class Shop:
     db: Database
     policy: TransactionPolicy
     stock: StockStrategy
+    idempotency_ttl_s: int = 24 * 3600
+    # Called by pay with the user id while the stock rows are locked. Only the
+    # fault tests set it (TEST_HOLD_LOCKS_USER); see ecommerce/testing_hooks.py.
+    after_stock_taken: Callable[[str], None] | None = None
 
     def transaction(self, work: Callable[[Session], T], name: str) -> T:
         with self.db.session() as session:

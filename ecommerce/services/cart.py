@@ -58,35 +58,37 @@ def view_cart(shop: Shop, user_id: str) -> CartView:
     return shop.transaction(lambda session: _read_cart(session, user_id), "view_cart")
 
 
-def add_to_cart(shop: Shop, user_id: str, item_id: int, quantity: int) -> CartView:
-    """Add ``quantity`` of an item to the user's cart line.
+def add_to_cart_in(session: Session, user_id: str, item_id: int, quantity: int) -> CartView:
+    """Add ``quantity`` of an item to the user's cart line (inside a transaction).
 
     Refuses (409) when the line would exceed the item's current stock. That is
     a plain read to give early feedback; the authoritative check is at pay.
     """
+    item = ItemRepository(session).get(item_id)
+    if item is None:
+        raise NotFound(f"item {item_id} does not exist")
+    new_quantity = CartRepository(session).add(user_id, item_id, quantity)
+    if new_quantity > item.stock:
+        raise InsufficientStock(
+            f"not enough stock for: {item.name}",
+            details={
+                "items": [
+                    {
+                        "item_id": item.id,
+                        "name": item.name,
+                        "requested": new_quantity,
+                        "available": format_money(item.stock),
+                    }
+                ]
+            },
+        )
+    return _read_cart(session, user_id)
 
-    def work(session: Session) -> CartView:
-        item = ItemRepository(session).get(item_id)
-        if item is None:
-            raise NotFound(f"item {item_id} does not exist")
-        new_quantity = CartRepository(session).add(user_id, item_id, quantity)
-        if new_quantity > item.stock:
-            raise InsufficientStock(
-                f"not enough stock for: {item.name}",
-                details={
-                    "items": [
-                        {
-                            "item_id": item.id,
-                            "name": item.name,
-                            "requested": new_quantity,
-                            "available": format_money(item.stock),
-                        }
-                    ]
-                },
-            )
-        return _read_cart(session, user_id)
 
-    return shop.transaction(work, "add_to_cart")
+def add_to_cart(shop: Shop, user_id: str, item_id: int, quantity: int) -> CartView:
+    return shop.transaction(
+        lambda session: add_to_cart_in(session, user_id, item_id, quantity), "add_to_cart"
+    )
 
 
 def remove_from_cart(shop: Shop, user_id: str, item_id: int) -> CartView:

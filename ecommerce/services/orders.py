@@ -10,10 +10,12 @@ from ecommerce.services import Shop
 from ecommerce.services.views import OrderView
 
 
-def get_order(shop: Shop, order_id: int) -> OrderView:
+def get_order(shop: Shop, order_id: int, owner: str | None = None) -> OrderView:
+    """One order. With ``owner`` set, another user's order is reported as missing."""
+
     def work(session: Session) -> OrderView:
         order = OrderRepository(session).get(order_id)
-        if order is None:
+        if order is None or (owner is not None and order.user_id != owner):
             raise NotFound(f"order {order_id} does not exist")
         return OrderView.of(order)
 

@@ -25,34 +25,38 @@ from ecommerce.services import Shop
 from ecommerce.services.views import LineView, OrderView, total_of
 
 
-def pay(shop: Shop, user_id: str, amount: Decimal) -> OrderView:
-    def work(session: Session) -> OrderView:
-        carts = CartRepository(session)
-        wanted = carts.lock_lines(user_id)
-        if not wanted:
-            raise EmptyCart(f"the cart of {user_id} is empty")
+def pay_in(session: Session, shop: Shop, user_id: str, amount: Decimal) -> OrderView:
+    """The pay, inside the caller's transaction (see the module docstring)."""
+    carts = CartRepository(session)
+    wanted = carts.lock_lines(user_id)
+    if not wanted:
+        raise EmptyCart(f"the cart of {user_id} is empty")
 
-        taken = shop.stock.take(session, wanted)
-        lines = [
-            LineView(item_id, taken[item_id].name, quantity, taken[item_id].price)
-            for item_id, quantity in wanted.items()
-        ]
-        total = total_of(lines)
-        if total > MAX_AMOUNT:
-            raise OrderTooLarge(f"the order total {format_money(total)} exceeds {MAX_AMOUNT}")
-        if amount != total:
-            raise AmountMismatch(
-                f"the amount must be exactly the cart total {format_money(total)}",
-                details={"expected": format_money(total), "received": format_money(amount)},
-            )
-
-        order_id, created_at = OrderRepository(session).create_paid(
-            user_id,
-            total,
-            [NewOrderLine(line.item_id, line.quantity, line.unit_price) for line in lines],
-            amount,
+    taken = shop.stock.take(session, wanted)
+    if shop.after_stock_taken is not None:
+        shop.after_stock_taken(user_id)
+    lines = [
+        LineView(item_id, taken[item_id].name, quantity, taken[item_id].price)
+        for item_id, quantity in wanted.items()
+    ]
+    total = total_of(lines)
+    if total > MAX_AMOUNT:
+        raise OrderTooLarge(f"the order total {format_money(total)} exceeds {MAX_AMOUNT}")
+    if amount != total:
+        raise AmountMismatch(
+            f"the amount must be exactly the cart total {format_money(total)}",
+            details={"expected": format_money(total), "received": format_money(amount)},
         )
-        carts.remove_lines(user_id, wanted)
-        return OrderView(order_id, user_id, ORDER_STATUS_PAID, total, created_at, lines)
 
-    return shop.transaction(work, "pay")
+    order_id, created_at = OrderRepository(session).create_paid(
+        user_id,
+        total,
+        [NewOrderLine(line.item_id, line.quantity, line.unit_price) for line in lines],
+        amount,
+    )
+    carts.remove_lines(user_id, wanted)
+    return OrderView(order_id, user_id, ORDER_STATUS_PAID, total, created_at, lines)
+
+
+def pay(shop: Shop, user_id: str, amount: Decimal) -> OrderView:
+    return shop.transaction(lambda session: pay_in(session, shop, user_id, amount), "pay")

@@ -10,6 +10,7 @@ from ecommerce.errors import EmptyCart, InsufficientStock, ShopError
 from ecommerce.services import cart, payment
 from tests.helpers import (
     assert_conserved,
+    assert_invariants,
     create_item,
     fill_carts,
     run_together,
@@ -48,6 +49,7 @@ def test_s_units_many_buyers_exactly_s_orders(storm_shop, committed, strategy):
     assert after.stock[hot] == 0
     assert after.sold[hot] == stock
     assert_conserved({hot: Decimal(stock)}, after)
+    assert_invariants(committed)
     assert len({r.order_id for r in results if not isinstance(r, Exception)}) == stock
 
 
@@ -66,6 +68,7 @@ def test_mixed_quantities_never_oversell(storm_shop, committed, strategy):
     assert all(not isinstance(r, Exception) or isinstance(r, InsufficientStock) for r in results)
     after = snapshot(committed)
     assert_conserved({hot: Decimal(stock)}, after)
+    assert_invariants(committed)
     outcomes = list(zip(wants.values(), results, strict=True))
     sold = sum(q for q, r in outcomes if not isinstance(r, Exception))
     assert sold == after.sold[hot] <= stock
@@ -99,6 +102,7 @@ def test_opposite_item_orders_never_deadlock(storm_shop, committed, strategy):
     after = snapshot(committed)
     assert after.stock[a] == after.stock[b] == 1000 - buyers
     assert_conserved({a: Decimal(1000), b: Decimal(1000)}, after)
+    assert_invariants(committed)
 
 
 @pytest.mark.parametrize("strategy", SAFE)
@@ -116,6 +120,7 @@ def test_one_cart_paid_many_times_at_once_makes_one_order(storm_shop, committed,
     assert after.orders == 1 and after.payments == 1
     assert after.stock[a] == 97
     assert_conserved({a: Decimal(100)}, after)
+    assert_invariants(committed)
 
 
 def test_concurrent_adds_to_one_line_never_exceed_stock(storm_shop, committed):

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from tests.e2e.server import HttpClient, Server
-from tests.helpers import assert_conserved, create_item, run_together, snapshot
+from tests.helpers import assert_conserved, assert_invariants, create_item, run_together, snapshot
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +69,4 @@ def test_storm_of_buyers_through_gunicorn(server, committed):
     after = snapshot(committed)
     assert after.stock[hot] == 0 and after.orders == stock
     assert_conserved({hot: Decimal(stock)}, after)
+    assert_invariants(committed)

@@ -1,0 +1,142 @@
+"""Own-cart authentication (AUTH_REQUIRED)."""
+
+from dataclasses import replace
+
+import pytest
+
+from ecommerce import create_app
+from ecommerce.auth import issue_token, verify_token
+from ecommerce.config import Settings
+from ecommerce.errors import Unauthorized
+from tests.helpers import insert_cart_line, insert_item
+
+SECRET = "test-secret-0123456789"
+
+
+@pytest.fixture
+def auth_app(make_app, connection):
+    app = make_app(auth_required=True, secret_key=SECRET)
+    with app.extensions["shop"].db.sessions_bound_to(connection):
+        yield app
+
+
+@pytest.fixture
+def auth_client(auth_app):
+    return auth_app.test_client()
+
+
+def bearer(user, ttl=3600, secret=SECRET):
+    return {"Authorization": f"Bearer {issue_token(secret, user, ttl)}"}
+
+
+def test_tokens_round_trip_and_expire():
+    token = issue_token(SECRET, "alice", 60)
+    assert verify_token(SECRET, token) == "alice"
+    with pytest.raises(Unauthorized, match="expired"):
+        verify_token(SECRET, token, now=10**12)
+    with pytest.raises(Unauthorized):
+        verify_token("another-secret-value", token)
+    with pytest.raises(Unauthorized):
+        verify_token(SECRET, token[:-2] + "xx")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic YWxpY2U6cHc="},
+        {"Authorization": "Bearer not-a-token"},
+    ],
+)
+def test_missing_or_bad_tokens_are_401(auth_client, headers):
+    r = auth_client.get("/cart/alice", headers=headers)
+    assert r.status_code == 401
+    assert r.get_json()["error"]["code"] == "unauthorized"
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_expired_token_is_401(auth_client):
+    token = issue_token(SECRET, "alice", 1)
+    import time
+
+    time.sleep(1.1)
+    r = auth_client.get("/cart/alice", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401 and "expired" in r.get_json()["error"]["message"]
+
+
+def test_own_cart_works_and_anothers_is_403(auth_client, connection):
+    a = insert_item(connection, "A", "1.00", 5)
+    own = auth_client.post(
+        "/cart/alice/add", json={"item_id": a, "quantity": 1}, headers=bearer("alice")
+    )
+    assert own.status_code == 200
+    for method, path in [
+        ("GET", "/cart/alice"),
+        ("POST", "/cart/alice/add"),
+        ("GET", "/cart/alice/checkout"),
+        ("POST", "/cart/alice/pay"),
+        ("DELETE", f"/cart/alice/items/{a}"),
+        ("GET", "/users/alice/orders"),
+    ]:
+        r = auth_client.open(
+            path, method=method, json={"item_id": a, "quantity": 1}, headers=bearer("mallory")
+        )
+        assert r.status_code == 403, (method, path)
+        assert r.get_json()["error"]["code"] == "forbidden"
+    assert (
+        auth_client.get("/cart/alice", headers=bearer("alice")).get_json()["lines"][0]["quantity"]
+        == 1
+    )
+
+
+def test_orders_are_shown_only_to_their_owner(auth_client, connection):
+    a = insert_item(connection, "A", "1.00", 5)
+    insert_cart_line(connection, "alice", a, 1)
+    paid = auth_client.post("/cart/alice/pay", json={"amount": "1.00"}, headers=bearer("alice"))
+    assert paid.status_code == 201
+    order_id = paid.get_json()["order_id"]
+    assert auth_client.get(f"/orders/{order_id}", headers=bearer("alice")).status_code == 200
+    hidden = auth_client.get(f"/orders/{order_id}", headers=bearer("mallory"))
+    assert hidden.status_code == 404  # not 403: order ids reveal nothing
+    assert auth_client.get(f"/orders/{order_id}").status_code == 401
+    assert auth_client.get("/users/alice/orders", headers=bearer("alice")).status_code == 200
+
+
+def test_items_stay_public(auth_client):
+    assert auth_client.get("/items").status_code == 200
+
+
+def test_auth_is_off_in_development_and_on_in_production():
+    assert Settings.from_env({}).auth_required is False
+    production = Settings.from_env({"APP_ENV": "production", "SECRET_KEY": SECRET})
+    assert production.auth_required is True
+    assert (
+        Settings.from_env(
+            {"APP_ENV": "production", "SECRET_KEY": SECRET, "AUTH_REQUIRED": "false"}
+        ).auth_required
+        is False
+    )
+
+
+def test_production_refuses_the_default_secret_key():
+    with pytest.raises(ValueError, match="SECRET_KEY"):
+        create_app(Settings.from_env({"APP_ENV": "production"}))
+    with pytest.raises(ValueError, match="SECRET_KEY"):
+        create_app(Settings.from_env({"APP_ENV": "production", "SECRET_KEY": "short"}))
+    with pytest.raises(ValueError, match="unsafe"):
+        create_app(
+            replace(
+                Settings.from_env({"APP_ENV": "production", "SECRET_KEY": SECRET}),
+                stock_strategy="naive",
+                allow_unsafe_strategy=True,
+            )
+        )
+
+
+def test_issue_token_command(make_app):
+    app = make_app(secret_key=SECRET)
+    result = app.test_cli_runner().invoke(args=["issue-token", "alice", "--ttl", "60"])
+    assert result.exit_code == 0
+    assert verify_token(SECRET, result.output.strip()) == "alice"
+    assert app.test_cli_runner().invoke(args=["issue-token", "bad id"]).exit_code != 0
