@@ -52,7 +52,8 @@ def test_broken_orders_are_named(runner, connection):
     ).scalar_one()
     connection.execute(
         text(
-            "INSERT INTO order_lines (order_id, item_id, quantity, unit_price) VALUES (:o, :a, 2, 1)"
+            "INSERT INTO order_lines (order_id, item_id, quantity, unit_price)"
+            " VALUES (:o, :a, 2, 1)"
         ),
         {"o": unpaid, "a": a},
     )
