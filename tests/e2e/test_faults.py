@@ -1,0 +1,161 @@
+"""Faults on sale night: a worker killed while it holds the row locks, and the
+database restarting under a storm. Only a PostgreSQL this test starts itself is
+ever restarted."""
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from alembic import command as alembic_command
+from ecommerce.cli import alembic_config
+from ecommerce.embedded_db import ensure_database, ensure_server, server_url, stop_server
+from tests.e2e.server import HttpClient, Server
+from tests.helpers import assert_invariants, create_item, fill_carts, snapshot
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(predicate, timeout, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out waiting")
+
+
+def row_is_locked(engine, item_id) -> bool:
+    with engine.connect() as conn:
+        try:
+            conn.execute(
+                text("SELECT 1 FROM items WHERE id = :i FOR UPDATE NOWAIT"), {"i": item_id}
+            )
+            return False
+        except OperationalError as exc:
+            assert "could not obtain lock" in str(exc)
+            return True
+
+
+def test_worker_killed_while_holding_the_row_locks(database_url, committed, tmp_path):
+    signal_file = tmp_path / "holding-locks"
+    hot = create_item(committed, "Hot", "3.00", 5)
+    fill_carts(committed, [("victim", hot, 2), ("next1", hot, 1), ("next2", hot, 1)])
+    server = Server(
+        database_url,
+        WEB_CONCURRENCY="2",
+        TEST_HOLD_LOCKS_USER="victim",
+        TEST_HOLD_LOCKS_SIGNAL=str(signal_file),
+    ).start()
+    try:
+        outcome: dict[str, object] = {}
+
+        def victim() -> None:
+            http = HttpClient(server.port, timeout=60, reconnect=False)
+            try:
+                outcome["victim"] = http.request("POST", "/cart/victim/pay", {"amount": "6.00"})
+            except Exception as exc:  # the worker dies under it
+                outcome["victim"] = exc
+
+        thread = threading.Thread(target=victim)
+        thread.start()
+        pid = int(wait_for(lambda: signal_file.exists() and signal_file.read_text(), 20))
+        assert pid in server.worker_pids()
+        assert row_is_locked(committed, hot), "the worker holds the item row lock"
+
+        os.kill(pid, signal.SIGKILL)
+        thread.join(30)
+
+        assert isinstance(outcome["victim"], Exception), outcome  # no answer, no order
+        wait_for(lambda: not row_is_locked(committed, hot), 10)
+        after = snapshot(committed)
+        assert after.stock[hot] == 5 and after.orders == 0
+        with committed.connect() as conn:
+            cart = conn.execute(text("SELECT quantity FROM carts WHERE user_id = 'victim'")).all()
+        assert cart == [(2,)], "the killed pay rolled back entirely"
+
+        http = HttpClient(server.port)
+        for user in ("next1", "next2"):
+            paid = http.request("POST", f"/cart/{user}/pay", {"amount": "3.00"})
+            assert paid.status == 201, paid.body
+        assert snapshot(committed).stock[hot] == 3
+        assert_invariants(committed)
+    finally:
+        server.stop()
+
+
+def test_database_restart_during_a_storm(tmp_path: Path):
+    instance = tmp_path / "pg"
+    url = server_url(ensure_server(instance), "shop").render_as_string(hide_password=False)
+    ensure_database(url)
+    alembic_command.upgrade(alembic_config(url), "head")
+    engine = create_engine(url, pool_pre_ping=True)  # its connections die with the restart
+    hot = create_item(engine, "Hot", "1.00", 100_000)
+    server = Server(
+        url,
+        WEB_CONCURRENCY="2",
+        LOCK_TIMEOUT_MS="1000",
+        STATEMENT_TIMEOUT_MS="3000",
+        DB_POOL_TIMEOUT_MS="1000",
+    ).start()
+    stop = threading.Event()
+    events: list[tuple[float, str, int, str | None]] = []
+    failures: list[BaseException] = []
+
+    def shopper(n: int) -> None:
+        http = HttpClient(server.port, timeout=20)
+        i = 0
+        try:
+            while not stop.is_set():
+                user = f"s{n}-{i}"
+                i += 1
+                r = http.request("POST", f"/cart/{user}/add", {"item_id": hot, "quantity": 1})
+                events.append((time.monotonic(), "add", r.status, r.error_code))
+                if r.status == 200:
+                    r = http.request("POST", f"/cart/{user}/pay", {"amount": "1.00"})
+                    events.append((time.monotonic(), "pay", r.status, r.error_code))
+                if r.status == 503:
+                    assert "Retry-After" in r.headers
+                    time.sleep(0.05)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=shopper, args=(n,)) for n in range(6)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        down_at = time.monotonic()
+        stop_server(instance)
+        time.sleep(3)
+        ensure_server(instance)
+        up_at = time.monotonic()
+        time.sleep(6)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        server.stop()
+
+    try:
+        assert not failures, failures
+        statuses = Counter((status, code) for _, _, status, code in events)
+        assert set(statuses) <= {(200, None), (201, None), (503, "busy")}, statuses
+        assert any(down_at <= t <= up_at and s == 503 for t, _, s, _ in events), "no 503 while down"
+        assert any(t < down_at and s == 201 for t, _, s, _ in events), "no sale before the restart"
+        back = [t for t, step, s, _ in events if step == "pay" and s == 201 and t > up_at]
+        assert back, "no sale after the restart"
+        assert back[0] - up_at < 5, f"sales resumed {back[0] - up_at:.1f}s after the restart"
+        assert_invariants(engine)
+        after = snapshot(engine)
+        assert after.sold[hot] == after.orders > 0
+    finally:
+        engine.dispose()
+        stop_server(instance)
