@@ -23,6 +23,8 @@ preload_app = False
 # The worker timeout sits above statement_timeout (10 s), which sits above
 # lock_timeout (3 s): the database gives up first and the client gets a 503.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 30)
+if timeout * 1000 <= _settings.statement_timeout_ms:
+    raise ValueError("GUNICORN_TIMEOUT must be above STATEMENT_TIMEOUT_MS, or workers die first")
 graceful_timeout = 20
 keepalive = 5
 backlog = 2048
