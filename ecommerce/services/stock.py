@@ -6,6 +6,9 @@
   ``UPDATE ... WHERE stock >= :q RETURNING``, in ascending id order; if any line
   matched nothing the pay fails and its transaction rolls back. Same guarantees,
   one statement fewer while the hot row is held.
+
+The pay takes stock last, right before COMMIT, so a hot item's row is held for
+as few round trips as possible (see ecommerce/services/payment.py).
 * ``naive``: the unlocked read-then-write that oversold on 12.12. It exists only
   so the flash-sale simulator can show the failure; the app refuses to start
   with it unless ALLOW_UNSAFE_STRATEGY is set.
@@ -13,13 +16,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import ClassVar, Protocol
 
 from sqlalchemy.orm import Session
 
-from ecommerce.errors import InsufficientStock
+from ecommerce.errors import Conflict, InsufficientStock
 from ecommerce.money import format_money
 from ecommerce.repositories import ItemRepository, LockedItem
 
@@ -28,11 +31,14 @@ class StockStrategy(Protocol):
     name: ClassVar[str]
     safe: ClassVar[bool]
 
-    def take(self, session: Session, wanted: Mapping[int, int]) -> dict[int, LockedItem]:
+    def take(
+        self, session: Session, wanted: Mapping[int, int], prices: Mapping[int, Decimal]
+    ) -> None:
         """Remove ``wanted`` ({item_id: quantity}) from stock, all or nothing.
 
-        Returns the items taken (name and price) by id; raises InsufficientStock
-        naming every short item, leaving the transaction to roll back.
+        ``prices`` are the unit prices the order was written at; a row whose
+        price changed meanwhile is a Conflict. Raises InsufficientStock naming
+        every short item; the caller's transaction then rolls back.
         """
         ...
 
@@ -46,43 +52,54 @@ def shortage(item: LockedItem, requested: int) -> dict[str, object]:
     }
 
 
+def shortages(items: Iterable[LockedItem], wanted: Mapping[int, int]) -> list[dict[str, object]]:
+    return [shortage(item, wanted[item.id]) for item in items if item.stock < wanted[item.id]]
+
+
 def insufficient(short: list[dict[str, object]]) -> InsufficientStock:
     names = ", ".join(str(s["name"]) for s in short)
     return InsufficientStock(f"not enough stock for: {names}", details={"items": short})
+
+
+def price_changed() -> Conflict:
+    return Conflict("a price changed while paying; review the cart and pay again")
 
 
 class ForUpdateStrategy:
     name: ClassVar[str] = "for_update"
     safe: ClassVar[bool] = True
 
-    def take(self, session: Session, wanted: Mapping[int, int]) -> dict[int, LockedItem]:
+    def take(
+        self, session: Session, wanted: Mapping[int, int], prices: Mapping[int, Decimal]
+    ) -> None:
         items = ItemRepository(session)
         locked = items.lock(wanted)
-        short = [shortage(item, wanted[item.id]) for item in locked if item.stock < wanted[item.id]]
+        short = shortages(locked, wanted)
         if short:
             raise insufficient(short)
+        if any(item.price != prices[item.id] for item in locked):
+            raise price_changed()
         items.decrement(wanted)
-        return {item.id: item for item in locked}
 
 
 class AtomicStrategy:
     name: ClassVar[str] = "atomic"
     safe: ClassVar[bool] = True
 
-    def take(self, session: Session, wanted: Mapping[int, int]) -> dict[int, LockedItem]:
+    def take(
+        self, session: Session, wanted: Mapping[int, int], prices: Mapping[int, Decimal]
+    ) -> None:
         items = ItemRepository(session)
-        taken: dict[int, LockedItem] = {}
-        missed: list[int] = []
-        for item_id in sorted(wanted):
-            item = items.take_if_available(item_id, wanted[item_id])
-            if item is None:
-                missed.append(item_id)
-            else:
-                taken[item_id] = item
+        missed = [
+            item_id
+            for item_id in sorted(wanted)
+            if not items.take_if_available(item_id, wanted[item_id], prices[item_id])
+        ]
         if missed:
             # Stock as other transactions see it now; ours is rolled back anyway.
-            raise insufficient([shortage(item, wanted[item.id]) for item in items.read(missed)])
-        return taken
+            seen = items.read(missed)
+            short = shortages(seen, wanted)
+            raise insufficient(short) if short else price_changed()
 
 
 class NaiveStrategy:
@@ -95,15 +112,16 @@ class NaiveStrategy:
     name: ClassVar[str] = "naive"
     safe: ClassVar[bool] = False
 
-    def take(self, session: Session, wanted: Mapping[int, int]) -> dict[int, LockedItem]:
+    def take(
+        self, session: Session, wanted: Mapping[int, int], prices: Mapping[int, Decimal]
+    ) -> None:
         items = ItemRepository(session)
         seen = items.read(wanted)
-        short = [shortage(item, wanted[item.id]) for item in seen if item.stock < wanted[item.id]]
+        short = shortages(seen, wanted)
         if short:
             raise insufficient(short)
         for item in seen:
             items.overwrite_stock(item.id, item.stock - Decimal(wanted[item.id]))
-        return {item.id: item for item in seen}
 
 
 STRATEGIES: dict[str, type[StockStrategy]] = {

@@ -3,7 +3,7 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from ecommerce.repositories import CartRepository, ItemRepository
+from ecommerce.repositories import CartRepository, ItemRepository, NewOrderLine, OrderRepository
 from tests.helpers import insert_cart_line, insert_item
 
 
@@ -32,29 +32,49 @@ def test_decrement_subtracts_each_quantity(connection):
 
 def test_take_if_available_refuses_without_writing(connection):
     a = insert_item(connection, "a", "1.00", 2)
-    with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
+    with (
+        Session(bind=connection, join_transaction_mode="create_savepoint") as session,
+        session.begin(),
+    ):
         items = ItemRepository(session)
-        assert items.take_if_available(a, 3) is None
-        taken = items.take_if_available(a, 2)
-    assert taken is not None and taken.stock == Decimal("0.00")
+        assert items.take_if_available(a, 3, Decimal("1.00")) is False
+        assert items.take_if_available(a, 1, Decimal("0.99")) is False  # price changed
+        assert items.take_if_available(a, 2, Decimal("1.00")) is True
+    assert connection.execute(text("SELECT stock FROM items WHERE id = :a"), {"a": a}).scalar() == 0
 
 
 def test_cart_add_accumulates_on_one_line(connection):
-    a = insert_item(connection, "a", "1.00", 10)
+    a = insert_item(connection, "a", "1.25", 10)
     with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
         carts = CartRepository(session)
         assert carts.add("u1", a, 2) == 2
         assert carts.add("u1", a, 3) == 5
-        assert carts.lock_lines("u1") == {a: 5}
+        assert [
+            (line.item_id, line.quantity, line.name, line.price)
+            for line in carts.lock_for_pay("u1")
+        ] == [(a, 5, "a", Decimal("1.25"))]
 
 
-def test_remove_lines_leaves_other_lines(connection):
+def test_write_paid_deletes_only_the_paid_lines(connection):
     a = insert_item(connection, "a", "1.00", 10)
-    b = insert_item(connection, "b", "1.00", 10)
+    b = insert_item(connection, "b", "2.00", 10)
     insert_cart_line(connection, "u1", a, 1)
     insert_cart_line(connection, "u1", b, 1)
     insert_cart_line(connection, "u2", a, 1)
-    with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
-        CartRepository(session).remove_lines("u1", [a])
-        assert CartRepository(session).lock_lines("u1") == {b: 1}
-        assert CartRepository(session).lock_lines("u2") == {a: 1}
+    with (
+        Session(bind=connection, join_transaction_mode="create_savepoint") as session,
+        session.begin(),
+    ):
+        order_id, _ = OrderRepository(session).write_paid(
+            "u1", Decimal("3.00"), Decimal("3.00"), [NewOrderLine(a, 3, Decimal("1.00"))]
+        )
+    lines = connection.execute(
+        text("SELECT item_id, quantity, unit_price FROM order_lines WHERE order_id = :o"),
+        {"o": order_id},
+    ).all()
+    assert lines == [(a, 3, Decimal("1.00"))]
+    assert connection.execute(
+        text("SELECT amount FROM payments WHERE order_id = :o"), {"o": order_id}
+    ).scalar() == Decimal("3.00")
+    carts = connection.execute(text("SELECT user_id, item_id FROM carts ORDER BY 1, 2")).all()
+    assert carts == [("u1", b), ("u2", a)]
