@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,dev,bench]'
 	touch $@
 
 migrate: install
@@ -47,7 +47,7 @@ stop-db: install
 # Re-resolve and pin every dependency (after changing setup.cfg).
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet -e '.[test,dev]'
+	.lock-venv/bin/pip install --quiet -e '.[test,dev,bench]'
 	(echo "# Exact versions of every package, direct and transitive (make install uses it as -c)."; \
 	 echo "# Regenerate: make lock"; \
 	 .lock-venv/bin/pip freeze --exclude-editable) > constraints.txt

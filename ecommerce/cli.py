@@ -156,7 +156,10 @@ def restock(item_id: int, quantity: int) -> None:
 
 
 def register_commands(app: Flask) -> None:
+    from ecommerce.flashsale.command import flashsale
+
     for command in (
+        flashsale,
         db_group,
         seed,
         embedded_group,

@@ -16,7 +16,7 @@ _settings = Settings.from_env()
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{_settings.port}"
 # gthread: each worker serves GUNICORN_THREADS requests at once, each on its own
 # pooled connection (DB_POOL_SIZE defaults to the thread count).
-worker_class = "gthread"
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * (os.cpu_count() or 1))
 threads = int(os.environ.get("GUNICORN_THREADS") or 4)
 preload_app = False

@@ -20,16 +20,19 @@ from sqlalchemy import (
     Integer,
     Numeric,
     Row,
+    Text,
     any_,
     bindparam,
     delete,
     func,
+    literal_column,
     select,
     text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from ecommerce.models import (
@@ -47,6 +50,37 @@ from ecommerce.models import (
 # measures is for exactly the SQL the shop sends.
 
 _ITEM_IDS = bindparam("item_ids", type_=ARRAY(Integer))
+
+#: A user's cart with each line's item name, price and current stock.
+CART_LINES = (
+    select(CartLine.item_id, Item.name, CartLine.quantity, Item.price, Item.stock)
+    .join(Item, Item.id == CartLine.item_id)
+    .where(CartLine.user_id == bindparam("user_id"))
+    .order_by(CartLine.item_id)
+)
+
+#: Add to a cart line (creating it): the upsert locks the cart row, so concurrent
+#: adds to one line queue and each sees the quantity the previous one committed.
+#: It also returns the item's name and stock (a plain read, for the early check),
+#: so the add needs no separate item lookup; a missing item fails its foreign key.
+ADD_TO_CART_LINE = (
+    pg_insert(CartLine)
+    .values(
+        user_id=bindparam("user_id"),
+        item_id=bindparam("item_id"),
+        quantity=bindparam("quantity"),
+    )
+    .on_conflict_do_update(
+        index_elements=[CartLine.user_id, CartLine.item_id],
+        set_={"quantity": CartLine.quantity + pg_insert(CartLine).excluded.quantity},
+    )
+    .returning(
+        CartLine.quantity,
+        # SQLAlchemy does not correlate subqueries inside RETURNING, so spelled out:
+        literal_column("(SELECT name FROM items WHERE items.id = carts.item_id)", Text),
+        literal_column("(SELECT stock FROM items WHERE items.id = carts.item_id)", Numeric(10, 2)),
+    )
+)
 
 #: The user's cart lines, locked FOR UPDATE OF carts (items are only read here).
 LOCK_CART_FOR_PAY = (
@@ -123,6 +157,16 @@ READ_ITEMS = (
     .where(Item.id == any_(_ITEM_IDS))
     .order_by(Item.id)
 )
+
+
+FOREIGN_KEY_VIOLATION = "23503"
+
+
+@dataclass(frozen=True)
+class AddedLine:
+    quantity: int
+    name: str
+    stock: Decimal
 
 
 @dataclass(frozen=True)
@@ -222,13 +266,7 @@ class CartRepository:
         self.session = session
 
     def lines(self, user_id: str) -> Sequence[Row[tuple[int, str, int, Decimal, Decimal]]]:
-        stmt = (
-            select(CartLine.item_id, Item.name, CartLine.quantity, Item.price, Item.stock)
-            .join(Item, Item.id == CartLine.item_id)
-            .where(CartLine.user_id == user_id)
-            .order_by(CartLine.item_id)
-        )
-        return self.session.execute(stmt).all()
+        return self.session.execute(CART_LINES, {"user_id": user_id}).all()
 
     def lock_for_pay(self, user_id: str) -> list[PayLine]:
         """Lock the user's cart rows (FOR UPDATE OF carts) and read their items' prices.
@@ -239,18 +277,17 @@ class CartRepository:
         rows = self.session.execute(LOCK_CART_FOR_PAY, {"user_id": user_id})
         return [PayLine(*row) for row in rows]
 
-    def add(self, user_id: str, item_id: int, quantity: int) -> int:
-        """Add to the line (creating it if needed); returns the line's new quantity.
-
-        The upsert locks the cart row, so concurrent adds to one line queue and
-        each sees the quantity the previous one committed.
-        """
-        stmt = pg_insert(CartLine).values(user_id=user_id, item_id=item_id, quantity=quantity)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[CartLine.user_id, CartLine.item_id],
-            set_={"quantity": CartLine.quantity + stmt.excluded.quantity},
-        ).returning(CartLine.quantity)
-        return self.session.execute(stmt).scalar_one()
+    def add(self, user_id: str, item_id: int, quantity: int) -> AddedLine | None:
+        """Add to the line (creating it if needed). None when the item does not exist;
+        the transaction is then unusable and must be rolled back."""
+        params = {"user_id": user_id, "item_id": item_id, "quantity": quantity}
+        try:
+            row = self.session.execute(ADD_TO_CART_LINE, params).one()
+        except IntegrityError as error:
+            if getattr(error.orig, "pgcode", None) == FOREIGN_KEY_VIOLATION:
+                return None
+            raise
+        return AddedLine(*row)
 
     def remove(self, user_id: str, item_id: int) -> bool:
         result = self.session.execute(

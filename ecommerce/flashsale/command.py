@@ -1,0 +1,190 @@
+"""`flask flashsale`: run the sale, check it, measure it, draw it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+from dataclasses import replace
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+from sqlalchemy import create_engine, make_url, text
+
+from ecommerce.cli import alembic_config
+from ecommerce.embedded_db import ensure_database
+from ecommerce.flashsale.report import table, write_chart, write_json
+from ecommerce.flashsale.run import SaleConfig, run_sale
+from ecommerce.services.stock import STRATEGIES
+
+COMPARE_ORDER = ("for_update", "atomic", "naive")
+
+
+def _simulator_database(app_url: str) -> str:
+    """The simulator's own database, next to the shop's on the same server."""
+    url = make_url(app_url)
+    own = url.set(database=f"{url.database}_flashsale")
+    ensure_database(own)
+    rendered = own.render_as_string(hide_password=False)
+    from alembic import command as alembic_command
+
+    alembic_command.upgrade(alembic_config(rendered), "head")
+    return rendered
+
+
+def _machine(database_url: str) -> dict[str, object]:
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        version = conn.execute(text("SHOW server_version")).scalar_one()
+        sync = conn.execute(text("SHOW synchronous_commit")).scalar_one()
+    engine.dispose()
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "postgresql": version,
+        "synchronous_commit": sync,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+@click.command("flashsale", help="Simulate a 12.12 flash sale over HTTP and report.")
+@click.option(
+    "--strategy", type=click.Choice(sorted(STRATEGIES)), default="for_update", show_default=True
+)
+@click.option("--compare", is_flag=True, help="Run every strategy, naive included.")
+@click.option(
+    "--stock",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(1, 10**7),
+    help="Units on sale (S).",
+)
+@click.option(
+    "--buyers",
+    default=4000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Buyers (B), each wanting one unit.",
+)
+@click.option(
+    "--connections",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Concurrent HTTP connections (C).",
+)
+@click.option(
+    "--duration",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.5),
+    help="Stop after this many seconds even if buyers remain.",
+)
+@click.option(
+    "--items",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 10000),
+    help="SKUs the stock is spread over (1 = one hot item).",
+)
+@click.option(
+    "--workers", default=3, show_default=True, type=click.IntRange(1, 64), help="gunicorn workers."
+)
+@click.option(
+    "--threads",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="gunicorn threads per worker (and pool size).",
+)
+@click.option(
+    "--worker-class", default="gthread", show_default=True, type=click.Choice(["gthread", "sync"])
+)
+@click.option("--url", default=None, help="Target a running server instead of starting one.")
+@click.option(
+    "--database-url",
+    default=None,
+    help="Its database (default: a '<db>_flashsale' database of the simulator's own).",
+)
+@click.option("--no-ceiling", is_flag=True, help="Skip the pgbench ceiling.")
+@click.option("--ceiling-seconds", default=3.0, show_default=True, type=click.FloatRange(1))
+@click.option(
+    "--out",
+    "out_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the JSON and PNG (default: instance/flashsale).",
+)
+@with_appcontext
+def flashsale(
+    strategy: str,
+    compare: bool,
+    stock: int,
+    buyers: int,
+    connections: int,
+    duration: float,
+    items: int,
+    workers: int,
+    threads: int,
+    worker_class: str,
+    url: str | None,
+    database_url: str | None,
+    no_ceiling: bool,
+    ceiling_seconds: float,
+    out_dir: Path | None,
+) -> None:
+    shop = current_app.extensions["shop"]
+    if url and compare:
+        raise click.UsageError("--compare starts its own servers; it cannot target --url")
+    if url:
+        own_database = False
+        database_url = database_url or shop.db.url
+    else:
+        own_database = database_url is None
+        database_url = database_url or _simulator_database(shop.db.url)
+
+    base = SaleConfig(
+        strategy=strategy,
+        stock=stock,
+        buyers=buyers,
+        connections=connections,
+        duration_s=duration,
+        items=items,
+        workers=workers,
+        threads=threads,
+        worker_class=worker_class,
+        url=url,
+        ceiling=not no_ceiling,
+        ceiling_seconds=ceiling_seconds,
+    )
+    strategies = COMPARE_ORDER if compare else (strategy,)
+    results = []
+    for name in strategies:
+        click.echo(f"selling {stock} units to {buyers} buyers with strategy {name} ...", err=True)
+        result = run_sale(database_url, replace(base, strategy=name), own_database=own_database)
+        results.append(result.as_json())
+
+    out_dir = out_dir or Path(current_app.instance_path) / "flashsale"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    json_path = out_dir / f"flashsale-{stamp}.json"
+    png_path = out_dir / f"flashsale-{stamp}.png"
+    machine = _machine(database_url)
+    write_json(results, machine, json_path)
+    write_chart(results, png_path)
+
+    click.echo(table(results))
+    for r in results:
+        if r["loadgen_cpu_share"] > 0.85:
+            click.echo(
+                f"note: the load generator used {r['loadgen_cpu_share']:.0%} of a core in the "
+                f"{r['config']['strategy']} run; it may have been a bottleneck",
+                err=True,
+            )
+    click.echo(f"\nreport: {json_path}\nchart:  {png_path}")
+    broken = [r["config"]["strategy"] for r in results if not r["correct"]]
+    if broken and not (compare and broken == ["naive"]):
+        raise click.exceptions.Exit(1)

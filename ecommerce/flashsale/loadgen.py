@@ -1,0 +1,155 @@
+"""A lean HTTP/1.1 load generator for the sale: asyncio, keep-alive, no libraries.
+
+Each of C connections runs buyers one after another: add one unit to the cart,
+get the checkout quote, pay. It runs in a process of its own and reports the CPU
+it used, so a run can show that the load generator was not the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import resource
+import time
+from dataclasses import dataclass, field
+
+ADD, CHECKOUT, PAY = 0, 1, 2
+STEP_NAMES = ("add", "checkout", "pay")
+TRANSPORT_ERROR = 0  # the status recorded when no HTTP answer came back
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    host: str
+    port: int
+    items: list[tuple[int, str]]  # (item id, unit price as a decimal string)
+    buyers: int
+    connections: int
+    duration_s: float
+    user_prefix: str
+
+
+@dataclass
+class LoadResult:
+    # One record per request: (step, started, finished, status, error code).
+    records: list[tuple[int, float, float, int, str]] = field(default_factory=list)
+    started: float = 0.0
+    finished: float = 0.0
+    cpu_s: float = 0.0
+
+    @property
+    def cpu_share(self) -> float:
+        """CPU used by the load generator, as a share of one core."""
+        wall = self.finished - self.started
+        return self.cpu_s / wall if wall > 0 else 0.0
+
+
+class _Connection:
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+        if body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        self.writer.write(head.encode() + b"\r\n" + (body or b""))
+        raw_head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(raw_head[9:12])
+        length = 0
+        close = False
+        for line in raw_head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+        data = await self.reader.readexactly(length) if length else b""
+        if close:
+            self.close()
+        return status, data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+def _error_code(status: int, body: bytes) -> str:
+    if status < 400:
+        return ""
+    try:
+        return json.loads(body)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return "non_json_error"
+
+
+async def _run(plan: LoadPlan, result: LoadResult) -> None:
+    next_buyer = 0
+    deadline = time.monotonic() + plan.duration_s
+    records = result.records
+
+    async def connection_loop() -> None:
+        nonlocal next_buyer
+        conn = _Connection(plan.host, plan.port)
+
+        async def step(kind: int, method: str, path: str, body: bytes | None) -> int:
+            started = time.monotonic()
+            try:
+                status, data = await conn.request(method, path, body)
+                code = _error_code(status, data)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                conn.close()
+                status, code = TRANSPORT_ERROR, "transport_error"
+            records.append((kind, started, time.monotonic(), status, code))
+            return status
+
+        while next_buyer < plan.buyers and time.monotonic() < deadline:
+            n = next_buyer
+            next_buyer += 1
+            user = f"{plan.user_prefix}{n}"
+            item_id, price = plan.items[n % len(plan.items)]
+            add = f'{{"item_id": {item_id}, "quantity": 1}}'.encode()
+            if await step(ADD, "POST", f"/cart/{user}/add", add) != 200:
+                continue
+            await step(CHECKOUT, "GET", f"/cart/{user}/checkout", None)
+            await step(PAY, "POST", f"/cart/{user}/pay", f'{{"amount": "{price}"}}'.encode())
+        conn.close()
+
+    await asyncio.gather(*(connection_loop() for _ in range(plan.connections)))
+
+
+def run_load(plan: LoadPlan) -> LoadResult:
+    result = LoadResult()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = usage.ru_utime + usage.ru_stime
+    result.started = time.monotonic()
+    asyncio.run(_run(plan, result))
+    result.finished = time.monotonic()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result.cpu_s = usage.ru_utime + usage.ru_stime - cpu_before
+    return result
+
+
+def _child(plan: LoadPlan, conn: multiprocessing.connection.Connection) -> None:
+    conn.send(run_load(plan))
+    conn.close()
+
+
+def run_load_in_process(plan: LoadPlan) -> LoadResult:
+    """Run the load in a child process (its own interpreter, its own core if free)."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_child, args=(plan, child), daemon=True)
+    process.start()
+    child.close()
+    result = parent.recv()
+    process.join()
+    return result

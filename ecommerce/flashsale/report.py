@@ -1,0 +1,124 @@
+"""The sale night in one picture: a JSON file of the run, a PNG chart, a table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+COLORS = {"for_update": "#1f77b4", "atomic": "#2ca02c", "naive": "#d62728"}
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    header = (
+        f"{'strategy':<11}{'paid':>7}{'paid/s':>9}{'ceiling':>9}{'ratio':>7}"
+        f"{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'sold out':>9}{'busy':>6}{'error':>6}"
+        f"{'oversold':>9}{'5xx':>5}  verdict"
+    )
+    rows = [header, "-" * len(header)]
+    for r in results:
+        ceiling = f"{r['ceiling_tps']:.0f}" if r["ceiling_tps"] else "-"
+        ratio = f"{r['ratio_to_ceiling']:.2f}" if r["ratio_to_ceiling"] else "-"
+        lat = r["pay_latency_ms"]
+        out = r["outcomes"]
+        verdict = "ok" if r["correct"] else "OVERSOLD / BROKEN"
+        rows.append(
+            f"{r['config']['strategy']:<11}{r['paid']:>7}{r['paid_per_s']:>9.0f}{ceiling:>9}"
+            f"{ratio:>7}{lat['p50']:>8.1f}{lat['p95']:>8.1f}{lat['p99']:>8.1f}"
+            f"{out['sold_out']:>9}{out['busy']:>6}{out['error']:>6}"
+            f"{r['oversold_units']:>9}{r['five_xx']:>5}  {verdict}"
+        )
+    return "\n".join(rows)
+
+
+def write_json(results: list[dict[str, Any]], machine: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps({"machine": machine, "runs": results}, indent=2, default=str))
+
+
+def write_chart(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
+    (ax_rate, ax_lat), (ax_stock, ax_bar) = axes
+    for r in results:
+        name = r["config"]["strategy"]
+        color = COLORS.get(name, "gray")
+        line = r["timeline"]
+        t = [p["t"] for p in line]
+        ax_rate.plot(t, [p["paid_per_s"] for p in line], color=color, label=name)
+        lat_t = [p["t"] for p in line if p["p99_ms"] is not None]
+        ax_lat.plot(
+            lat_t,
+            [p["p50_ms"] for p in line if p["p99_ms"] is not None],
+            color=color,
+            linestyle="--",
+            label=f"{name} p50",
+        )
+        ax_lat.plot(
+            lat_t,
+            [p["p99_ms"] for p in line if p["p99_ms"] is not None],
+            color=color,
+            label=f"{name} p99",
+        )
+        stock_t = [p["t"] for p in line if p["stock"] is not None]
+        label = name
+        if r["oversold_units"] or r["unaccounted_units"]:
+            label = (
+                f"{name}: OVERSOLD {r['oversold_units']} units, "
+                f"{r['unaccounted_units']} unaccounted"
+            )
+        ax_stock.plot(
+            stock_t,
+            [p["stock"] for p in line if p["stock"] is not None],
+            color=color,
+            label=label,
+            linewidth=2.5 if name == "naive" else 1.5,
+        )
+    ax_rate.set(title="Successful pays per second", xlabel="seconds", ylabel="pays/s")
+    ax_lat.set(title="Pay latency", xlabel="seconds", ylabel="ms", yscale="log")
+    ax_stock.set(
+        title="Stock of the sale item(s) (from the database)", xlabel="seconds", ylabel="units"
+    )
+    for ax in (ax_rate, ax_lat, ax_stock):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+
+    names = [r["config"]["strategy"] for r in results]
+    app = [r["paid_per_s"] for r in results]
+    ceiling = [r["ceiling_tps"] or 0 for r in results]
+    x = range(len(results))
+    ax_bar.bar(
+        [i - 0.2 for i in x],
+        app,
+        width=0.4,
+        label="shop over HTTP",
+        color=[COLORS.get(n, "gray") for n in names],
+    )
+    ax_bar.bar([i + 0.2 for i in x], ceiling, width=0.4, label="pgbench ceiling", color="#bbbbbb")
+    for i, r in enumerate(results):
+        text = f"{r['ratio_to_ceiling']:.2f}x" if r["ratio_to_ceiling"] else ""
+        if not r["correct"]:
+            text = "OVERSOLD"
+        ax_bar.annotate(
+            text,
+            (i - 0.2, app[i]),
+            ha="center",
+            va="bottom",
+            color="#d62728" if not r["correct"] else "black",
+            fontweight="bold",
+        )
+    ax_bar.set_xticks(list(x), names)
+    ax_bar.set(title="Pays/s: the shop vs the database's own ceiling", ylabel="pays/s")
+    ax_bar.legend(fontsize=8)
+    first = results[0]["config"]
+    fig.suptitle(
+        f"12.12 flash sale: {first['stock']} units, {first['buyers']} buyers, "
+        f"{first['connections']} connections, {first['items']} SKU(s), "
+        f"gunicorn {first['workers']}x{first['threads']} {first['worker_class']}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,351 @@
+"""One flash sale, start to finish: set up, storm, check, measure the ceiling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session
+
+from ecommerce.config import PROJECT_ROOT
+from ecommerce.flashsale.ceiling import DEFAULT_CLIENTS, measure_ceiling
+from ecommerce.flashsale.loadgen import ADD, PAY, TRANSPORT_ERROR, LoadPlan, run_load_in_process
+from ecommerce.repositories import ItemRepository
+from ecommerce.services.invariants import find_violations
+
+SALE_PRICE = "9.99"
+TABLES = "items, carts, orders, order_lines, payments, stock_movements, idempotency_keys"
+
+
+@dataclass
+class SaleConfig:
+    strategy: str = "for_update"
+    stock: int = 2000
+    buyers: int = 4000
+    connections: int = 64
+    duration_s: float = 30.0
+    items: int = 1  # >1: the stock is spread over that many SKUs
+    workers: int = 3
+    threads: int = 4
+    worker_class: str = "gthread"
+    url: str | None = None  # a running server to target instead of starting gunicorn
+    ceiling: bool = True
+    ceiling_clients: tuple[int, ...] = DEFAULT_CLIENTS
+    ceiling_seconds: float = 3.0
+
+
+@dataclass
+class SaleResult:
+    config: dict[str, Any]
+    paid: int = 0
+    paid_per_s: float = 0.0
+    sale_window_s: float = 0.0
+    sold_out: bool = False
+    requests: int = 0
+    requests_per_s: float = 0.0
+    pay_latency_ms: dict[str, float] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
+    units_in_orders: int = 0
+    stock_sold: int = 0
+    oversold_units: int = 0
+    unaccounted_units: int = 0
+    five_xx: int = 0
+    charged_twice: int = 0
+    invariant_violations: list[str] = field(default_factory=list)
+    loadgen_cpu_share: float = 0.0
+    ceiling: list[dict[str, float]] = field(default_factory=list)
+    ceiling_tps: float | None = None
+    ratio_to_ceiling: float | None = None
+    timeline: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def correct(self) -> bool:
+        return (
+            self.oversold_units == 0
+            and self.unaccounted_units == 0
+            and self.five_xx == 0
+            and self.charged_twice == 0
+            and not self.invariant_violations
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self) | {"correct": self.correct}
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gunicorn:
+    def __init__(self, database_url: str, config: SaleConfig) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "STOCK_STRATEGY": config.strategy,
+            "ALLOW_UNSAFE_STRATEGY": "true" if config.strategy == "naive" else "false",
+            "APP_ENV": "development",
+            "AUTH_REQUIRED": "false",
+            "WEB_CONCURRENCY": str(config.workers),
+            "GUNICORN_THREADS": str(config.threads),
+            "GUNICORN_WORKER_CLASS": config.worker_class,
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "GUNICORN_ACCESS_LOG": "",
+            "GUNICORN_LOG_LEVEL": "warning",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Gunicorn:
+        gunicorn = Path(sys.executable).parent / "gunicorn"
+        self.process = subprocess.Popen(
+            [str(gunicorn), "-c", "python:ecommerce.gunicorn_conf", "wsgi:app"],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("gunicorn exited during start-up")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/items", timeout=2):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("gunicorn did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def warm_up(host: str, port: int, requests: int) -> None:
+    """Let every worker open its connections before the clock starts."""
+
+    def get() -> None:
+        with urllib.request.urlopen(f"http://{host}:{port}/items", timeout=10):
+            pass
+
+    threads = [threading.Thread(target=get) for _ in range(requests)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+class StockPoller(threading.Thread):
+    """Samples the sale items' total stock from the database while the storm runs."""
+
+    def __init__(self, engine: Engine, item_ids: list[int], interval_s: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.engine = engine
+        self.item_ids = item_ids
+        self.interval_s = interval_s
+        self.samples: list[tuple[float, float]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with self.engine.connect() as conn:
+            while not self.stop.is_set():
+                stock = conn.execute(
+                    text("SELECT coalesce(sum(stock), 0) FROM items WHERE id = ANY(:ids)"),
+                    {"ids": self.item_ids},
+                ).scalar_one()
+                conn.commit()
+                self.samples.append((time.monotonic(), float(stock)))
+                self.stop.wait(self.interval_s)
+
+
+def create_sale_items(engine: Engine, stock: int, count: int, label: str) -> list[int]:
+    per_item = [stock // count + (1 if n < stock % count else 0) for n in range(count)]
+    with Session(engine) as session, session.begin():
+        items = ItemRepository(session)
+        return [
+            items.add(f"{label} #{n + 1}", Decimal(SALE_PRICE), Decimal(units)).id
+            for n, units in enumerate(per_item)
+        ]
+
+
+def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> SaleResult:
+    """Run one sale. With ``own_database`` the tables are emptied first (the
+    simulator's own database); otherwise only the new sale items are looked at."""
+    engine = create_engine(database_url, pool_pre_ping=True)
+    try:
+        if own_database:
+            with engine.begin() as conn:
+                conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+        tag = f"{config.strategy}-{int(time.time() * 1000) % 10**9}"
+        item_ids = create_sale_items(engine, config.stock, config.items, f"Flash sale {tag}")
+        prefix = f"fs-{tag}-"
+
+        if config.url:
+            target = urlsplit(config.url)
+            host, port = target.hostname or "127.0.0.1", target.port or 80
+            result = _storm(engine, config, item_ids, prefix, host, port)
+        else:
+            with Gunicorn(database_url, config) as server:
+                warm_up("127.0.0.1", server.port, 4 * config.workers * config.threads)
+                result = _storm(engine, config, item_ids, prefix, "127.0.0.1", server.port)
+
+        _check(engine, config, item_ids, prefix, result, own_database)
+        if config.ceiling and config.strategy != "naive":
+            ceiling_ids = create_sale_items(engine, 99_999_999, config.items, f"Ceiling {tag}")
+            runs = measure_ceiling(
+                database_url,
+                config.strategy,
+                min(ceiling_ids),
+                max(ceiling_ids),
+                SALE_PRICE,
+                config.ceiling_clients,
+                config.ceiling_seconds,
+            )
+            result.ceiling = [asdict(run) for run in runs]
+            result.ceiling_tps = max(run.tps for run in runs)
+            result.ratio_to_ceiling = result.paid_per_s / result.ceiling_tps
+        return result
+    finally:
+        engine.dispose()
+
+
+def _storm(
+    engine: Engine, config: SaleConfig, item_ids: list[int], prefix: str, host: str, port: int
+) -> SaleResult:
+    plan = LoadPlan(
+        host=host,
+        port=port,
+        items=[(item_id, SALE_PRICE) for item_id in item_ids],
+        buyers=config.buyers,
+        connections=config.connections,
+        duration_s=config.duration_s,
+        user_prefix=prefix,
+    )
+    poller = StockPoller(engine, item_ids)
+    poller.start()
+    load = run_load_in_process(plan)
+    poller.stop.set()
+    poller.join()
+
+    result = SaleResult(config=asdict(config))
+    records = load.records
+    start = load.started
+    pays = [r for r in records if r[0] == PAY]
+    paid = [r for r in pays if r[3] == 201]
+    result.paid = len(paid)
+    last_paid = max((r[2] for r in paid), default=load.finished)
+    result.sold_out = any(r[4] == "insufficient_stock" for r in records)
+    result.sale_window_s = (last_paid if result.sold_out else load.finished) - start
+    result.paid_per_s = result.paid / result.sale_window_s if result.sale_window_s > 0 else 0.0
+    result.requests = len(records)
+    result.requests_per_s = len(records) / (load.finished - start)
+    latencies = sorted((r[2] - r[1]) * 1000 for r in pays)
+    result.pay_latency_ms = {f"p{p}": round(percentile(latencies, p), 2) for p in (50, 95, 99)} | {
+        "max": round(latencies[-1], 2) if latencies else 0.0
+    }
+    result.statuses = dict(Counter(str(r[3]) for r in records))
+    result.five_xx = sum(1 for r in records if r[3] >= 500 or r[3] == TRANSPORT_ERROR)
+    outcomes: Counter[str] = Counter()
+    for kind, _, _, status, code in records:
+        if kind == PAY and status == 201:
+            outcomes["paid"] += 1
+        elif code == "insufficient_stock" and kind in (ADD, PAY):
+            outcomes["sold_out"] += 1
+        elif code == "busy":
+            outcomes["busy"] += 1
+        elif status >= 400 or status == TRANSPORT_ERROR:
+            outcomes["error"] += 1
+    result.outcomes = {k: outcomes.get(k, 0) for k in ("paid", "sold_out", "busy", "error")}
+    result.loadgen_cpu_share = round(load.cpu_share, 3)
+    result.timeline = _timeline(records, poller.samples, start, load.finished)
+    return result
+
+
+def _timeline(records, samples, start: float, end: float, bucket_s: float = 0.25) -> list[dict]:
+    buckets = int((end - start) / bucket_s) + 1
+    paid = [0] * buckets
+    latencies: list[list[float]] = [[] for _ in range(buckets)]
+    for kind, began, finished, status, _ in records:
+        if kind != PAY:
+            continue
+        b = min(buckets - 1, int((finished - start) / bucket_s))
+        latencies[b].append((finished - began) * 1000)
+        if status == 201:
+            paid[b] += 1
+    stock_at: list[float | None] = [None] * buckets
+    for t, stock in samples:
+        b = int((t - start) / bucket_s)
+        if 0 <= b < buckets:
+            stock_at[b] = stock
+    timeline = []
+    for b in range(buckets):
+        lat = sorted(latencies[b])
+        timeline.append(
+            {
+                "t": round(b * bucket_s, 3),
+                "paid_per_s": paid[b] / bucket_s,
+                "p50_ms": round(percentile(lat, 50), 2) if lat else None,
+                "p99_ms": round(percentile(lat, 99), 2) if lat else None,
+                "stock": stock_at[b],
+            }
+        )
+    return timeline
+
+
+def _check(
+    engine: Engine,
+    config: SaleConfig,
+    item_ids: list[int],
+    prefix: str,
+    result: SaleResult,
+    own_database: bool,
+) -> None:
+    with engine.connect() as conn:
+        final = conn.execute(
+            text("SELECT coalesce(sum(stock), 0) FROM items WHERE id = ANY(:ids)"),
+            {"ids": item_ids},
+        ).scalar_one()
+        in_orders = conn.execute(
+            text("SELECT coalesce(sum(quantity), 0) FROM order_lines WHERE item_id = ANY(:ids)"),
+            {"ids": item_ids},
+        ).scalar_one()
+        result.charged_twice = conn.execute(
+            text(
+                "SELECT count(*) FROM (SELECT o.user_id FROM orders o JOIN payments p"
+                " ON p.order_id = o.id WHERE o.user_id LIKE :prefix"
+                " GROUP BY o.user_id HAVING count(*) > 1) twice"
+            ),
+            {"prefix": prefix + "%"},
+        ).scalar_one()
+    result.units_in_orders = int(in_orders)
+    result.stock_sold = int(config.stock - final)
+    result.oversold_units = max(0, result.units_in_orders - config.stock)
+    result.unaccounted_units = result.units_in_orders - result.stock_sold
+    if own_database:
+        with Session(engine) as session:
+            result.invariant_violations = [str(v) for v in find_violations(session)][:20]
