@@ -4,7 +4,8 @@ The pgbench script is compiled from the very statement objects the shop
 executes (ecommerce.repositories and ecommerce.transactions), so "the same pay
 transaction" is literally the same SQL: the add's upsert, then BEGIN, SET LOCAL
 timeouts, the cart lock, the order write, the strategy's stock statements,
-COMMIT. pgbench uses prepared statements, which is the database at its best.
+COMMIT. pgbench sends them with the simple query protocol, as psycopg2 does
+(values inlined as literals), so parse and plan costs count on both sides.
 """
 
 from __future__ import annotations
@@ -48,12 +49,15 @@ def pay_script(strategy: str, first_item: int, last_item: int, price: str) -> st
     """A pgbench script: one execution = one add and one pay of one unit."""
     if strategy not in STRATEGY_STATEMENTS:
         raise ValueError(f"no ceiling for strategy {strategy!r}")
+    # In simple-protocol mode pgbench pastes a variable's text into the SQL, so
+    # text values carry their own quotes, as psycopg2 inlines them.
     variables = (
-        "SELECT 'pgbench-' || :client_id || '-' || :n AS user_id, :item AS item_id,"
-        " 1 AS quantity, '{' || :item || '}' AS item_ids, '{1}' AS quantities,"
-        f" '{{{price}}}' AS unit_prices, {price} AS total, {price} AS amount,"
-        f" :item AS take_id, 1 AS take_quantity, {price} AS expected_price,"
-        " '3000ms' AS lock, '10000ms' AS stmt"
+        "SELECT quote_literal('pgbench-' || :client_id || '-' || :n) AS user_id,"
+        " :item AS item_id, 1 AS quantity, quote_literal('{' || :item || '}') AS item_ids,"
+        f" quote_literal('{{1}}') AS quantities, quote_literal('{{{price}}}') AS unit_prices,"
+        f" {price} AS total, {price} AS amount, :item AS take_id, 1 AS take_quantity,"
+        f" {price} AS expected_price, quote_literal('3000ms') AS lock,"
+        " quote_literal('10000ms') AS stmt"
     )
     lines = [
         r"\set n random(1, 2000000000)",
@@ -105,7 +109,7 @@ def run_pgbench(database_url: str, script: str, clients: int, seconds: float) ->
                 str(pgbench_path()),
                 "-n",
                 "-M",
-                "prepared",
+                "simple",
                 "-f",
                 path,
                 "-c",
