@@ -38,6 +38,9 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The 12.12 simulator: every strategy, one hot item, 64 connections; prints the
+# table and writes a JSON report and a chart under instance/flashsale/.
+BENCH_ARGS ?= --compare
 bench: install
 	$(BIN)/flask flashsale $(BENCH_ARGS)
 

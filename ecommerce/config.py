@@ -48,7 +48,7 @@ class Settings:
     lock_timeout_ms: int = 3000
     statement_timeout_ms: int = 10000
     idle_in_transaction_timeout_ms: int = 15000
-    pool_size: int = 4
+    pool_size: int = 2
     pool_max_overflow: int = 0
     pool_timeout_s: float = 5.0
     # Deadlocks and serialization failures re-run the whole unit of work.
@@ -68,7 +68,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
-        threads = _env_int("GUNICORN_THREADS", 4, env)
+        threads = _env_int("GUNICORN_THREADS", 2, env)
         environment = (env.get("APP_ENV") or cls.environment).strip().lower()
         return cls(
             database_url=env.get("DATABASE_URL") or None,

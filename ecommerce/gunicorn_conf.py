@@ -15,10 +15,13 @@ _settings = Settings.from_env()
 
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{_settings.port}"
 # gthread: each worker serves GUNICORN_THREADS requests at once, each on its own
-# pooled connection (DB_POOL_SIZE defaults to the thread count).
+# pooled connection (DB_POOL_SIZE defaults to the thread count). Two threads per
+# process and two processes per core measured best on a 2-core machine: Python is
+# CPU-bound here, and a hot row wants few connections queueing on it
+# (docs/BENCHMARKS.md).
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * (os.cpu_count() or 1))
-threads = int(os.environ.get("GUNICORN_THREADS") or 4)
+threads = int(os.environ.get("GUNICORN_THREADS") or 2)
 preload_app = False
 # The worker timeout sits above statement_timeout (10 s), which sits above
 # lock_timeout (3 s): the database gives up first and the client gets a 503.

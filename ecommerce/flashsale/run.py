@@ -38,8 +38,8 @@ class SaleConfig:
     connections: int = 64
     duration_s: float = 30.0
     items: int = 1  # >1: the stock is spread over that many SKUs
-    workers: int = 3
-    threads: int = 4
+    workers: int = 4
+    threads: int = 2
     worker_class: str = "gthread"
     url: str | None = None  # a running server to target instead of starting gunicorn
     ceiling: bool = True

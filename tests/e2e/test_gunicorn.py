@@ -11,9 +11,9 @@ from tests.helpers import assert_conserved, assert_invariants, create_item, run_
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def server(database_url, committed):
-    server = Server(database_url)
+@pytest.fixture(params=["for_update", "atomic"])
+def server(request, database_url, committed):
+    server = Server(database_url, STOCK_STRATEGY=request.param)
     server.flask("db", "upgrade")
     server.flask("seed")
     server.start()

@@ -1,0 +1,99 @@
+"""The 12.12 bug, reproduced on purpose: the unsafe strategy loses an update when
+two pays interleave, and the invariant checker catches it. This is what makes the
+checks in the other concurrency tests able to fail."""
+
+import threading
+import time
+from decimal import Decimal
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from ecommerce.services import payment
+from ecommerce.services.invariants import find_violations
+from ecommerce.services.stock import ForUpdateStrategy, NaiveStrategy
+from tests.helpers import create_item, fill_carts
+
+
+def blocked_on_a_lock(engine) -> bool:
+    with engine.connect() as conn:
+        return bool(
+            conn.execute(
+                text("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            ).first()
+        )
+
+
+def interleave(engine, strategy, item_id) -> Decimal:
+    """A takes 1 unit and holds its transaction open; B takes 1 unit meanwhile;
+    then A commits and B commits. Returns the final stock."""
+    prices = {item_id: Decimal("1.00")}
+    with Session(engine) as a, a.begin():
+        strategy.take(a, {item_id: 1}, prices)
+
+        def buyer_b() -> None:
+            with Session(engine) as b, b.begin():
+                strategy.take(b, {item_id: 1}, prices)
+
+        thread = threading.Thread(target=buyer_b)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not blocked_on_a_lock(engine):  # B waits on A's row
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    thread.join(10)
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT stock FROM items WHERE id = :i"), {"i": item_id}).scalar()
+
+
+def test_naive_loses_a_unit_when_two_pays_interleave(committed):
+    item = create_item(committed, "Hot", "1.00", 5)
+    # Both read 5 before either wrote; both write 4: two units sold, one taken.
+    assert interleave(committed, NaiveStrategy(), item) == Decimal("4.00")
+
+
+def test_for_update_does_not(committed):
+    item = create_item(committed, "Hot", "1.00", 5)
+    # B's locking read waits for A's commit and then sees 4.
+    assert interleave(committed, ForUpdateStrategy(), item) == Decimal("3.00")
+
+
+def test_naive_pays_oversell_and_the_invariant_checker_names_the_item(committed, make_app):
+    """Through the real pay: A has taken its unit and is paused inside its
+    transaction (the test hook); B reads the old stock and waits on A's row; A
+    commits; B overwrites. Two orders, one unit gone."""
+    item = create_item(committed, "Hot", "1.00", 5)
+    fill_carts(committed, [("a", item, 1), ("b", item, 1)])
+    shop = make_app(stock_strategy="naive", allow_unsafe_strategy=True).extensions["shop"]
+    a_holds, release_a = threading.Event(), threading.Event()
+
+    def pause_a(user_id: str) -> None:
+        if user_id == "a":
+            a_holds.set()
+            release_a.wait(10)
+
+    shop.after_stock_taken = pause_a
+    results: dict[str, object] = {}
+
+    def pay(user: str) -> None:
+        results[user] = payment.pay(shop, user, Decimal("1.00"))
+
+    first = threading.Thread(target=pay, args=("a",))
+    first.start()
+    assert a_holds.wait(10)
+    second = threading.Thread(target=pay, args=("b",))
+    second.start()
+    deadline = time.monotonic() + 10
+    while not blocked_on_a_lock(committed):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    release_a.set()
+    first.join(10)
+    second.join(10)
+
+    assert sorted(results) == ["a", "b"]  # both were told they bought one
+    with Session(committed) as session:
+        violations = find_violations(session)
+    assert [v.check for v in violations] == ["stock_not_conserved"]
+    assert violations[0].row["item_id"] == item
+    assert violations[0].row["sold"] == 2 and violations[0].row["stock"] == Decimal("4.00")

@@ -1,0 +1,114 @@
+"""`flask flashsale`, small: the simulator runs, checks and reports for real."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ecommerce.flashsale.ceiling import pay_script
+from ecommerce.flashsale.report import table
+from ecommerce.repositories import LOCK_CART_FOR_PAY, LOCK_ITEMS, TAKE_IF_AVAILABLE
+
+pytestmark = pytest.mark.slow
+
+
+def test_ceiling_script_is_the_shops_own_pay_transaction():
+    script = pay_script("for_update", 3, 7, "9.99")
+    assert r"\set item random(3, 7)" in script
+    body = script[script.index("BEGIN;") :]
+    order = [
+        "set_config",
+        "FOR UPDATE OF carts",
+        "new_order",
+        "FOR NO KEY UPDATE",
+        "UPDATE items",
+        "COMMIT",
+    ]
+    positions = [body.index(marker) for marker in order]
+    assert positions == sorted(positions)
+    # The very statements the repositories execute, compiled the same way.
+    for statement in (LOCK_CART_FOR_PAY, LOCK_ITEMS):
+        assert str(statement.compile()).split("\n")[0].split(" ")[1] in body
+    atomic = pay_script("atomic", 1, 1, "9.99")
+    assert "FOR NO KEY UPDATE" not in atomic and "items.stock >=" in atomic
+    assert str(TAKE_IF_AVAILABLE.compile()).startswith("UPDATE items")
+    with pytest.raises(ValueError):
+        pay_script("naive", 1, 1, "9.99")
+
+
+def test_a_small_sale_end_to_end(make_app, database_url, tmp_path: Path):
+    app = make_app()
+    result = app.test_cli_runner().invoke(
+        args=[
+            "flashsale",
+            "--stock",
+            "25",
+            "--buyers",
+            "60",
+            "--connections",
+            "8",
+            "--items",
+            "2",
+            "--workers",
+            "2",
+            "--threads",
+            "2",
+            "--ceiling-seconds",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    assert "for_update" in result.output and "ok" in result.output
+    (report,) = tmp_path.glob("flashsale-*.json")
+    (chart,) = tmp_path.glob("flashsale-*.png")
+    assert chart.stat().st_size > 10_000
+    data = json.loads(report.read_text())
+    assert data["machine"]["cpus"] >= 1
+    (run,) = data["runs"]
+    assert run["correct"] is True
+    assert run["paid"] == 25 and run["units_in_orders"] == 25 and run["stock_sold"] == 25
+    assert run["oversold_units"] == 0 and run["five_xx"] == 0 and run["charged_twice"] == 0
+    assert run["outcomes"]["paid"] == 25 and run["outcomes"]["sold_out"] == 35
+    assert run["sold_out"] is True and run["paid_per_s"] > 0
+    assert run["ceiling_tps"] > 0 and run["ratio_to_ceiling"] > 0
+    assert [c["clients"] for c in run["ceiling"]] == [1, 4, 8, 16, 64]
+    assert run["pay_latency_ms"]["p50"] <= run["pay_latency_ms"]["p99"]
+    assert run["timeline"] and run["invariant_violations"] == []
+    assert table(data["runs"]).count("\n") == 2
+
+
+def test_broken_runs_fail_the_command(monkeypatch, make_app, tmp_path):
+    """A run that oversells makes the command exit non-zero (unless it is naive in --compare)."""
+    from ecommerce.flashsale import command, run
+
+    real = run.run_sale
+
+    def oversold(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.oversold_units = 3
+        return result
+
+    monkeypatch.setattr(command, "run_sale", oversold)
+    app = make_app()
+    outcome = app.test_cli_runner().invoke(
+        args=[
+            "flashsale",
+            "--stock",
+            "5",
+            "--buyers",
+            "10",
+            "--connections",
+            "4",
+            "--workers",
+            "1",
+            "--threads",
+            "2",
+            "--no-ceiling",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert outcome.exit_code == 1
+    assert "OVERSOLD" in outcome.output
