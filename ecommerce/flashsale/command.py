@@ -91,11 +91,11 @@ def _machine(database_url: str) -> dict[str, object]:
     help="SKUs the stock is spread over (1 = one hot item).",
 )
 @click.option(
-    "--workers", default=3, show_default=True, type=click.IntRange(1, 64), help="gunicorn workers."
+    "--workers", default=4, show_default=True, type=click.IntRange(1, 64), help="gunicorn workers."
 )
 @click.option(
     "--threads",
-    default=4,
+    default=2,
     show_default=True,
     type=click.IntRange(1, 64),
     help="gunicorn threads per worker (and pool size).",
@@ -110,7 +110,7 @@ def _machine(database_url: str) -> dict[str, object]:
     help="Its database (default: a '<db>_flashsale' database of the simulator's own).",
 )
 @click.option("--no-ceiling", is_flag=True, help="Skip the pgbench ceiling.")
-@click.option("--ceiling-seconds", default=3.0, show_default=True, type=click.FloatRange(1))
+@click.option("--ceiling-seconds", default=5.0, show_default=True, type=click.FloatRange(1))
 @click.option(
     "--out",
     "out_dir",

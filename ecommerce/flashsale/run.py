@@ -44,7 +44,7 @@ class SaleConfig:
     url: str | None = None  # a running server to target instead of starting gunicorn
     ceiling: bool = True
     ceiling_clients: tuple[int, ...] = DEFAULT_CLIENTS
-    ceiling_seconds: float = 3.0
+    ceiling_seconds: float = 5.0
 
 
 @dataclass
@@ -286,7 +286,7 @@ def _storm(
     return result
 
 
-def _timeline(records, samples, start: float, end: float, bucket_s: float = 0.25) -> list[dict]:
+def _timeline(records, samples, start: float, end: float, bucket_s: float = 0.5) -> list[dict]:
     buckets = int((end - start) / bucket_s) + 1
     paid = [0] * buckets
     latencies: list[list[float]] = [[] for _ in range(buckets)]
