@@ -93,11 +93,8 @@ def run_in_transaction(
                 if isolation_level is not None:
                     # Must be set before the transaction's first statement.
                     session.connection(execution_options={"isolation_level": isolation_level})
-                session.execute(
-                    text(
-                        "SELECT set_config('lock_timeout', :lock, true),"
-                        " set_config('statement_timeout', :stmt, true)"
-                    ),
+                session.connection().execute(
+                    SET_LOCAL_TIMEOUTS,
                     {
                         "lock": f"{policy.lock_timeout_ms}ms",
                         "stmt": f"{policy.statement_timeout_ms}ms",
