@@ -31,6 +31,9 @@ if timeout * 1000 <= _settings.statement_timeout_ms:
 graceful_timeout = 20
 keepalive = 5
 backlog = 2048
+# The control socket's default path is per user, not per instance: a second
+# gunicorn (the simulator or a test next to `make run`) would take it over.
+control_socket_disable = True
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
