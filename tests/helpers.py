@@ -4,6 +4,7 @@ from a connection of their own."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -106,6 +107,33 @@ def assert_conserved(before: dict[int, Decimal], after: Snapshot) -> None:
     assert after.orders == after.payments, "every order has exactly one payment"
     assert after.paid_total == after.payments_total, "payments add up to the order totals"
     assert after.orders_without_lines == 0
+
+
+def shop_state(conn: Connection) -> tuple:
+    """Everything a refused request must leave untouched, in one comparable value."""
+    return conn.execute(
+        text(
+            "SELECT (SELECT json_agg(i ORDER BY id)::text FROM items i),"
+            " (SELECT json_agg(c ORDER BY user_id, item_id)::text FROM carts c),"
+            " (SELECT count(*) FROM orders), (SELECT count(*) FROM payments),"
+            " (SELECT count(*) FROM idempotency_keys), (SELECT count(*) FROM stock_movements)"
+        )
+    ).one()
+
+
+def wait_until_a_backend_waits_on_a_lock(engine: Engine, timeout: float = 10) -> None:
+    """Poll pg_stat_activity until some session of this database is blocked on a lock."""
+    deadline = time.monotonic() + timeout
+    with engine.connect() as conn:
+        while not conn.execute(
+            text(
+                "SELECT 1 FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        ).first():
+            conn.rollback()
+            assert time.monotonic() < deadline, "nothing ever waited on a lock"
+            time.sleep(0.01)
 
 
 def run_together(workers: list[Callable[[], Any]], timeout: float = 60) -> list[Any]:

@@ -1,24 +1,18 @@
 """Idempotency keys under real concurrency: one effect, whatever the timing."""
 
 import threading
-import time
 from collections import Counter
 
 from sqlalchemy import text
 
-from tests.helpers import assert_invariants, create_item, fill_carts, run_together, snapshot
-
-
-def waiting_for_a_lock(engine) -> bool:
-    with engine.connect() as conn:
-        return bool(
-            conn.execute(
-                text(
-                    "SELECT 1 FROM pg_stat_activity WHERE application_name = 'ecommerce'"
-                    " AND wait_event_type = 'Lock'"
-                )
-            ).first()
-        )
+from tests.helpers import (
+    assert_invariants,
+    create_item,
+    fill_carts,
+    run_together,
+    snapshot,
+    wait_until_a_backend_waits_on_a_lock,
+)
 
 
 def test_same_key_while_the_first_still_runs_is_409_then_replays(make_app, committed):
@@ -37,10 +31,7 @@ def test_same_key_while_the_first_still_runs_is_409_then_replays(make_app, commi
 
         thread = threading.Thread(target=pay_first)
         thread.start()
-        deadline = time.monotonic() + 10
-        while not waiting_for_a_lock(committed):
-            assert time.monotonic() < deadline, "the first pay never reached the row lock"
-            time.sleep(0.02)
+        wait_until_a_backend_waits_on_a_lock(committed)  # the first pay, on the row lock
 
         second = app.test_client().post("/cart/u1/pay", json={"amount": "2.00"}, headers=headers)
         assert second.status_code == 409

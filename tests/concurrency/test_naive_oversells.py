@@ -3,7 +3,6 @@ two pays interleave, and the invariant checker catches it. This is what makes th
 checks in the other concurrency tests able to fail."""
 
 import threading
-import time
 from decimal import Decimal
 
 from sqlalchemy import text
@@ -12,16 +11,7 @@ from sqlalchemy.orm import Session
 from ecommerce.services import payment
 from ecommerce.services.invariants import find_violations
 from ecommerce.services.stock import ForUpdateStrategy, NaiveStrategy
-from tests.helpers import create_item, fill_carts
-
-
-def blocked_on_a_lock(engine) -> bool:
-    with engine.connect() as conn:
-        return bool(
-            conn.execute(
-                text("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-            ).first()
-        )
+from tests.helpers import create_item, fill_carts, wait_until_a_backend_waits_on_a_lock
 
 
 def interleave(engine, strategy, item_id) -> Decimal:
@@ -37,10 +27,7 @@ def interleave(engine, strategy, item_id) -> Decimal:
 
         thread = threading.Thread(target=buyer_b)
         thread.start()
-        deadline = time.monotonic() + 10
-        while not blocked_on_a_lock(engine):  # B waits on A's row
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until_a_backend_waits_on_a_lock(engine)  # B, on A's row
     thread.join(10)
     with engine.connect() as conn:
         return conn.execute(text("SELECT stock FROM items WHERE id = :i"), {"i": item_id}).scalar()
@@ -83,10 +70,7 @@ def test_naive_pays_oversell_and_the_invariant_checker_names_the_item(committed,
     assert a_holds.wait(10)
     second = threading.Thread(target=pay, args=("b",))
     second.start()
-    deadline = time.monotonic() + 10
-    while not blocked_on_a_lock(committed):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until_a_backend_waits_on_a_lock(committed)  # B, on A's row
     release_a.set()
     first.join(10)
     second.join(10)

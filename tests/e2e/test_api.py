@@ -5,7 +5,7 @@ import json
 import pytest
 from sqlalchemy import text
 
-from tests.helpers import insert_cart_line, insert_item
+from tests.helpers import insert_cart_line, insert_item, shop_state
 
 
 @pytest.fixture
@@ -17,16 +17,6 @@ def item_id(connection, name):
     return connection.execute(
         text("SELECT id FROM items WHERE name = :n"), {"n": name}
     ).scalar_one()
-
-
-def shop_state(connection):
-    return connection.execute(
-        text(
-            "SELECT (SELECT json_agg(i ORDER BY id)::text FROM items i),"
-            " (SELECT json_agg(c ORDER BY user_id, item_id)::text FROM carts c),"
-            " (SELECT count(*) FROM orders), (SELECT count(*) FROM payments)"
-        )
-    ).one()
 
 
 def assert_error(response, status, code):

@@ -6,10 +6,9 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
 
 from ecommerce.auth import issue_token
-from tests.helpers import insert_cart_line, insert_item
+from tests.helpers import insert_cart_line, insert_item, shop_state
 
 SECRET = "fuzz-secret-0123456789"
 
@@ -88,17 +87,6 @@ headers = st.fixed_dictionaries(
         ),
     },
 )
-
-
-def shop_state(connection):
-    return connection.execute(
-        text(
-            "SELECT (SELECT json_agg(i ORDER BY id)::text FROM items i),"
-            " (SELECT json_agg(c ORDER BY user_id, item_id)::text FROM carts c),"
-            " (SELECT count(*) FROM orders), (SELECT count(*) FROM payments),"
-            " (SELECT count(*) FROM idempotency_keys)"
-        )
-    ).one()
 
 
 @pytest.fixture(params=[False, True], ids=["auth-off", "auth-on"])
