@@ -347,9 +347,6 @@ class OrderRepository(_Repository):
         )
         return self.session.scalars(stmt).all()
 
-    def count(self) -> int:
-        return self.session.scalar(select(func.count()).select_from(Order)) or 0
-
 
 class IdempotencyRepository(_Repository):
     def try_lock(self, user_id: str, key: str) -> bool:

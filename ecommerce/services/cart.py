@@ -8,10 +8,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ecommerce.errors import InsufficientStock, NotFound
+from ecommerce.errors import NotFound
 from ecommerce.money import format_money
 from ecommerce.repositories import CartRepository
 from ecommerce.services import Shop
+from ecommerce.services.stock import insufficient
 from ecommerce.services.views import LineView, total_of
 
 
@@ -68,18 +69,15 @@ def add_to_cart_in(session: Session, user_id: str, item_id: int, quantity: int) 
     if line is None:
         raise NotFound(f"item {item_id} does not exist")
     if line.quantity > line.stock:
-        raise InsufficientStock(
-            f"not enough stock for: {line.name}",
-            details={
-                "items": [
-                    {
-                        "item_id": item_id,
-                        "name": line.name,
-                        "requested": line.quantity,
-                        "available": format_money(line.stock),
-                    }
-                ]
-            },
+        raise insufficient(
+            [
+                {
+                    "item_id": item_id,
+                    "name": line.name,
+                    "requested": line.quantity,
+                    "available": format_money(line.stock),
+                }
+            ]
         )
     return _read_cart(session, user_id)
 

@@ -6,12 +6,12 @@
   ``UPDATE ... WHERE stock >= :q RETURNING``, in ascending id order; if any line
   matched nothing the pay fails and its transaction rolls back. Same guarantees,
   one statement fewer while the hot row is held.
-
-The pay takes stock last, right before COMMIT, so a hot item's row is held for
-as few round trips as possible (see ecommerce/services/payment.py).
 * ``naive``: the unlocked read-then-write that oversold on 12.12. It exists only
   so the flash-sale simulator can show the failure; the app refuses to start
   with it unless ALLOW_UNSAFE_STRATEGY is set.
+
+The pay takes stock last, right before COMMIT, so a hot item's row is held for
+as few round trips as possible (see ecommerce/services/payment.py).
 """
 
 from __future__ import annotations
