@@ -155,6 +155,8 @@ TAKE_IF_AVAILABLE = (
     .returning(Item.id)
 )
 
+ALL_ITEMS = select(Item.id, Item.name, Item.price, Item.stock).order_by(Item.id)
+
 READ_ITEMS = (
     select(Item.id, Item.name, Item.price, Item.stock)
     .where(Item.id == any_(_ITEM_IDS))
@@ -181,7 +183,9 @@ class PayLine:
 
 
 @dataclass(frozen=True)
-class LockedItem:
+class ItemRow:
+    """An item's columns as one statement read them (locked or not)."""
+
     id: int
     name: str
     price: Decimal
@@ -210,11 +214,12 @@ class _Repository:
 
 
 class ItemRepository(_Repository):
-    def get(self, item_id: int) -> Item | None:
-        return self.session.get(Item, item_id)
+    def get(self, item_id: int) -> ItemRow | None:
+        rows = self.read([item_id])
+        return rows[0] if rows else None
 
-    def list(self) -> Sequence[Item]:
-        return self.session.scalars(select(Item).order_by(Item.id)).all()
+    def list(self) -> list[ItemRow]:
+        return [ItemRow(*row) for row in self._execute(ALL_ITEMS, {})]
 
     def find_by_name(self, name: str) -> Item | None:
         return self.session.scalars(select(Item).where(Item.name == name).limit(1)).first()
@@ -242,15 +247,15 @@ class ItemRepository(_Repository):
             self.session.flush()
         return new_stock
 
-    def lock(self, item_ids: Iterable[int]) -> list[LockedItem]:
+    def lock(self, item_ids: Iterable[int]) -> list[ItemRow]:
         """SELECT ... ORDER BY id FOR NO KEY UPDATE: the pay's row locks, in id order."""
         rows = self._execute(LOCK_ITEMS, {"item_ids": sorted(set(item_ids))})
-        return [LockedItem(*row) for row in rows]
+        return [ItemRow(*row) for row in rows]
 
-    def read(self, item_ids: Iterable[int]) -> list[LockedItem]:
+    def read(self, item_ids: Iterable[int]) -> list[ItemRow]:
         """The same columns as :meth:`lock`, without a lock (quotes, error messages)."""
         rows = self._execute(READ_ITEMS, {"item_ids": sorted(set(item_ids))})
-        return [LockedItem(*row) for row in rows]
+        return [ItemRow(*row) for row in rows]
 
     def decrement(self, quantities: Mapping[int, int]) -> None:
         """Subtract quantities from stock in one statement (rows already locked)."""

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from ecommerce.errors import Conflict, InsufficientStock
 from ecommerce.money import format_money
-from ecommerce.repositories import ItemRepository, LockedItem
+from ecommerce.repositories import ItemRepository, ItemRow
 
 
 class StockStrategy(Protocol):
@@ -43,7 +43,7 @@ class StockStrategy(Protocol):
         ...
 
 
-def shortage(item: LockedItem, requested: int) -> dict[str, object]:
+def shortage(item: ItemRow, requested: int) -> dict[str, object]:
     return {
         "item_id": item.id,
         "name": item.name,
@@ -52,7 +52,7 @@ def shortage(item: LockedItem, requested: int) -> dict[str, object]:
     }
 
 
-def shortages(items: Iterable[LockedItem], wanted: Mapping[int, int]) -> list[dict[str, object]]:
+def shortages(items: Iterable[ItemRow], wanted: Mapping[int, int]) -> list[dict[str, object]]:
     return [shortage(item, wanted[item.id]) for item in items if item.stock < wanted[item.id]]
 
 

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from ecommerce.models import Item, Order
+from ecommerce.models import Order
 from ecommerce.money import format_money
+from ecommerce.repositories import ItemRow
 
 
-def item_json(item: Item) -> dict[str, Any]:
+def item_json(item: ItemRow) -> dict[str, Any]:
     return {
         "id": item.id,
         "name": item.name,
