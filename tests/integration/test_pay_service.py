@@ -101,3 +101,20 @@ def test_add_to_cart_refuses_more_than_stock(shop, connection):
     with pytest.raises(InsufficientStock):
         cart.add_to_cart(shop, "u1", a, 2)  # line would be 4 > 3
     assert cart.view_cart(shop, "u1").lines[0].quantity == 2
+
+
+@pytest.mark.parametrize("strategy", SAFE_STRATEGIES)
+def test_a_price_changed_under_the_lock_is_a_conflict(strategy, connection):
+    """The order is written at the price read with the cart; if the row's price
+    differs when the stock is taken, the pay is refused (and rolls back)."""
+    from sqlalchemy.orm import Session
+
+    from ecommerce.errors import Conflict
+
+    a = insert_item(connection, "A", "1.00", 5)
+    with (
+        Session(bind=connection, join_transaction_mode="create_savepoint") as session,
+        pytest.raises(Conflict),
+    ):
+        strategy_named(strategy).take(session, {a: 1}, {a: Decimal("0.99")})
+    assert connection.execute(text("SELECT stock FROM items WHERE id = :a"), {"a": a}).scalar() == 5
