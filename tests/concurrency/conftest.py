@@ -5,6 +5,14 @@ from flask import Flask
 
 from ecommerce.services import Shop
 
+SAFE_STRATEGIES = ["for_update", "atomic"]
+
+
+@pytest.fixture(params=SAFE_STRATEGIES)
+def safe_strategy(request) -> str:
+    """Every safe stock strategy must pass the concurrency tests that use this."""
+    return request.param
+
 
 @pytest.fixture
 def storm_shop(make_app: Callable[..., Flask], committed) -> Callable[..., Shop]:

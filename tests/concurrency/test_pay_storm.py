@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from ecommerce.errors import EmptyCart, InsufficientStock, ShopError
 from ecommerce.services import cart, payment
+from tests.concurrency.conftest import SAFE_STRATEGIES as SAFE
 from tests.helpers import (
     assert_conserved,
     assert_invariants,
@@ -16,8 +17,6 @@ from tests.helpers import (
     run_together,
     snapshot,
 )
-
-SAFE = ["for_update", "atomic"]
 
 
 def pay_all(shop, users, amount):

@@ -12,8 +12,13 @@ from ecommerce.transactions import TransactionPolicy, run_in_transaction
 from tests.helpers import assert_invariants, create_item, fill_carts, run_together, snapshot
 
 
-def test_a_held_row_lock_gives_503_with_retry_after_not_a_hang(make_app, committed):
-    app = make_app(lock_timeout_ms=200, statement_timeout_ms=2000, retry_after_s=2)
+def test_a_held_row_lock_gives_503_with_retry_after_not_a_hang(make_app, committed, safe_strategy):
+    app = make_app(
+        lock_timeout_ms=200,
+        statement_timeout_ms=2000,
+        retry_after_s=2,
+        stock_strategy=safe_strategy,
+    )
     client = app.test_client()
     hot = create_item(committed, "Hot", "1.00", 5)
     fill_carts(committed, [("u1", hot, 1)])
