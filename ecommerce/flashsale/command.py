@@ -52,7 +52,12 @@ def _machine(database_url: str) -> dict[str, object]:
 
 @click.command("flashsale", help="Simulate a 12.12 flash sale over HTTP and report.")
 @click.option(
-    "--strategy", type=click.Choice(sorted(STRATEGIES)), default="for_update", show_default=True
+    "--strategy",
+    type=click.Choice(sorted(STRATEGIES)),
+    default="for_update",
+    show_default=True,
+    help="Stock strategy of the server started; with --url, the one the target runs "
+    "(it labels the run and picks the ceiling's SQL).",
 )
 @click.option("--compare", is_flag=True, help="Run every strategy, naive included.")
 @click.option(

@@ -83,4 +83,4 @@ def test_plain_postgresql_urls_use_psycopg2():
     )
     assert normalize_database_url("postgresql+psycopg2://h/db") == "postgresql+psycopg2://h/db"
     with pytest.raises(ValueError, match="PostgreSQL"):
-        normalize_database_url("sqlite:///shop.db")
+        normalize_database_url("mysql+pymysql://u@h/shop")
