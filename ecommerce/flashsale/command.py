@@ -13,6 +13,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import create_engine, make_url, text
 
+from alembic import command as alembic_command
 from ecommerce.cli import alembic_config
 from ecommerce.embedded_db import ensure_database
 from ecommerce.flashsale.report import table, write_chart, write_json
@@ -28,8 +29,6 @@ def _simulator_database(app_url: str) -> str:
     own = url.set(database=f"{url.database}_flashsale")
     ensure_database(own)
     rendered = own.render_as_string(hide_password=False)
-    from alembic import command as alembic_command
-
     alembic_command.upgrade(alembic_config(rendered), "head")
     return rendered
 
@@ -112,7 +111,8 @@ def _machine(database_url: str) -> dict[str, object]:
 @click.option(
     "--database-url",
     default=None,
-    help="Its database (default: a '<db>_flashsale' database of the simulator's own).",
+    help="The server's database (default: a '<db>_flashsale' database of the simulator's "
+    "own). With --url, sale items, their orders and the ceiling's orders are written there.",
 )
 @click.option("--no-ceiling", is_flag=True, help="Skip the pgbench ceiling.")
 @click.option("--ceiling-seconds", default=5.0, show_default=True, type=click.FloatRange(1))

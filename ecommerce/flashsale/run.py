@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
-from ecommerce.config import PROJECT_ROOT
 from ecommerce.flashsale.ceiling import DEFAULT_CLIENTS, measure_ceiling
 from ecommerce.flashsale.loadgen import ADD, PAY, TRANSPORT_ERROR, LoadPlan, run_load_in_process
+from ecommerce.flashsale.server import GunicornProcess
 from ecommerce.repositories import ItemRepository
 from ecommerce.services.invariants import find_violations
 
@@ -93,17 +87,9 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[index]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Gunicorn:
-    def __init__(self, database_url: str, config: SaleConfig) -> None:
-        self.port = free_port()
-        self.env = {
-            **os.environ,
+def sale_server(database_url: str, config: SaleConfig) -> GunicornProcess:
+    return GunicornProcess(
+        {
             "DATABASE_URL": database_url,
             "STOCK_STRATEGY": config.strategy,
             "ALLOW_UNSAFE_STRATEGY": "true" if config.strategy == "naive" else "false",
@@ -112,38 +98,8 @@ class Gunicorn:
             "WEB_CONCURRENCY": str(config.workers),
             "GUNICORN_THREADS": str(config.threads),
             "GUNICORN_WORKER_CLASS": config.worker_class,
-            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
-            "GUNICORN_ACCESS_LOG": "",
-            "GUNICORN_LOG_LEVEL": "warning",
         }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> Gunicorn:
-        gunicorn = Path(sys.executable).parent / "gunicorn"
-        self.process = subprocess.Popen(
-            [str(gunicorn), "-c", "python:ecommerce.gunicorn_conf", "wsgi:app"],
-            cwd=PROJECT_ROOT,
-            env=self.env,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError("gunicorn exited during start-up")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/items", timeout=2):
-                    return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("gunicorn did not start")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+    )
 
 
 def warm_up(host: str, port: int, requests: int) -> None:
@@ -210,13 +166,16 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
             host, port = target.hostname or "127.0.0.1", target.port or 80
             result = _storm(engine, config, item_ids, prefix, host, port)
         else:
-            with Gunicorn(database_url, config) as server:
+            with sale_server(database_url, config) as server:
                 warm_up("127.0.0.1", server.port, 4 * config.workers * config.threads)
                 result = _storm(engine, config, item_ids, prefix, "127.0.0.1", server.port)
 
         _check(engine, config, item_ids, prefix, result, own_database)
         if config.ceiling and config.strategy != "naive":
             ceiling_ids = create_sale_items(engine, 99_999_999, config.items, f"Ceiling {tag}")
+            if ceiling_ids != list(range(ceiling_ids[0], ceiling_ids[-1] + 1)):
+                # pgbench picks an id in [first, last]; a gap would be someone else's item.
+                raise RuntimeError("the ceiling's items did not get consecutive ids; run again")
             runs = measure_ceiling(
                 database_url,
                 config.strategy,

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ecommerce.config import PROJECT_ROOT
+from ecommerce.flashsale.server import BIN, GunicornProcess
 
 
 @dataclass
@@ -73,66 +61,20 @@ class HttpClient:
         self.conn.close()
 
 
-class Server:
+class Server(GunicornProcess):
+    """gunicorn against the test database, and the flask CLI with the same environment."""
+
     def __init__(self, database_url: str, **env: str) -> None:
-        self.port = free_port()
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url,
-            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
-            "GUNICORN_ACCESS_LOG": "",
-            "GUNICORN_LOG_LEVEL": "warning",
-            "WEB_CONCURRENCY": "3",
-            "GUNICORN_THREADS": "4",
-            **env,
-        }
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(
+            {"DATABASE_URL": database_url, "WEB_CONCURRENCY": "3", "GUNICORN_THREADS": "4", **env}
+        )
 
     def flask(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(BIN / "flask"), *args],
-            cwd=ROOT,
+            cwd=PROJECT_ROOT,
             env={**self.env, "FLASK_APP": "wsgi:app"},
             capture_output=True,
             text=True,
             check=True,
         )
-
-    def start(self, ready_timeout: float = 30) -> Server:
-        self.process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "python:ecommerce.gunicorn_conf", "wsgi:app"],
-            cwd=ROOT,
-            env=self.env,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + ready_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}")
-            try:
-                client = HttpClient(self.port, timeout=2)
-                if client.request("GET", "/items").status == 200:
-                    client.close()
-                    return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("gunicorn did not become ready")
-
-    def worker_pids(self) -> list[int]:
-        assert self.process is not None
-        out = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)], capture_output=True, text=True
-        ).stdout
-        return [int(pid) for pid in out.split()]
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.process = None
