@@ -60,10 +60,6 @@ class Settings:
     environment: str = "development"
     auth_required: bool = False
     idempotency_ttl_s: int = 24 * 3600
-    # Test-only: a pay by this user pauses while holding its row locks, after
-    # writing the worker's pid to ``test_hold_locks_signal`` (fault tests kill it).
-    test_hold_locks_user: str | None = None
-    test_hold_locks_signal: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -92,8 +88,6 @@ class Settings:
             environment=environment,
             auth_required=_env_bool("AUTH_REQUIRED", environment == "production", env),
             idempotency_ttl_s=_env_int("IDEMPOTENCY_TTL_S", cls.idempotency_ttl_s, env),
-            test_hold_locks_user=env.get("TEST_HOLD_LOCKS_USER") or None,
-            test_hold_locks_signal=env.get("TEST_HOLD_LOCKS_SIGNAL") or None,
         )
 
     def validate(self) -> None:
@@ -107,15 +101,9 @@ class Settings:
             raise ValueError("APP_ENV must be development or production")
         if self.idempotency_ttl_s < 1:
             raise ValueError("IDEMPOTENCY_TTL_S must be positive")
-        if self.environment == "production":
-            if self.secret_key == DEFAULT_SECRET_KEY or len(self.secret_key) < 16:
-                raise ValueError(
-                    "APP_ENV=production needs SECRET_KEY set to a secret of 16+ characters"
-                )
-            if self.test_hold_locks_user:
-                raise ValueError("TEST_HOLD_LOCKS_USER is a test hook; never in production")
-            if not self.stock_is_safe():
-                raise ValueError("an unsafe STOCK_STRATEGY is never allowed in production")
-
-    def stock_is_safe(self) -> bool:
-        return self.stock_strategy != "naive"
+        if self.environment == "production" and (
+            self.secret_key == DEFAULT_SECRET_KEY or len(self.secret_key) < 16
+        ):
+            raise ValueError(
+                "APP_ENV=production needs SECRET_KEY set to a secret of 16+ characters"
+            )

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, MetaData, create_engine, make_url
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from ecommerce.config import Settings
@@ -30,6 +31,31 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# SQLSTATEs the code acts on (PostgreSQL, Appendix A).
+FOREIGN_KEY_VIOLATION = "23503"
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+TIMEOUT_SQLSTATES = frozenset({"55P03", "57014"})  # lock_not_available, query_canceled
+# admin_shutdown, crash_shutdown, cannot_connect_now (and the 08 connection_exception class).
+UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a database error (None when the server sent none)."""
+    orig = getattr(error, "orig", error)
+    return getattr(orig, "pgcode", None)
+
+
+def is_unavailable(error: sa_exc.DBAPIError) -> bool:
+    """The database went away or refuses connections (as opposed to refusing a statement)."""
+    code = sqlstate(error)
+    if code is None:
+        # psycopg2 reports a dropped socket as OperationalError/InterfaceError with no SQLSTATE.
+        return error.connection_invalidated or isinstance(
+            error, sa_exc.OperationalError | sa_exc.InterfaceError
+        )
+    return code in UNAVAILABLE_SQLSTATES or code.startswith("08")
 
 
 def normalize_database_url(url: str) -> str:

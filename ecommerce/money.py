@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
+from ecommerce.limits import MAX_AMOUNT
+
 CENT = Decimal("0.01")
-# orders.total and payments.amount are NUMERIC(12, 2).
-MAX_AMOUNT = Decimal("9999999999.99")
 _AMOUNT_TEXT = re.compile(r"[0-9]+(\.[0-9]+)?\Z")
 
 

@@ -1,6 +1,12 @@
 """Repositories: all SQL lives here. Each takes a session and never commits;
 the service that calls it owns the transaction.
 
+What they return: every read gives frozen dataclasses defined below (``ItemRow``
+for an item, ``CartLineRow`` for a cart line with its item, ``OrderRecord`` with
+its ``OrderLineRecord`` lines, ``StoredResult`` for an idempotency key), never
+ORM objects or raw rows, so nothing a service holds can lazy-load or change
+behind its back. Writes return the few values the caller needs (an id, a bool).
+
 Locking conventions (see docs/DESIGN.md):
 * cart rows are locked FOR UPDATE before item rows, always;
 * item rows are locked FOR NO KEY UPDATE (``key_share=True``), in ascending id
@@ -20,12 +26,12 @@ from typing import Any
 from sqlalchemy import (
     Integer,
     Numeric,
-    Row,
     Text,
     any_,
     bindparam,
     delete,
     func,
+    insert,
     literal_column,
     select,
     text,
@@ -35,9 +41,10 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
+from ecommerce.db import FOREIGN_KEY_VIOLATION, sqlstate
 from ecommerce.models import (
     CartLine,
     IdempotencyKey,
@@ -87,7 +94,7 @@ ADD_TO_CART_LINE = (
 
 #: The user's cart lines, locked FOR UPDATE OF carts (items are only read here).
 LOCK_CART_FOR_PAY = (
-    select(CartLine.item_id, CartLine.quantity, Item.name, Item.price)
+    select(CartLine.item_id, Item.name, CartLine.quantity, Item.price, Item.stock)
     .join(Item, Item.id == CartLine.item_id)
     .where(CartLine.user_id == bindparam("user_id"))
     .order_by(CartLine.item_id)
@@ -164,24 +171,6 @@ READ_ITEMS = (
 )
 
 
-FOREIGN_KEY_VIOLATION = "23503"
-
-
-@dataclass(frozen=True)
-class AddedLine:
-    quantity: int
-    name: str
-    stock: Decimal
-
-
-@dataclass(frozen=True)
-class PayLine:
-    item_id: int
-    quantity: int
-    name: str
-    price: Decimal
-
-
 @dataclass(frozen=True)
 class ItemRow:
     """An item's columns as one statement read them (locked or not)."""
@@ -193,10 +182,56 @@ class ItemRow:
 
 
 @dataclass(frozen=True)
+class CartLineRow:
+    """A cart line with its item's name, current price and current stock."""
+
+    item_id: int
+    name: str
+    quantity: int
+    price: Decimal
+    stock: Decimal
+
+
+@dataclass(frozen=True)
+class AddedLine:
+    """A cart line right after an add: its new quantity, and its item's name and stock."""
+
+    quantity: int
+    name: str
+    stock: Decimal
+
+
+@dataclass(frozen=True)
 class NewOrderLine:
     item_id: int
     quantity: int
     unit_price: Decimal
+
+
+@dataclass(frozen=True)
+class OrderLineRecord:
+    item_id: int
+    name: str
+    quantity: int
+    unit_price: Decimal
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    id: int
+    user_id: str
+    status: str
+    total: Decimal
+    created_at: dt.datetime
+    lines: list[OrderLineRecord]
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """What an idempotency key recorded: the request's fingerprint and its result."""
+
+    fingerprint: str
+    result: bytes
 
 
 class _Repository:
@@ -213,6 +248,9 @@ class _Repository:
         return self.session.connection().execute(statement, params)
 
 
+_ITEM_COLUMNS = (Item.id, Item.name, Item.price, Item.stock)
+
+
 class ItemRepository(_Repository):
     def get(self, item_id: int) -> ItemRow | None:
         rows = self.read([item_id])
@@ -221,31 +259,37 @@ class ItemRepository(_Repository):
     def list(self) -> list[ItemRow]:
         return [ItemRow(*row) for row in self._execute(ALL_ITEMS, {})]
 
-    def find_by_name(self, name: str) -> Item | None:
-        return self.session.scalars(select(Item).where(Item.name == name).limit(1)).first()
+    def find_by_name(self, name: str) -> ItemRow | None:
+        row = self._execute(select(*_ITEM_COLUMNS).where(Item.name == name).limit(1), {}).first()
+        return ItemRow(*row) if row else None
 
-    def add(self, name: str, price: Decimal, stock: Decimal) -> Item:
+    def add(self, name: str, price: Decimal, stock: Decimal) -> ItemRow:
         """A new item; its opening stock is recorded in the stock ledger."""
-        item = Item(name=name, price=price, stock=stock)
-        self.session.add(item)
-        self.session.flush()
+        row = self._execute(
+            insert(Item).values(name=name, price=price, stock=stock).returning(*_ITEM_COLUMNS), {}
+        ).one()
+        item = ItemRow(*row)
         if stock > 0:
-            self.session.add(StockMovement(item_id=item.id, quantity=stock, reason="initial"))
-            self.session.flush()
+            self._record_arrival(item.id, stock, "initial")
         return item
 
     def restock(self, item_id: int, quantity: Decimal) -> Decimal | None:
         """Add units to stock and to the ledger; returns the new stock (None: no such item)."""
-        new_stock = self.session.execute(
+        new_stock = self._execute(
             update(Item)
             .where(Item.id == item_id)
             .values(stock=Item.stock + quantity)
-            .returning(Item.stock)
+            .returning(Item.stock),
+            {},
         ).scalar_one_or_none()
         if new_stock is not None:
-            self.session.add(StockMovement(item_id=item_id, quantity=quantity, reason="restock"))
-            self.session.flush()
+            self._record_arrival(item_id, quantity, "restock")
         return new_stock
+
+    def _record_arrival(self, item_id: int, quantity: Decimal, reason: str) -> None:
+        self._execute(
+            insert(StockMovement).values(item_id=item_id, quantity=quantity, reason=reason), {}
+        )
 
     def lock(self, item_ids: Iterable[int]) -> list[ItemRow]:
         """SELECT ... ORDER BY id FOR NO KEY UPDATE: the pay's row locks, in id order."""
@@ -277,21 +321,21 @@ class ItemRepository(_Repository):
 
     def overwrite_stock(self, item_id: int, stock: Decimal) -> None:
         """Write an absolute stock value. Only the unsafe demonstration strategy uses it."""
-        self.session.execute(update(Item).where(Item.id == item_id).values(stock=stock))
+        self._execute(update(Item).where(Item.id == item_id).values(stock=stock), {})
 
 
 class CartRepository(_Repository):
-    def lines(self, user_id: str) -> Sequence[Row[tuple[int, str, int, Decimal, Decimal]]]:
-        return self._execute(CART_LINES, {"user_id": user_id}).all()
+    def lines(self, user_id: str) -> list[CartLineRow]:
+        return [CartLineRow(*row) for row in self._execute(CART_LINES, {"user_id": user_id})]
 
-    def lock_for_pay(self, user_id: str) -> list[PayLine]:
-        """Lock the user's cart rows (FOR UPDATE OF carts) and read their items' prices.
+    def lock_for_pay(self, user_id: str) -> list[CartLineRow]:
+        """Lock the user's cart rows (FOR UPDATE OF carts) and read their items.
 
         Two pays of the same cart queue here; the second finds the rows deleted
         by the first and sees an empty cart. Item rows are not locked here.
         """
         rows = self._execute(LOCK_CART_FOR_PAY, {"user_id": user_id})
-        return [PayLine(*row) for row in rows]
+        return [CartLineRow(*row) for row in rows]
 
     def add(self, user_id: str, item_id: int, quantity: int) -> AddedLine | None:
         """Add to the line (creating it if needed). None when the item does not exist;
@@ -300,18 +344,48 @@ class CartRepository(_Repository):
         try:
             row = self._execute(ADD_TO_CART_LINE, params).one()
         except IntegrityError as error:
-            if getattr(error.orig, "pgcode", None) == FOREIGN_KEY_VIOLATION:
+            if sqlstate(error) == FOREIGN_KEY_VIOLATION:
                 return None
             raise
         return AddedLine(*row)
 
     def remove(self, user_id: str, item_id: int) -> bool:
-        result = self.session.execute(
+        result = self._execute(
             delete(CartLine)
             .where(CartLine.user_id == user_id, CartLine.item_id == item_id)
-            .returning(CartLine.item_id)
+            .returning(CartLine.item_id),
+            {},
         )
         return result.first() is not None
+
+
+_ORDER_WITH_LINES = (
+    select(
+        Order.id,
+        Order.user_id,
+        Order.status,
+        Order.total,
+        Order.created_at,
+        OrderLine.item_id,
+        Item.name,
+        OrderLine.quantity,
+        OrderLine.unit_price,
+    )
+    .join(OrderLine, OrderLine.order_id == Order.id)
+    .join(Item, Item.id == OrderLine.item_id)
+)
+
+
+def _orders_from_rows(rows: Iterable[Any]) -> list[OrderRecord]:
+    orders: dict[int, OrderRecord] = {}
+    for row in rows:
+        order = orders.get(row.id)
+        if order is None:
+            order = orders[row.id] = OrderRecord(
+                row.id, row.user_id, row.status, row.total, row.created_at, []
+            )
+        order.lines.append(OrderLineRecord(row.item_id, row.name, row.quantity, row.unit_price))
+    return list(orders.values())
 
 
 class OrderRepository(_Repository):
@@ -333,24 +407,21 @@ class OrderRepository(_Repository):
         ).one()
         return row.id, row.created_at
 
-    def get(self, order_id: int) -> Order | None:
-        stmt = (
-            select(Order)
-            .where(Order.id == order_id)
-            .options(selectinload(Order.lines).selectinload(OrderLine.item))
-        )
-        return self.session.scalars(stmt).first()
+    def get(self, order_id: int) -> OrderRecord | None:
+        stmt = _ORDER_WITH_LINES.where(Order.id == order_id).order_by(OrderLine.item_id)
+        found = _orders_from_rows(self._execute(stmt, {}))
+        return found[0] if found else None
 
-    def for_user(self, user_id: str, limit: int, before: int | None = None) -> Sequence[Order]:
-        stmt = select(Order).where(Order.user_id == user_id)
+    def for_user(self, user_id: str, limit: int, before: int | None = None) -> list[OrderRecord]:
+        """The user's newest orders first, ``limit`` at most, ids below ``before``."""
+        page = select(Order.id).where(Order.user_id == user_id)
         if before is not None:
-            stmt = stmt.where(Order.id < before)
-        stmt = (
-            stmt.order_by(Order.id.desc())
-            .limit(limit)
-            .options(selectinload(Order.lines).selectinload(OrderLine.item))
+            page = page.where(Order.id < before)
+        page = page.order_by(Order.id.desc()).limit(limit)
+        stmt = _ORDER_WITH_LINES.where(Order.id.in_(page.scalar_subquery())).order_by(
+            Order.id.desc(), OrderLine.item_id
         )
-        return self.session.scalars(stmt).all()
+        return _orders_from_rows(self._execute(stmt, {}))
 
 
 class IdempotencyRepository(_Repository):
@@ -358,25 +429,23 @@ class IdempotencyRepository(_Repository):
         """Transaction-scoped advisory lock on (user, key); False if another
         transaction holds it, i.e. the first request with this key is still running."""
         lock_id = func.hashtextextended(func.concat_ws("\x1f", user_id, key), 0)
-        return bool(self.session.execute(select(func.pg_try_advisory_xact_lock(lock_id))).scalar())
+        return bool(self._execute(select(func.pg_try_advisory_xact_lock(lock_id)), {}).scalar())
 
-    def find_live(self, user_id: str, key: str) -> IdempotencyKey | None:
-        stmt = select(IdempotencyKey).where(
+    def find_live(self, user_id: str, key: str) -> StoredResult | None:
+        stmt = select(IdempotencyKey.fingerprint, IdempotencyKey.result).where(
             IdempotencyKey.user_id == user_id,
             IdempotencyKey.key == key,
             IdempotencyKey.expires_at > func.now(),
         )
-        return self.session.scalars(stmt).first()
+        row = self._execute(stmt, {}).first()
+        return StoredResult(row.fingerprint, bytes(row.result)) if row else None
 
-    def save(
-        self, user_id: str, key: str, fingerprint: str, status: int, body: bytes, ttl_s: int
-    ) -> None:
+    def save(self, user_id: str, key: str, fingerprint: str, result: bytes, ttl_s: int) -> None:
         values = {
             "user_id": user_id,
             "key": key,
             "fingerprint": fingerprint,
-            "response_status": status,
-            "response_body": body,
+            "result": result,
             "expires_at": func.now() + dt.timedelta(seconds=ttl_s),
         }
         # An expired row with the same key may still be there: replace it.
@@ -386,12 +455,13 @@ class IdempotencyRepository(_Repository):
             set_={k: stmt.excluded[k] for k in values if k not in ("user_id", "key")}
             | {"created_at": func.now()},
         )
-        self.session.execute(stmt)
+        self._execute(stmt, {})
 
     def delete_expired(self) -> int:
-        result = self.session.execute(
+        result = self._execute(
             delete(IdempotencyKey)
             .where(IdempotencyKey.expires_at <= func.now())
-            .returning(IdempotencyKey.key)
+            .returning(IdempotencyKey.key),
+            {},
         )
         return len(result.all())

@@ -1,4 +1,14 @@
-"""Fixtures. Every test talks to a real PostgreSQL:
+"""Fixtures. The tree says what each test needs:
+
+* tests/unit: no database;
+* tests/integration: repositories and services on PostgreSQL (``connection``,
+  ``session``, ``shop``: one outer transaction, rolled back afterwards);
+* tests/api: the Flask test client (``client``, ``runner``) on the same;
+* tests/concurrency: threads released by a barrier, each on a connection of its
+  own, on committed data (``committed``, ``storm_shop``);
+* tests/system: a real gunicorn, a private PostgreSQL, the simulator.
+
+Every test talks to a real PostgreSQL:
 
 * TEST_DATABASE_URL, else DATABASE_URL, when set (the database's name must
   contain "test": its schema is dropped and rebuilt by the migrations);
@@ -19,10 +29,9 @@ from dataclasses import replace
 import pytest
 from flask import Flask
 from sqlalchemy import Connection, Engine, create_engine, make_url, text
+from sqlalchemy.orm import Session
 
-from alembic import command as alembic_command
-from ecommerce import create_app
-from ecommerce.cli import alembic_config
+from ecommerce import create_app, migrations
 from ecommerce.config import DEFAULT_INSTANCE_PATH, Settings
 from ecommerce.db import normalize_database_url
 from ecommerce.embedded_db import embedded_database_url
@@ -59,7 +68,7 @@ def database_url() -> str:
             returncode=2,
         )
     reset_schema(url)
-    alembic_command.upgrade(alembic_config(url), "head")
+    migrations.upgrade(url)
     return url
 
 
@@ -97,6 +106,14 @@ def connection(engine: Engine) -> Iterator[Connection]:
         outer = conn.begin()
         yield conn
         outer.rollback()
+
+
+@pytest.fixture
+def session(connection: Connection) -> Iterator[Session]:
+    """A session inside the test's outer transaction: its commits become savepoints
+    (SQLAlchemy's "joining a Session into an external transaction" recipe)."""
+    with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
+        yield session
 
 
 @pytest.fixture

@@ -1,23 +1,32 @@
-"""Shared test helpers: creating committed data and checking the shop's invariants
-from a connection of their own."""
+"""Shared test helpers.
+
+* Factories: ``insert_*`` write inside the caller's connection and transaction
+  (rolled back with the test); ``commit_*`` write and commit on an engine (for
+  tests whose threads or processes need to see the data).
+* One reader of the shop's state, :func:`shop_state`, from a connection that
+  is not any session under test.
+* :func:`run_together` releases threads at one instant through a barrier.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.orm import Session
 
-TABLES = "items, carts, orders, order_lines, payments, stock_movements, idempotency_keys"
+from ecommerce.models import table_names
+from ecommerce.services.invariants import find_violations
 
 
 def truncate_all(engine: Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+        conn.execute(text(f"TRUNCATE {', '.join(table_names())} RESTART IDENTITY CASCADE"))
 
 
 def insert_item(conn: Connection, name: str, price: str | Decimal, stock: int | Decimal) -> int:
@@ -43,59 +52,75 @@ def insert_cart_line(conn: Connection, user_id: str, item_id: int, quantity: int
     )
 
 
-def create_item(engine: Engine, name: str, price: str, stock: int) -> int:
+def commit_item(engine: Engine, name: str, price: str, stock: int) -> int:
     with engine.begin() as conn:
         return insert_item(conn, name, price, stock)
 
 
-def fill_carts(engine: Engine, lines: list[tuple[str, int, int]]) -> None:
+def commit_cart_lines(engine: Engine, lines: list[tuple[str, int, int]]) -> None:
     with engine.begin() as conn:
         for user_id, item_id, quantity in lines:
             insert_cart_line(conn, user_id, item_id, quantity)
 
 
-@dataclass
-class Snapshot:
+@dataclass(frozen=True)
+class ShopState:
+    """Everything the shop holds, in one comparable value."""
+
     stock: dict[int, Decimal]
     sold: dict[int, int]
+    carts: dict[tuple[str, int], int]
     orders: int
+    order_lines: int
     payments: int
-    paid_total: Decimal
+    orders_total: Decimal
     payments_total: Decimal
     orders_without_lines: int
-    per_user_orders: dict[str, int] = field(default_factory=dict)
+    orders_per_user: dict[str, int]
+    idempotency_keys: int
+    stock_movements: int
 
 
-def snapshot(engine: Engine) -> Snapshot:
-    """Read the shop's state from a fresh connection (not any session under test)."""
-    with engine.connect() as conn:
-        stock = dict(conn.execute(text("SELECT id, stock FROM items")).all())
-        sold = dict(
-            conn.execute(
-                text("SELECT item_id, sum(quantity) FROM order_lines GROUP BY item_id")
-            ).all()
-        )
-        orders, paid_total = conn.execute(
-            text("SELECT count(*), coalesce(sum(total), 0) FROM orders")
-        ).one()
-        payments, payments_total = conn.execute(
-            text("SELECT count(*), coalesce(sum(amount), 0) FROM payments")
-        ).one()
-        without_lines = conn.execute(
-            text(
-                "SELECT count(*) FROM orders o WHERE NOT EXISTS"
-                " (SELECT 1 FROM order_lines l WHERE l.order_id = o.id)"
+def shop_state(source: Engine | Connection) -> ShopState:
+    """Read the shop's state; from an engine, on a fresh connection of its own."""
+    if isinstance(source, Engine):
+        with source.connect() as conn:
+            return shop_state(conn)
+    conn = source
+
+    def pairs(sql: str) -> dict:
+        return {row[0]: row[1] for row in conn.execute(text(sql))}
+
+    def one(sql: str) -> Any:
+        return conn.execute(text(sql)).one()
+
+    orders, orders_total = one("SELECT count(*), coalesce(sum(total), 0) FROM orders")
+    payments, payments_total = one("SELECT count(*), coalesce(sum(amount), 0) FROM payments")
+    return ShopState(
+        stock=pairs("SELECT id, stock FROM items"),
+        sold=pairs("SELECT item_id, sum(quantity) FROM order_lines GROUP BY item_id"),
+        carts={
+            (user_id, item_id): quantity
+            for user_id, item_id, quantity in conn.execute(
+                text("SELECT user_id, item_id, quantity FROM carts")
             )
-        ).scalar_one()
-        per_user = dict(
-            conn.execute(text("SELECT user_id, count(*) FROM orders GROUP BY user_id")).all()
-        )
-    return Snapshot(
-        stock, sold, orders, payments, paid_total, payments_total, without_lines, per_user
+        },
+        orders=orders,
+        order_lines=one("SELECT count(*) FROM order_lines")[0],
+        payments=payments,
+        orders_total=orders_total,
+        payments_total=payments_total,
+        orders_without_lines=one(
+            "SELECT count(*) FROM orders o WHERE NOT EXISTS"
+            " (SELECT 1 FROM order_lines l WHERE l.order_id = o.id)"
+        )[0],
+        orders_per_user=pairs("SELECT user_id, count(*) FROM orders GROUP BY user_id"),
+        idempotency_keys=one("SELECT count(*) FROM idempotency_keys")[0],
+        stock_movements=one("SELECT count(*) FROM stock_movements")[0],
     )
 
 
-def assert_conserved(before: dict[int, Decimal], after: Snapshot) -> None:
+def assert_conserved(before: dict[int, Decimal], after: ShopState) -> None:
     """Stock never negative; every unit that left stock is in exactly one order line."""
     for item_id, initial in before.items():
         final = after.stock[item_id]
@@ -105,20 +130,15 @@ def assert_conserved(before: dict[int, Decimal], after: Snapshot) -> None:
             f"{after.sold.get(item_id, 0)} units are in orders"
         )
     assert after.orders == after.payments, "every order has exactly one payment"
-    assert after.paid_total == after.payments_total, "payments add up to the order totals"
+    assert after.orders_total == after.payments_total, "payments add up to the order totals"
     assert after.orders_without_lines == 0
 
 
-def shop_state(conn: Connection) -> tuple:
-    """Everything a refused request must leave untouched, in one comparable value."""
-    return conn.execute(
-        text(
-            "SELECT (SELECT json_agg(i ORDER BY id)::text FROM items i),"
-            " (SELECT json_agg(c ORDER BY user_id, item_id)::text FROM carts c),"
-            " (SELECT count(*) FROM orders), (SELECT count(*) FROM payments),"
-            " (SELECT count(*) FROM idempotency_keys), (SELECT count(*) FROM stock_movements)"
-        )
-    ).one()
+def assert_invariants(engine: Engine) -> None:
+    """The shop's own invariant checker finds nothing wrong."""
+    with Session(engine) as session:
+        violations = find_violations(session)
+    assert not violations, "\n".join(map(str, violations))
 
 
 def wait_until_a_backend_waits_on_a_lock(engine: Engine, timeout: float = 10) -> None:
@@ -158,14 +178,3 @@ def run_together(workers: list[Callable[[], Any]], timeout: float = 60) -> list[
         t.join(timeout)
         assert not t.is_alive(), "a worker thread hung"
     return results
-
-
-def assert_invariants(engine: Engine) -> None:
-    """The shop's own invariant checker finds nothing wrong."""
-    from sqlalchemy.orm import Session
-
-    from ecommerce.services.invariants import find_violations
-
-    with Session(engine) as session:
-        violations = find_violations(session)
-    assert not violations, "\n".join(map(str, violations))

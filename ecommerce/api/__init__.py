@@ -1,68 +1,58 @@
-"""HTTP endpoints: one blueprint per resource. Endpoints only parse input,
-call one use case and shape the JSON answer; errors are mapped to JSON by
-ecommerce.errors."""
+"""The HTTP API: one blueprint per resource.
+
+An endpoint parses the request (ecommerce/api/validation.py), calls one use
+case of ecommerce.services, renders its result (ecommerce/api/render.py) and
+lets ecommerce/api/errors.py map a refusal to its status. Nothing here opens a
+transaction or touches SQLAlchemy.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, current_app, request
-from sqlalchemy.orm import Session
+from flask import Flask, Response, current_app
+from werkzeug.routing import IntegerConverter
 
-from ecommerce.services import Shop, idempotency
+from ecommerce.api.errors import register_error_handlers
+from ecommerce.api.jsonio import DecimalJSONProvider
+from ecommerce.limits import MAX_ID
+from ecommerce.services import Shop
+
+#: The largest request body accepted (413 beyond it).
+MAX_BODY_BYTES = 64 * 1024
+
+
+class IdConverter(IntegerConverter):
+    """``<id:name>``: a database id in a path, 1..MAX_ID (else 404 like any unknown path)."""
+
+    def __init__(self, map: Any) -> None:
+        super().__init__(map, min=1, max=MAX_ID)
 
 
 def current_shop() -> Shop:
     return current_app.extensions["shop"]
 
 
-def json_body(payload: Any) -> bytes:
-    return (current_app.json.dumps(payload, separators=(",", ":")) + "\n").encode()
-
-
 def json_response(payload: Any, status: int = 200) -> Response:
-    return Response(json_body(payload), status, mimetype="application/json")
+    body = current_app.json.dumps(payload, separators=(",", ":")) + "\n"
+    return Response(body, status, mimetype="application/json")
 
 
-def effect_response(
-    name: str,
-    user_id: str,
-    body: Any,
-    status: int,
-    work: Callable[[Session], Any],
-) -> Response:
-    """Run a use case that changes state, honouring an Idempotency-Key header.
-
-    ``work`` runs inside the transaction and returns the JSON payload. With a
-    key, the rendered response is stored in that same transaction and replayed
-    byte for byte on a repeat.
-    """
-    shop = current_shop()
-    key = idempotency.parse_key(request.headers.get(idempotency.HEADER))
-    if key is None:
-        return json_response(shop.transaction(work, name), status)
-
-    request_fingerprint = idempotency.fingerprint(request.method, request.path, body)
-
-    def keyed(session: Session) -> idempotency.StoredResponse:
-        return idempotency.once(
-            session,
-            user_id=user_id,
-            key=key,
-            request_fingerprint=request_fingerprint,
-            ttl_s=shop.idempotency_ttl_s,
-            effect=lambda: (status, json_body(work(session))),
-        )
-
-    stored = shop.transaction(keyed, name)
-    response = Response(stored.body, stored.status, mimetype="application/json")
-    if stored.replayed:
+def effect_response(payload: Any, status: int, *, replayed: bool) -> Response:
+    """The answer to a use case that honours an Idempotency-Key: a replay is marked."""
+    response = json_response(payload, status)
+    if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response
 
 
-def register_blueprints(app: Flask) -> None:
+def init_app(app: Flask) -> None:
+    app.json_provider_class = DecimalJSONProvider
+    app.json = DecimalJSONProvider(app)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.url_map.converters["id"] = IdConverter
+    register_error_handlers(app)
+
     from ecommerce.api.cart import bp as cart_bp
     from ecommerce.api.items import bp as items_bp
     from ecommerce.api.orders import bp as orders_bp

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from ecommerce import auth, validation
-from ecommerce.api import current_shop, effect_response, json_response
+from ecommerce.api import auth, current_shop, effect_response, json_response, validation
+from ecommerce.api.render import cart_json, order_json, quote_json
 from ecommerce.services import cart, payment
 
 bp = Blueprint("cart", __name__, url_prefix="/cart/<user_id>")
@@ -19,41 +19,30 @@ def _authorize(endpoint: str | None, values: dict | None) -> None:
 
 @bp.get("")
 def view(user_id: str) -> Response:
-    return json_response(cart.view_cart(current_shop(), user_id).as_json())
+    return json_response(cart_json(cart.view_cart(current_shop(), user_id)))
 
 
 @bp.post("/add")
 def add(user_id: str) -> Response:
-    body = validation.json_object(request)
-    item_id, quantity = validation.add_to_cart(body)
-    return effect_response(
-        "add_to_cart",
-        user_id,
-        body,
-        200,
-        lambda session: cart.add_to_cart_in(session, user_id, item_id, quantity).as_json(),
-    )
+    item_id, quantity = validation.add_to_cart(validation.json_object(request))
+    key = validation.idempotency_key(request)
+    result = cart.add_to_cart(current_shop(), user_id, item_id, quantity, key)
+    return effect_response(cart_json(result), 200, replayed=result.replayed)
 
 
-@bp.delete("/items/<int(min=1, max=2147483647):item_id>")
+@bp.delete("/items/<id:item_id>")
 def remove(user_id: str, item_id: int) -> Response:
-    return json_response(cart.remove_from_cart(current_shop(), user_id, item_id).as_json())
+    return json_response(cart_json(cart.remove_from_cart(current_shop(), user_id, item_id)))
 
 
 @bp.get("/checkout")
 def checkout(user_id: str) -> Response:
-    return json_response(cart.view_cart(current_shop(), user_id).quote_json())
+    return json_response(quote_json(cart.view_cart(current_shop(), user_id)))
 
 
 @bp.post("/pay")
 def pay(user_id: str) -> Response:
-    body = validation.json_object(request)
-    amount = validation.payment_amount(body)
-    shop = current_shop()
-    return effect_response(
-        "pay",
-        user_id,
-        body,
-        201,
-        lambda session: payment.pay_in(session, shop, user_id, amount).as_json(),
-    )
+    amount = validation.payment_amount(validation.json_object(request))
+    key = validation.idempotency_key(request)
+    order = payment.pay(current_shop(), user_id, amount, key)
+    return effect_response(order_json(order), 201, replayed=order.replayed)

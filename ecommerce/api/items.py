@@ -3,6 +3,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from ecommerce.api import current_shop, json_response
+from ecommerce.api.render import item_json
 from ecommerce.services import catalog
 
 bp = Blueprint("items", __name__)
@@ -10,9 +11,9 @@ bp = Blueprint("items", __name__)
 
 @bp.get("/items")
 def list_items() -> Response:
-    return json_response(catalog.list_items(current_shop()))
+    return json_response([item_json(item) for item in catalog.list_items(current_shop())])
 
 
-@bp.get("/items/<int(min=1, max=2147483647):item_id>")
+@bp.get("/items/<id:item_id>")
 def get_item(item_id: int) -> Response:
-    return json_response(catalog.get_item(current_shop(), item_id))
+    return json_response(item_json(catalog.get_item(current_shop(), item_id)))

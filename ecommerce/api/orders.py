@@ -2,18 +2,19 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from ecommerce import auth, validation
-from ecommerce.api import current_shop, json_response
+from ecommerce.api import auth, current_shop, json_response, validation
+from ecommerce.api.render import order_json, order_page_json
+from ecommerce.limits import MAX_ID, MAX_PAGE_SIZE
 from ecommerce.services import orders
 
 bp = Blueprint("orders", __name__)
 
 
-@bp.get("/orders/<int(min=1, max=2147483647):order_id>")
+@bp.get("/orders/<id:order_id>")
 def get_order(order_id: int) -> Response:
     # With auth on, someone else's order is a 404: order ids reveal nothing.
     owner = auth.current_subject()
-    return json_response(orders.get_order(current_shop(), order_id, owner).as_json())
+    return json_response(order_json(orders.get_order(current_shop(), order_id, owner)))
 
 
 @bp.get("/users/<user_id>/orders")
@@ -21,18 +22,9 @@ def list_orders(user_id: str) -> Response:
     auth.current_subject()
     auth.require_user(validation.user_id(user_id))
     limit = validation.query_int(
-        request,
-        "limit",
-        default=validation.MAX_PAGE_SIZE,
-        minimum=1,
-        maximum=validation.MAX_PAGE_SIZE,
+        request, "limit", default=MAX_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE
     )
-    before = validation.query_int(
-        request, "before", default=None, minimum=1, maximum=validation.MAX_ID
-    )
+    before = validation.query_int(request, "before", default=None, minimum=1, maximum=MAX_ID)
     assert limit is not None
-    found = orders.list_orders(current_shop(), user_id, limit, before)
-    body: dict = {"user_id": user_id, "orders": [o.as_json() for o in found]}
-    if len(found) == limit:
-        body["next_before"] = found[-1].order_id
-    return json_response(body)
+    page = orders.list_orders(current_shop(), user_id, limit, before)
+    return json_response(order_page_json(user_id, page))

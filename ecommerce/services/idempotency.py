@@ -4,14 +4,14 @@ Semantics follow the IETF httpapi draft "The Idempotency-Key HTTP Header Field"
 and Stripe's API:
 
 * the key is scoped to the user; it is stored with a fingerprint of the request
-  (method, path, canonical JSON body) and the response, in the same
-  transaction as the effect, so either both exist or neither does;
-* a replay returns the first response byte for byte (status and body), with
-  ``Idempotent-Replayed: true``;
-* the same key while the first request still runs: 409 ``idempotency_key_in_use``
+  (the use case and its arguments) and the result, in the same transaction as
+  the effect, so either both exist or neither does;
+* a replay returns the first result (the API renders it to the same bytes),
+  marked as replayed;
+* the same key while the first request still runs: ``IdempotencyKeyInUse``
   (a transaction-scoped advisory lock tells, without waiting);
-* the same key with a different request: 422 ``idempotency_key_reused``;
-* only successful responses are stored: a refused request changed nothing, so
+* the same key with a different request: ``IdempotencyKeyReused``;
+* only successful results are stored: a refused request changed nothing, so
   repeating it simply runs it again;
 * keys live IDEMPOTENCY_TTL_S (24 h by default); `flask prune-idempotency-keys`
   deletes expired ones, and an expired key may be used afresh.
@@ -21,65 +21,101 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from ecommerce.errors import IdempotencyKeyInUse, IdempotencyKeyReused, InvalidRequest
+from ecommerce.errors import IdempotencyKeyInUse, IdempotencyKeyReused
 from ecommerce.repositories import IdempotencyRepository
+from ecommerce.services import Shop
+from ecommerce.services.results import Recordable, encode
+
+R = TypeVar("R", bound=Recordable)
 
 HEADER = "Idempotency-Key"
-KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}\Z")  # visible ASCII, like a UUID or a ULID
 
 
-@dataclass(frozen=True)
-class StoredResponse:
-    status: int
-    body: bytes
-    replayed: bool
-
-
-def parse_key(raw: str | None) -> str | None:
-    if raw is None:
-        return None
-    key = raw.strip()
-    if key.startswith('"') and key.endswith('"') and len(key) >= 2:
-        key = key[1:-1]  # the draft sends it as a structured-field string
-    if not KEY_PATTERN.match(key):
-        raise InvalidRequest(f"{HEADER} must be 1-255 visible ASCII characters")
-    return key
-
-
-def fingerprint(method: str, path: str, body: Any) -> str:
+def fingerprint(use_case: str, user_id: str, arguments: dict[str, Any]) -> str:
     canonical = json.dumps(
-        [method.upper(), path, body], sort_keys=True, separators=(",", ":"), default=str
+        [use_case, user_id, arguments], sort_keys=True, separators=(",", ":"), default=str
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def in_use() -> IdempotencyKeyInUse:
+    return IdempotencyKeyInUse(
+        f"a request with this {HEADER} is still being processed; retry shortly"
+    )
+
+
+def reused() -> IdempotencyKeyReused:
+    return IdempotencyKeyReused(f"this {HEADER} was already used for a different request")
+
+
+def run_once(
+    shop: Shop,
+    use_case: str,
+    *,
+    user_id: str,
+    key: str | None,
+    arguments: dict[str, Any],
+    effect: Callable[[Session], R],
+    decode: Callable[[bytes], R],
+) -> R:
+    """Run the use case ``effect`` as one transaction, at most once per key.
+
+    ``arguments`` (with the use case and user) make the request's fingerprint:
+    the same key with other arguments is refused.
+    """
+    request_fingerprint = fingerprint(use_case, user_id, arguments)
+
+    def work(session: Session) -> R:
+        return once(
+            session,
+            user_id=user_id,
+            key=key,
+            request_fingerprint=request_fingerprint,
+            ttl_s=shop.idempotency_ttl_s,
+            effect=lambda: effect(session),
+            decode=decode,
+        )
+
+    return shop.transaction(work, use_case)
 
 
 def once(
     session: Session,
     *,
     user_id: str,
-    key: str,
+    key: str | None,
     request_fingerprint: str,
     ttl_s: int,
-    effect: Callable[[], tuple[int, bytes]],
-) -> StoredResponse:
-    """Run ``effect`` (inside the caller's transaction) unless ``key`` already ran."""
+    effect: Callable[[], R],
+    decode: Callable[[bytes], R],
+) -> R:
+    """Run ``effect`` (inside the caller's transaction) unless ``key`` already ran,
+    in which case its stored result comes back (decoded, so marked as replayed).
+
+    Without a key the effect simply runs.
+    """
+    if key is None:
+        return effect()
     keys = IdempotencyRepository(session)
     if not keys.try_lock(user_id, key):
-        raise IdempotencyKeyInUse(
-            f"a request with this {HEADER} is still being processed; retry shortly"
-        )
+        raise in_use()
     stored = keys.find_live(user_id, key)
     if stored is not None:
         if stored.fingerprint != request_fingerprint:
-            raise IdempotencyKeyReused(f"this {HEADER} was already used for a different request")
-        return StoredResponse(stored.response_status, bytes(stored.response_body), True)
-    status, body = effect()
-    keys.save(user_id, key, request_fingerprint, status, body, ttl_s)
-    return StoredResponse(status, body, False)
+            raise reused()
+        return decode(stored.result)
+    result = effect()
+    keys.save(user_id, key, request_fingerprint, encode(result), ttl_s)
+    return result
+
+
+def prune_expired(shop: Shop) -> int:
+    """Delete expired idempotency keys; returns how many."""
+    return shop.transaction(
+        lambda session: IdempotencyRepository(session).delete_expired(), "prune_idempotency_keys"
+    )

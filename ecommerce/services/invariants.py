@@ -1,4 +1,5 @@
-"""The shop's invariants, checked from the data alone (`flask check-invariants`).
+"""The shop's invariants, checked from the data alone (`flask check-invariants`,
+the simulator and the tests all use this module).
 
 * stock is never negative;
 * conservation: for every item, units received (the stock ledger) minus units
@@ -10,24 +11,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from ecommerce.services import Shop
+
+#: Per item: units received through the ledger, units in order lines, stock now.
+_BOOKS = """
+    SELECT i.id AS item_id, coalesce(m.received, 0) AS received,
+           coalesce(l.in_orders, 0) AS in_orders, i.stock
+    FROM items i
+    LEFT JOIN (SELECT item_id, sum(quantity) AS received FROM stock_movements
+               GROUP BY item_id) m ON m.item_id = i.id
+    LEFT JOIN (SELECT item_id, sum(quantity) AS in_orders FROM order_lines
+               GROUP BY item_id) l ON l.item_id = i.id
+    WHERE CAST(:item_ids AS integer[]) IS NULL OR i.id = ANY (CAST(:item_ids AS integer[]))"""
+
 CHECKS: dict[str, str] = {
-    "negative_stock": "SELECT id AS item_id, stock FROM items WHERE stock < 0 ORDER BY id",
-    "stock_not_conserved": """
-        SELECT i.id AS item_id, i.stock, coalesce(m.received, 0) AS received,
-               coalesce(l.sold, 0) AS sold,
-               coalesce(m.received, 0) - coalesce(l.sold, 0) - i.stock AS unexplained
-        FROM items i
-        LEFT JOIN (SELECT item_id, sum(quantity) AS received FROM stock_movements
-                   GROUP BY item_id) m ON m.item_id = i.id
-        LEFT JOIN (SELECT item_id, sum(quantity) AS sold FROM order_lines
-                   GROUP BY item_id) l ON l.item_id = i.id
-        WHERE coalesce(m.received, 0) - coalesce(l.sold, 0) <> i.stock
-        ORDER BY i.id""",
+    "negative_stock": f"SELECT item_id, stock FROM ({_BOOKS}) b WHERE stock < 0 ORDER BY item_id",
+    "stock_not_conserved": f"""
+        SELECT item_id, stock, received, in_orders AS sold,
+               received - in_orders - stock AS unexplained
+        FROM ({_BOOKS}) b WHERE received - in_orders <> stock ORDER BY item_id""",
     "order_without_lines": """
         SELECT o.id AS order_id FROM orders o
         WHERE NOT EXISTS (SELECT 1 FROM order_lines l WHERE l.order_id = o.id) ORDER BY o.id""",
@@ -55,9 +64,44 @@ class Violation:
         return f"{self.check}: {fields}"
 
 
+@dataclass(frozen=True)
+class ItemBook:
+    """One item's stock account."""
+
+    item_id: int
+    received: Decimal
+    in_orders: Decimal
+    stock: Decimal
+
+    @property
+    def oversold(self) -> Decimal:
+        """Units in orders beyond what ever arrived: sold that did not exist."""
+        return max(Decimal(0), self.in_orders - self.received)
+
+    @property
+    def unexplained(self) -> Decimal:
+        """Units gone from stock (or added to it) that no order line or ledger row explains."""
+        return self.received - self.in_orders - self.stock
+
+
 def find_violations(session: Session) -> list[Violation]:
     violations = []
     for name, sql in CHECKS.items():
-        for row in session.execute(text(sql)).mappings():
+        for row in session.execute(text(sql), {"item_ids": None}).mappings():
             violations.append(Violation(name, dict(row)))
     return violations
+
+
+def check(shop: Shop) -> list[Violation]:
+    """Every violation of the shop's invariants, read in one transaction."""
+    return shop.transaction(find_violations, "check_invariants")
+
+
+def books(shop: Shop, item_ids: Iterable[int]) -> list[ItemBook]:
+    """The stock account of each of these items, read in one transaction."""
+
+    def work(session: Session) -> list[ItemBook]:
+        rows = session.execute(text(_BOOKS + " ORDER BY i.id"), {"item_ids": list(item_ids)})
+        return [ItemBook(*row) for row in rows]
+
+    return shop.transaction(work, "stock_books")

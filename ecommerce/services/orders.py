@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy.orm import Session
 
 from ecommerce.errors import NotFound
 from ecommerce.repositories import OrderRepository
 from ecommerce.services import Shop
-from ecommerce.services.views import OrderView
+from ecommerce.services.results import OrderView
 
 
 def get_order(shop: Shop, order_id: int, owner: str | None = None) -> OrderView:
@@ -22,8 +24,15 @@ def get_order(shop: Shop, order_id: int, owner: str | None = None) -> OrderView:
     return shop.transaction(work, "get_order")
 
 
-def list_orders(shop: Shop, user_id: str, limit: int, before: int | None) -> list[OrderView]:
+@dataclass(frozen=True)
+class OrderPage:
+    orders: list[OrderView]
+    next_before: int | None  # pass as ``before`` for the next page; None on the last one
+
+
+def list_orders(shop: Shop, user_id: str, limit: int, before: int | None) -> OrderPage:
     def work(session: Session) -> list[OrderView]:
         return [OrderView.of(o) for o in OrderRepository(session).for_user(user_id, limit, before)]
 
-    return shop.transaction(work, "list_orders")
+    found = shop.transaction(work, "list_orders")
+    return OrderPage(found, found[-1].order_id if len(found) == limit else None)

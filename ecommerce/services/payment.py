@@ -12,7 +12,8 @@ All or nothing, in one database transaction:
 5. commit, which releases the locks.
 Item rows are locked last, so a hot item is held only for the stock statements
 and the commit, not for the order writes. No network call happens while locks
-are held.
+are held. With an Idempotency-Key the key is checked and stored in the same
+transaction (ecommerce/services/idempotency.py).
 """
 
 from __future__ import annotations
@@ -22,33 +23,59 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from ecommerce.errors import AmountMismatch, EmptyCart, OrderTooLarge
+from ecommerce.limits import MAX_AMOUNT
 from ecommerce.models import ORDER_STATUS_PAID
-from ecommerce.money import MAX_AMOUNT, format_money
-from ecommerce.repositories import CartRepository, ItemRepository, NewOrderLine, OrderRepository
-from ecommerce.services import Shop
-from ecommerce.services.stock import insufficient, shortages
-from ecommerce.services.views import LineView, OrderView, total_of
+from ecommerce.money import format_money
+from ecommerce.repositories import CartRepository, NewOrderLine, OrderRepository
+from ecommerce.services import Shop, idempotency
+from ecommerce.services.results import LineView, OrderView, total_of
+from ecommerce.services.stock import cart_shortages, insufficient
 
 
-def pay_in(session: Session, shop: Shop, user_id: str, amount: Decimal) -> OrderView:
-    """The pay, inside the caller's transaction (see the module docstring)."""
+def pay(shop: Shop, user_id: str, amount: Decimal, idempotency_key: str | None = None) -> OrderView:
+    """Pay exactly ``amount`` for the user's whole cart; returns the paid order."""
+    return idempotency.run_once(
+        shop,
+        "pay",
+        user_id=user_id,
+        key=idempotency_key,
+        arguments={"amount": format_money(amount)},
+        effect=lambda session: _pay(session, shop, user_id, amount),
+        decode=OrderView.decode,
+    )
+
+
+def amount_mismatch(total: Decimal, amount: Decimal) -> AmountMismatch:
+    return AmountMismatch(
+        f"the amount must be exactly the cart total {format_money(total)}",
+        details={"expected": format_money(total), "received": format_money(amount)},
+    )
+
+
+def order_too_large(total: Decimal) -> OrderTooLarge:
+    return OrderTooLarge(f"the order total {format_money(total)} exceeds {MAX_AMOUNT}")
+
+
+def empty_cart(user_id: str) -> EmptyCart:
+    return EmptyCart(f"the cart of {user_id} is empty")
+
+
+def _pay(session: Session, shop: Shop, user_id: str, amount: Decimal) -> OrderView:
     cart = CartRepository(session).lock_for_pay(user_id)
     if not cart:
-        raise EmptyCart(f"the cart of {user_id} is empty")
+        raise empty_cart(user_id)
     wanted = {line.item_id: line.quantity for line in cart}
     lines = [LineView(line.item_id, line.name, line.quantity, line.price) for line in cart]
     total = total_of(lines)
     if total > MAX_AMOUNT:
-        raise OrderTooLarge(f"the order total {format_money(total)} exceeds {MAX_AMOUNT}")
+        raise order_too_large(total)
     if amount != total:
-        # Short stock is the more useful answer; a plain read is enough to refuse.
-        short = shortages(ItemRepository(session).read(wanted), wanted)
+        # Short stock is the more useful answer; the stock read with the cart
+        # (a plain read) is enough to refuse.
+        short = cart_shortages(cart)
         if short:
             raise insufficient(short)
-        raise AmountMismatch(
-            f"the amount must be exactly the cart total {format_money(total)}",
-            details={"expected": format_money(total), "received": format_money(amount)},
-        )
+        raise amount_mismatch(total, amount)
 
     order_id, created_at = OrderRepository(session).write_paid(
         user_id,
@@ -57,10 +84,4 @@ def pay_in(session: Session, shop: Shop, user_id: str, amount: Decimal) -> Order
         [NewOrderLine(line.item_id, line.quantity, line.unit_price) for line in lines],
     )
     shop.stock.take(session, wanted, {line.item_id: line.price for line in cart})
-    if shop.after_stock_taken is not None:
-        shop.after_stock_taken(user_id)
     return OrderView(order_id, user_id, ORDER_STATUS_PAID, total, created_at, lines)
-
-
-def pay(shop: Shop, user_id: str, amount: Decimal) -> OrderView:
-    return shop.transaction(lambda session: pay_in(session, shop, user_id, amount), "pay")

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from ecommerce.errors import Conflict, InsufficientStock
 from ecommerce.money import format_money
-from ecommerce.repositories import ItemRepository, ItemRow
+from ecommerce.repositories import CartLineRow, ItemRepository, ItemRow
 
 
 class StockStrategy(Protocol):
@@ -43,17 +43,31 @@ class StockStrategy(Protocol):
         ...
 
 
-def shortage(item: ItemRow, requested: int) -> dict[str, object]:
+def shortage(item_id: int, name: str, requested: int, available: Decimal) -> dict[str, object]:
+    """How one short line is described to the buyer (the details of insufficient_stock)."""
     return {
-        "item_id": item.id,
-        "name": item.name,
+        "item_id": item_id,
+        "name": name,
         "requested": requested,
-        "available": format_money(item.stock),
+        "available": format_money(available),
     }
 
 
 def shortages(items: Iterable[ItemRow], wanted: Mapping[int, int]) -> list[dict[str, object]]:
-    return [shortage(item, wanted[item.id]) for item in items if item.stock < wanted[item.id]]
+    return [
+        shortage(item.id, item.name, wanted[item.id], item.stock)
+        for item in items
+        if item.stock < wanted[item.id]
+    ]
+
+
+def cart_shortages(lines: Iterable[CartLineRow]) -> list[dict[str, object]]:
+    """Short lines of a cart, judged by the stock read with it."""
+    return [
+        shortage(line.item_id, line.name, line.quantity, line.stock)
+        for line in lines
+        if line.stock < line.quantity
+    ]
 
 
 def insufficient(short: list[dict[str, object]]) -> InsufficientStock:

@@ -7,10 +7,10 @@ from sqlalchemy import text
 
 from tests.helpers import (
     assert_invariants,
-    create_item,
-    fill_carts,
+    commit_cart_lines,
+    commit_item,
     run_together,
-    snapshot,
+    shop_state,
     wait_until_a_backend_waits_on_a_lock,
 )
 
@@ -19,8 +19,8 @@ def test_same_key_while_the_first_still_runs_is_409_then_replays(
     make_app, committed, safe_strategy
 ):
     app = make_app(pool_size=4, stock_strategy=safe_strategy)
-    hot = create_item(committed, "Hot", "2.00", 5)
-    fill_carts(committed, [("u1", hot, 1)])
+    hot = commit_item(committed, "Hot", "2.00", 5)
+    commit_cart_lines(committed, [("u1", hot, 1)])
     headers = {"Idempotency-Key": "double-click"}
     first: dict[str, object] = {}
 
@@ -44,15 +44,15 @@ def test_same_key_while_the_first_still_runs_is_409_then_replays(
     assert first["status"] == 201
     third = app.test_client().post("/cart/u1/pay", json={"amount": "2.00"}, headers=headers)
     assert third.status_code == 201 and third.get_data() == first["body"]
-    assert snapshot(committed).orders == 1
+    assert shop_state(committed).orders == 1
     assert_invariants(committed)
 
 
 def test_a_storm_of_one_key_makes_one_order(make_app, committed, safe_strategy):
     clicks = 20
     app = make_app(pool_size=clicks, stock_strategy=safe_strategy)
-    hot = create_item(committed, "Hot", "2.00", 50)
-    fill_carts(committed, [("u1", hot, 3)])
+    hot = commit_item(committed, "Hot", "2.00", 50)
+    commit_cart_lines(committed, [("u1", hot, 3)])
 
     def click():
         r = app.test_client().post(
@@ -65,6 +65,6 @@ def test_a_storm_of_one_key_makes_one_order(make_app, committed, safe_strategy):
     statuses = Counter(status for status, _ in results)
     assert set(statuses) <= {201, 409}, statuses
     assert len({body for status, body in results if status == 201}) == 1  # replays are identical
-    after = snapshot(committed)
+    after = shop_state(committed)
     assert after.orders == 1 and after.stock[hot] == 47
     assert_invariants(committed)

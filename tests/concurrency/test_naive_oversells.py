@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from ecommerce.services import payment
 from ecommerce.services.invariants import find_violations
 from ecommerce.services.stock import ForUpdateStrategy, NaiveStrategy
-from tests.helpers import create_item, fill_carts, wait_until_a_backend_waits_on_a_lock
+from tests.helpers import commit_cart_lines, commit_item, wait_until_a_backend_waits_on_a_lock
 
 
 def interleave(engine, strategy, item_id) -> Decimal:
@@ -34,32 +34,41 @@ def interleave(engine, strategy, item_id) -> Decimal:
 
 
 def test_naive_loses_a_unit_when_two_pays_interleave(committed):
-    item = create_item(committed, "Hot", "1.00", 5)
+    item = commit_item(committed, "Hot", "1.00", 5)
     # Both read 5 before either wrote; both write 4: two units sold, one taken.
     assert interleave(committed, NaiveStrategy(), item) == Decimal("4.00")
 
 
 def test_for_update_does_not(committed):
-    item = create_item(committed, "Hot", "1.00", 5)
+    item = commit_item(committed, "Hot", "1.00", 5)
     # B's locking read waits for A's commit and then sees 4.
     assert interleave(committed, ForUpdateStrategy(), item) == Decimal("3.00")
 
 
 def test_naive_pays_oversell_and_the_invariant_checker_names_the_item(committed, make_app):
     """Through the real pay: A has taken its unit and is paused inside its
-    transaction (the test hook); B reads the old stock and waits on A's row; A
-    commits; B overwrites. Two orders, one unit gone."""
-    item = create_item(committed, "Hot", "1.00", 5)
-    fill_carts(committed, [("a", item, 1), ("b", item, 1)])
+    transaction (the strategy is wrapped by the test); B reads the old stock and
+    waits on A's row; A commits; B overwrites. Two orders, one unit gone."""
+    item = commit_item(committed, "Hot", "1.00", 5)
+    commit_cart_lines(committed, [("a", item, 1), ("b", item, 1)])
     shop = make_app(stock_strategy="naive", allow_unsafe_strategy=True).extensions["shop"]
     a_holds, release_a = threading.Event(), threading.Event()
+    naive = shop.stock
 
-    def pause_a(user_id: str) -> None:
-        if user_id == "a":
-            a_holds.set()
-            release_a.wait(10)
+    class PauseAfterTheFirstTake:
+        name, safe = naive.name, naive.safe
 
-    shop.after_stock_taken = pause_a
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def take(self, session, wanted, prices) -> None:
+            naive.take(session, wanted, prices)
+            self.calls += 1
+            if self.calls == 1:  # A's, which runs alone until it pauses here
+                a_holds.set()
+                release_a.wait(10)
+
+    shop.stock = PauseAfterTheFirstTake()
     results: dict[str, object] = {}
 
     def pay(user: str) -> None:

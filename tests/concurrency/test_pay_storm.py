@@ -12,10 +12,10 @@ from tests.concurrency.conftest import SAFE_STRATEGIES as SAFE
 from tests.helpers import (
     assert_conserved,
     assert_invariants,
-    create_item,
-    fill_carts,
+    commit_cart_lines,
+    commit_item,
     run_together,
-    snapshot,
+    shop_state,
 )
 
 
@@ -35,15 +35,15 @@ def outcome_counts(results):
 def test_s_units_many_buyers_exactly_s_orders(storm_shop, committed, strategy):
     stock, buyers = 5, 40
     shop = storm_shop(buyers, stock_strategy=strategy)
-    hot = create_item(committed, "Hot item", "9.99", stock)
+    hot = commit_item(committed, "Hot item", "9.99", stock)
     users = [f"buyer{n}" for n in range(buyers)]
-    fill_carts(committed, [(u, hot, 1) for u in users])
+    commit_cart_lines(committed, [(u, hot, 1) for u in users])
 
     results = pay_all(shop, users, Decimal("9.99"))
 
     counts = outcome_counts(results)
     assert counts == {"OrderView": stock, "insufficient_stock": buyers - stock}, counts
-    after = snapshot(committed)
+    after = shop_state(committed)
     assert after.orders == stock
     assert after.stock[hot] == 0
     assert after.sold[hot] == stock
@@ -56,16 +56,16 @@ def test_s_units_many_buyers_exactly_s_orders(storm_shop, committed, strategy):
 def test_mixed_quantities_never_oversell(storm_shop, committed, strategy):
     stock, buyers = 17, 30
     shop = storm_shop(buyers, stock_strategy=strategy)
-    hot = create_item(committed, "Hot item", "1.00", stock)
+    hot = commit_item(committed, "Hot item", "1.00", stock)
     wants = {f"buyer{n}": 1 + n % 3 for n in range(buyers)}
-    fill_carts(committed, [(u, hot, q) for u, q in wants.items()])
+    commit_cart_lines(committed, [(u, hot, q) for u, q in wants.items()])
 
     results = run_together(
         [lambda u=u, q=q: payment.pay(shop, u, Decimal(q)) for u, q in wants.items()]
     )
 
     assert all(not isinstance(r, Exception) or isinstance(r, InsufficientStock) for r in results)
-    after = snapshot(committed)
+    after = shop_state(committed)
     assert_conserved({hot: Decimal(stock)}, after)
     assert_invariants(committed)
     outcomes = list(zip(wants.values(), results, strict=True))
@@ -81,8 +81,8 @@ def test_opposite_item_orders_never_deadlock(storm_shop, committed, strategy):
     buyers = 24
     # No retries: a deadlock would surface as an error here instead of being hidden.
     shop = storm_shop(buyers, stock_strategy=strategy, transaction_retries=0)
-    a = create_item(committed, "A", "1.00", 1000)
-    b = create_item(committed, "B", "2.00", 1000)
+    a = commit_item(committed, "A", "1.00", 1000)
+    b = commit_item(committed, "B", "2.00", 1000)
     users = [f"user{n}" for n in range(buyers)]
     # Half add A then B, half B then A, all at once.
     run_together(
@@ -98,7 +98,7 @@ def test_opposite_item_orders_never_deadlock(storm_shop, committed, strategy):
     results = pay_all(shop, users, Decimal("3.00"))
 
     assert outcome_counts(results) == {"OrderView": buyers}
-    after = snapshot(committed)
+    after = shop_state(committed)
     assert after.stock[a] == after.stock[b] == 1000 - buyers
     assert_conserved({a: Decimal(1000), b: Decimal(1000)}, after)
     assert_invariants(committed)
@@ -108,14 +108,14 @@ def test_opposite_item_orders_never_deadlock(storm_shop, committed, strategy):
 def test_one_cart_paid_many_times_at_once_makes_one_order(storm_shop, committed, strategy):
     attempts = 20
     shop = storm_shop(attempts, stock_strategy=strategy)
-    a = create_item(committed, "A", "5.00", 100)
-    fill_carts(committed, [("impatient", a, 3)])
+    a = commit_item(committed, "A", "5.00", 100)
+    commit_cart_lines(committed, [("impatient", a, 3)])
 
     results = pay_all(shop, ["impatient"] * attempts, Decimal("15.00"))
 
     assert outcome_counts(results) == {"OrderView": 1, "empty_cart": attempts - 1}
     assert all(isinstance(r, EmptyCart) for r in results if isinstance(r, Exception))
-    after = snapshot(committed)
+    after = shop_state(committed)
     assert after.orders == 1 and after.payments == 1
     assert after.stock[a] == 97
     assert_conserved({a: Decimal(100)}, after)
@@ -125,7 +125,7 @@ def test_one_cart_paid_many_times_at_once_makes_one_order(storm_shop, committed,
 def test_concurrent_adds_to_one_line_never_exceed_stock(storm_shop, committed):
     adds = 20
     shop = storm_shop(adds)
-    a = create_item(committed, "A", "1.00", 5)
+    a = commit_item(committed, "A", "1.00", 5)
 
     results = run_together([lambda: cart.add_to_cart(shop, "u1", a, 1) for _ in range(adds)])
 
@@ -144,7 +144,7 @@ def test_checkout_lock_does_not_block_cart_inserts(committed):
 
     from ecommerce.repositories import ItemRepository
 
-    a = create_item(committed, "A", "1.00", 5)
+    a = commit_item(committed, "A", "1.00", 5)
     with Session(committed) as holder, holder.begin():
         ItemRepository(holder).lock([a])
         with committed.connect() as other:

@@ -8,8 +8,14 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ecommerce.errors import ServiceBusy
-from ecommerce.transactions import TransactionPolicy, run_in_transaction
-from tests.helpers import assert_invariants, create_item, fill_carts, run_together, snapshot
+from ecommerce.services.transactions import TransactionPolicy, run_in_transaction
+from tests.helpers import (
+    assert_invariants,
+    commit_cart_lines,
+    commit_item,
+    run_together,
+    shop_state,
+)
 
 
 def test_a_held_row_lock_gives_503_with_retry_after_not_a_hang(make_app, committed, safe_strategy):
@@ -20,8 +26,8 @@ def test_a_held_row_lock_gives_503_with_retry_after_not_a_hang(make_app, committ
         stock_strategy=safe_strategy,
     )
     client = app.test_client()
-    hot = create_item(committed, "Hot", "1.00", 5)
-    fill_carts(committed, [("u1", hot, 1)])
+    hot = commit_item(committed, "Hot", "1.00", 5)
+    commit_cart_lines(committed, [("u1", hot, 1)])
 
     with committed.connect() as holder:
         holder.execute(text("SELECT 1 FROM items WHERE id = :i FOR UPDATE"), {"i": hot})
@@ -31,7 +37,7 @@ def test_a_held_row_lock_gives_503_with_retry_after_not_a_hang(make_app, committ
         assert busy.get_json()["error"]["code"] == "busy"
         holder.rollback()
 
-    assert snapshot(committed).orders == 0
+    assert shop_state(committed).orders == 0
     assert client.post("/cart/u1/pay", json={"amount": "1.00"}).status_code == 201
     assert_invariants(committed)
 
@@ -88,8 +94,8 @@ def _lock_in_opposite_orders(a, b):
 
 
 def test_a_real_deadlock_is_retried_and_leaves_exactly_one_effect_each(committed):
-    a = create_item(committed, "A", "1.00", 10)
-    b = create_item(committed, "B", "1.00", 10)
+    a = commit_item(committed, "A", "1.00", 10)
+    b = commit_item(committed, "B", "1.00", 10)
     policy = TransactionPolicy(lock_timeout_ms=10_000, statement_timeout_ms=20_000, retries=3)
 
     results, attempts = _two_way_race(committed, policy, _lock_in_opposite_orders(a, b))
@@ -100,8 +106,8 @@ def test_a_real_deadlock_is_retried_and_leaves_exactly_one_effect_each(committed
 
 
 def test_without_retries_the_deadlock_reaches_the_caller_as_503(committed):
-    a = create_item(committed, "A", "1.00", 10)
-    b = create_item(committed, "B", "1.00", 10)
+    a = commit_item(committed, "A", "1.00", 10)
+    b = commit_item(committed, "B", "1.00", 10)
     policy = TransactionPolicy(lock_timeout_ms=10_000, statement_timeout_ms=20_000, retries=0)
 
     results, _ = _two_way_race(committed, policy, _lock_in_opposite_orders(a, b))
@@ -111,7 +117,7 @@ def test_without_retries_the_deadlock_reaches_the_caller_as_503(committed):
 
 
 def test_a_real_serialization_failure_is_retried(committed):
-    a = create_item(committed, "A", "1.00", 10)
+    a = commit_item(committed, "A", "1.00", 10)
     policy = TransactionPolicy(lock_timeout_ms=10_000, statement_timeout_ms=20_000, retries=3)
 
     def work(index, session, barrier):
@@ -132,7 +138,7 @@ def test_a_real_serialization_failure_is_retried(committed):
 
 @pytest.mark.parametrize("retries", [0, 2])
 def test_exhausted_serialization_retries_are_503(committed, retries):
-    a = create_item(committed, "A", "1.00", 10)
+    a = commit_item(committed, "A", "1.00", 10)
     policy = TransactionPolicy(lock_timeout_ms=10_000, statement_timeout_ms=20_000, retries=retries)
     calls = 0
 

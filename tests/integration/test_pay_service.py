@@ -9,7 +9,7 @@ from sqlalchemy import text
 from ecommerce.errors import AmountMismatch, EmptyCart, InsufficientStock
 from ecommerce.services import cart, payment
 from ecommerce.services.stock import strategy_named
-from tests.helpers import insert_cart_line, insert_item
+from tests.helpers import insert_cart_line, insert_item, shop_state
 
 SAFE_STRATEGIES = ["for_update", "atomic"]
 
@@ -18,17 +18,6 @@ SAFE_STRATEGIES = ["for_update", "atomic"]
 def strategy_shop(request, shop):
     shop.stock = strategy_named(request.param)
     return shop
-
-
-def state(connection):
-    stock = dict(connection.execute(text("SELECT id, stock FROM items")).all())
-    counts = connection.execute(
-        text(
-            "SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM order_lines),"
-            " (SELECT count(*) FROM payments), (SELECT count(*) FROM carts)"
-        )
-    ).one()
-    return stock, tuple(counts)
 
 
 def test_pay_decrements_stock_and_writes_order(strategy_shop, connection):
@@ -42,9 +31,9 @@ def test_pay_decrements_stock_and_writes_order(strategy_shop, connection):
     assert order.status == "paid"
     assert order.total == Decimal("4.75")
     assert [(line.item_id, line.quantity) for line in order.lines] == [(apple, 2), (pear, 3)]
-    stock, (orders, lines, payments, cart_lines) = state(connection)
-    assert stock[apple] == Decimal("8.00") and stock[pear] == Decimal("0.00")
-    assert (orders, lines, payments, cart_lines) == (1, 2, 1, 0)
+    after = shop_state(connection)
+    assert after.stock[apple] == Decimal("8.00") and after.stock[pear] == Decimal("0.00")
+    assert (after.orders, after.order_lines, after.payments, after.carts) == (1, 2, 1, {})
     amount = connection.execute(
         text("SELECT amount FROM payments WHERE order_id = :o"), {"o": order.order_id}
     ).scalar_one()
@@ -62,7 +51,7 @@ def test_insufficient_stock_names_every_short_item_and_changes_nothing(strategy_
     c = insert_item(connection, "C", "1.00", 0)
     for item_id, q in ((a, 2), (b, 1), (c, 1)):
         insert_cart_line(connection, "u1", item_id, q)
-    before = state(connection)
+    before = shop_state(connection)
 
     with pytest.raises(InsufficientStock) as refused:
         payment.pay(strategy_shop, "u1", Decimal("4.00"))
@@ -70,19 +59,19 @@ def test_insufficient_stock_names_every_short_item_and_changes_nothing(strategy_
     short = refused.value.details["items"]
     assert [s["item_id"] for s in short] == [a, c]
     assert short[0] == {"item_id": a, "name": "A", "requested": 2, "available": "1.00"}
-    assert state(connection) == before
+    assert shop_state(connection) == before
 
 
 def test_amount_must_equal_total_exactly(strategy_shop, connection):
     a = insert_item(connection, "A", "0.10", 10)
     insert_cart_line(connection, "u1", a, 3)
-    before = state(connection)
+    before = shop_state(connection)
 
     for wrong in (Decimal("0.29"), Decimal("0.31"), Decimal("0")):
         with pytest.raises(AmountMismatch) as refused:
             payment.pay(strategy_shop, "u1", wrong)
         assert refused.value.details["expected"] == "0.30"
-    assert state(connection) == before
+    assert shop_state(connection) == before
 
     assert payment.pay(strategy_shop, "u1", Decimal("0.30")).total == Decimal("0.30")
 
@@ -104,17 +93,12 @@ def test_add_to_cart_refuses_more_than_stock(shop, connection):
 
 
 @pytest.mark.parametrize("strategy", SAFE_STRATEGIES)
-def test_a_price_changed_under_the_lock_is_a_conflict(strategy, connection):
+def test_a_price_changed_under_the_lock_is_a_conflict(strategy, connection, session):
     """The order is written at the price read with the cart; if the row's price
     differs when the stock is taken, the pay is refused (and rolls back)."""
-    from sqlalchemy.orm import Session
-
     from ecommerce.errors import Conflict
 
     a = insert_item(connection, "A", "1.00", 5)
-    with (
-        Session(bind=connection, join_transaction_mode="create_savepoint") as session,
-        pytest.raises(Conflict),
-    ):
+    with pytest.raises(Conflict):
         strategy_named(strategy).take(session, {a: 1}, {a: Decimal("0.99")})
     assert connection.execute(text("SELECT stock FROM items WHERE id = :a"), {"a": a}).scalar() == 5

@@ -1,7 +1,6 @@
 from decimal import Decimal
 
 from sqlalchemy import text
-from sqlalchemy.orm import Session
 
 from ecommerce.repositories import (
     AddedLine,
@@ -13,20 +12,16 @@ from ecommerce.repositories import (
 from tests.helpers import insert_cart_line, insert_item
 
 
-def test_lock_returns_rows_in_ascending_id_order(connection):
+def test_lock_returns_rows_in_ascending_id_order(connection, session):
     ids = [insert_item(connection, f"item-{n}", "1.00", 5) for n in range(4)]
-    with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
-        locked = ItemRepository(session).lock(reversed(ids))
+    locked = ItemRepository(session).lock(reversed(ids))
     assert [item.id for item in locked] == sorted(ids)
 
 
-def test_decrement_subtracts_each_quantity(connection):
+def test_decrement_subtracts_each_quantity(connection, session):
     a = insert_item(connection, "a", "1.00", 5)
     b = insert_item(connection, "b", "2.00", 7)
-    with (
-        Session(bind=connection, join_transaction_mode="create_savepoint") as session,
-        session.begin(),
-    ):
+    with session.begin():
         ItemRepository(session).decrement({a: 2, b: 7})
     stock = dict(
         connection.execute(
@@ -36,12 +31,9 @@ def test_decrement_subtracts_each_quantity(connection):
     assert stock == {a: Decimal("3.00"), b: Decimal("0.00")}
 
 
-def test_take_if_available_refuses_without_writing(connection):
+def test_take_if_available_refuses_without_writing(connection, session):
     a = insert_item(connection, "a", "1.00", 2)
-    with (
-        Session(bind=connection, join_transaction_mode="create_savepoint") as session,
-        session.begin(),
-    ):
+    with session.begin():
         items = ItemRepository(session)
         assert items.take_if_available(a, 3, Decimal("1.00")) is False
         assert items.take_if_available(a, 1, Decimal("0.99")) is False  # price changed
@@ -49,28 +41,23 @@ def test_take_if_available_refuses_without_writing(connection):
     assert connection.execute(text("SELECT stock FROM items WHERE id = :a"), {"a": a}).scalar() == 0
 
 
-def test_cart_add_accumulates_on_one_line(connection):
+def test_cart_add_accumulates_on_one_line(connection, session):
     a = insert_item(connection, "a", "1.25", 10)
-    with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
-        carts = CartRepository(session)
-        assert carts.add("u1", a, 2).quantity == 2
-        assert carts.add("u1", a, 3) == AddedLine(5, "a", Decimal("10.00"))
-        assert [
-            (line.item_id, line.quantity, line.name, line.price)
-            for line in carts.lock_for_pay("u1")
-        ] == [(a, 5, "a", Decimal("1.25"))]
+    carts = CartRepository(session)
+    assert carts.add("u1", a, 2).quantity == 2
+    assert carts.add("u1", a, 3) == AddedLine(5, "a", Decimal("10.00"))
+    assert [
+        (line.item_id, line.quantity, line.name, line.price) for line in carts.lock_for_pay("u1")
+    ] == [(a, 5, "a", Decimal("1.25"))]
 
 
-def test_write_paid_deletes_only_the_paid_lines(connection):
+def test_write_paid_deletes_only_the_paid_lines(connection, session):
     a = insert_item(connection, "a", "1.00", 10)
     b = insert_item(connection, "b", "2.00", 10)
     insert_cart_line(connection, "u1", a, 1)
     insert_cart_line(connection, "u1", b, 1)
     insert_cart_line(connection, "u2", a, 1)
-    with (
-        Session(bind=connection, join_transaction_mode="create_savepoint") as session,
-        session.begin(),
-    ):
+    with session.begin():
         order_id, _ = OrderRepository(session).write_paid(
             "u1", Decimal("3.00"), Decimal("3.00"), [NewOrderLine(a, 3, Decimal("1.00"))]
         )

@@ -6,7 +6,7 @@ from ecommerce.services.stock import (
     ForUpdateStrategy,
     strategy_named,
 )
-from ecommerce.transactions import TransactionPolicy, backoff_delay
+from ecommerce.services.transactions import TransactionPolicy, backoff_delay
 
 
 def test_settings_defaults_are_consistent():

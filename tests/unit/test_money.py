@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from ecommerce.jsonio import DecimalJSONProvider
+from ecommerce.api.jsonio import DecimalJSONProvider
 from ecommerce.money import MAX_AMOUNT, MoneyError, format_money, parse_amount
 
 

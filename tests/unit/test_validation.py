@@ -2,8 +2,9 @@ from decimal import Decimal
 
 import pytest
 
-from ecommerce import validation
+from ecommerce.api import validation
 from ecommerce.errors import InvalidRequest
+from ecommerce.limits import MAX_QUANTITY
 
 
 @pytest.mark.parametrize("user_id", ["user123", "a", "A.b-c_9", "x" * 64])
@@ -37,7 +38,7 @@ def test_add_to_cart_reads_integers():
         {"item_id": 1, "quantity": -3},
         {"item_id": 0, "quantity": 1},
         {"item_id": 2**31, "quantity": 1},
-        {"item_id": 1, "quantity": validation.MAX_QUANTITY + 1},
+        {"item_id": 1, "quantity": MAX_QUANTITY + 1},
         {"item_id": [1], "quantity": 1},
     ],
 )

@@ -13,11 +13,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from alembic import command as alembic_command
-from ecommerce.cli import alembic_config
+from ecommerce import migrations
 from ecommerce.embedded_db import ensure_database, ensure_server, server_url, stop_server
-from tests.e2e.server import HttpClient, Server
-from tests.helpers import assert_invariants, create_item, fill_carts, snapshot
+from tests.helpers import assert_invariants, commit_cart_lines, commit_item, shop_state
+from tests.system.server import HttpClient, Server
 
 pytestmark = pytest.mark.slow
 
@@ -46,13 +45,14 @@ def row_is_locked(engine, item_id) -> bool:
 
 def test_worker_killed_while_holding_the_row_locks(database_url, committed, tmp_path):
     signal_file = tmp_path / "holding-locks"
-    hot = create_item(committed, "Hot", "3.00", 5)
-    fill_carts(committed, [("victim", hot, 2), ("next1", hot, 1), ("next2", hot, 1)])
+    hot = commit_item(committed, "Hot", "3.00", 5)
+    commit_cart_lines(committed, [("victim", hot, 2), ("next1", hot, 1), ("next2", hot, 1)])
     server = Server(
         database_url,
+        app="tests.system.hold_locks_app:app",
         WEB_CONCURRENCY="2",
-        TEST_HOLD_LOCKS_USER="victim",
-        TEST_HOLD_LOCKS_SIGNAL=str(signal_file),
+        HOLD_LOCKS_USER="victim",
+        HOLD_LOCKS_SIGNAL=str(signal_file),
     ).start()
     try:
         outcome: dict[str, object] = {}
@@ -75,7 +75,7 @@ def test_worker_killed_while_holding_the_row_locks(database_url, committed, tmp_
 
         assert isinstance(outcome["victim"], Exception), outcome  # no answer, no order
         wait_for(lambda: not row_is_locked(committed, hot), 10)
-        after = snapshot(committed)
+        after = shop_state(committed)
         assert after.stock[hot] == 5 and after.orders == 0
         with committed.connect() as conn:
             cart = conn.execute(text("SELECT quantity FROM carts WHERE user_id = 'victim'")).all()
@@ -85,7 +85,7 @@ def test_worker_killed_while_holding_the_row_locks(database_url, committed, tmp_
         for user in ("next1", "next2"):
             paid = http.request("POST", f"/cart/{user}/pay", {"amount": "3.00"})
             assert paid.status == 201, paid.body
-        assert snapshot(committed).stock[hot] == 3
+        assert shop_state(committed).stock[hot] == 3
         assert_invariants(committed)
     finally:
         server.stop()
@@ -95,9 +95,9 @@ def test_database_restart_during_a_storm(tmp_path: Path):
     instance = tmp_path / "pg"
     url = server_url(ensure_server(instance), "shop").render_as_string(hide_password=False)
     ensure_database(url)
-    alembic_command.upgrade(alembic_config(url), "head")
+    migrations.upgrade(url)
     engine = create_engine(url, pool_pre_ping=True)  # its connections die with the restart
-    hot = create_item(engine, "Hot", "1.00", 100_000)
+    hot = commit_item(engine, "Hot", "1.00", 100_000)
     server = Server(
         url,
         WEB_CONCURRENCY="2",
@@ -154,7 +154,7 @@ def test_database_restart_during_a_storm(tmp_path: Path):
         assert back, "no sale after the restart"
         assert back[0] - up_at < 5, f"sales resumed {back[0] - up_at:.1f}s after the restart"
         assert_invariants(engine)
-        after = snapshot(engine)
+        after = shop_state(engine)
         assert after.sold[hot] == after.orders > 0
     finally:
         engine.dispose()

@@ -64,9 +64,10 @@ class HttpClient:
 class Server(GunicornProcess):
     """gunicorn against the test database, and the flask CLI with the same environment."""
 
-    def __init__(self, database_url: str, **env: str) -> None:
+    def __init__(self, database_url: str, app: str = "wsgi:app", **env: str) -> None:
         super().__init__(
-            {"DATABASE_URL": database_url, "WEB_CONCURRENCY": "3", "GUNICORN_THREADS": "4", **env}
+            {"DATABASE_URL": database_url, "WEB_CONCURRENCY": "3", "GUNICORN_THREADS": "4", **env},
+            app=app,
         )
 
     def flask(self, *args: str) -> subprocess.CompletedProcess[str]:

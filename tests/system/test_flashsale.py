@@ -1,12 +1,17 @@
 """`flask flashsale`, small: the simulator runs, checks and reports for real."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from ecommerce.config import PROJECT_ROOT
 from ecommerce.flashsale.ceiling import pay_script
+from ecommerce.flashsale.command import flashsale
 from ecommerce.flashsale.report import table
+from ecommerce.flashsale.server import BIN
 from ecommerce.repositories import LOCK_CART_FOR_PAY, LOCK_ITEMS, TAKE_IF_AVAILABLE
 
 pytestmark = pytest.mark.slow
@@ -39,8 +44,8 @@ def test_ceiling_script_is_the_shops_own_pay_transaction():
 def test_a_small_sale_end_to_end(make_app, database_url, tmp_path: Path):
     app = make_app()
     result = app.test_cli_runner().invoke(
+        flashsale,
         args=[
-            "flashsale",
             "--stock",
             "25",
             "--buyers",
@@ -57,7 +62,7 @@ def test_a_small_sale_end_to_end(make_app, database_url, tmp_path: Path):
             "1",
             "--out",
             str(tmp_path),
-        ]
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "for_update" in result.output and "ok" in result.output
@@ -93,8 +98,8 @@ def test_broken_runs_fail_the_command(monkeypatch, make_app, tmp_path):
     monkeypatch.setattr(command, "run_sale", oversold)
     app = make_app()
     outcome = app.test_cli_runner().invoke(
+        command.flashsale,
         args=[
-            "flashsale",
             "--stock",
             "5",
             "--buyers",
@@ -108,7 +113,30 @@ def test_broken_runs_fail_the_command(monkeypatch, make_app, tmp_path):
             "--no-ceiling",
             "--out",
             str(tmp_path),
-        ]
+        ],
     )
     assert outcome.exit_code == 1
     assert "OVERSOLD" in outcome.output
+
+
+def test_the_simulator_is_a_command_beside_the_shop_not_inside_it():
+    """`flask flashsale` is found through its entry point, while importing the WSGI
+    app (what every gunicorn worker does) loads nothing of the simulator."""
+    env = {"FLASK_APP": "wsgi:app", "PATH": str(BIN)}
+    listed = subprocess.run(
+        [str(BIN / "flask"), "--help"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "flashsale" in listed.stdout
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import wsgi, sys; print([m for m in sys.modules if 'flashsale' in m])",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "[]"

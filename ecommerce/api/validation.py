@@ -2,26 +2,41 @@
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 from typing import Any
 
 from flask import Request, current_app
 
 from ecommerce.errors import InvalidRequest
+from ecommerce.limits import (
+    IDEMPOTENCY_KEY_PATTERN,
+    MAX_ID,
+    MAX_QUANTITY,
+    USER_ID_PATTERN,
+    USER_ID_RULE,
+)
 from ecommerce.money import MoneyError, parse_amount
 
-USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
-MAX_ID = 2**31 - 1  # ids are PostgreSQL INT
-# The largest whole quantity items.stock (NUMERIC(10, 2)) can hold.
-MAX_QUANTITY = 99_999_999
-MAX_PAGE_SIZE = 100
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 def user_id(raw: str) -> str:
     if not USER_ID_PATTERN.match(raw):
-        raise InvalidRequest("user_id must be 1-64 characters of letters, digits, '_', '.' or '-'")
+        raise InvalidRequest(USER_ID_RULE)
     return raw
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The Idempotency-Key header, if sent (the draft also allows it as a quoted string)."""
+    raw = request.headers.get(IDEMPOTENCY_HEADER)
+    if raw is None:
+        return None
+    key = raw.strip()
+    if key.startswith('"') and key.endswith('"') and len(key) >= 2:
+        key = key[1:-1]
+    if not IDEMPOTENCY_KEY_PATTERN.match(key):
+        raise InvalidRequest(f"{IDEMPOTENCY_HEADER} must be 1-255 visible ASCII characters")
+    return key
 
 
 def json_object(request: Request) -> dict[str, Any]:

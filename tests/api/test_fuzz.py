@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ecommerce.auth import issue_token
+from ecommerce.tokens import issue_token
 from tests.helpers import insert_cart_line, insert_item, shop_state
 
 SECRET = "fuzz-secret-0123456789"

@@ -28,6 +28,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from ecommerce.db import RETRYABLE_SQLSTATES, TIMEOUT_SQLSTATES, is_unavailable, sqlstate
 from ecommerce.errors import Conflict, InvalidRequest, ServiceBusy
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,6 @@ T = TypeVar("T")
 SET_LOCAL_TIMEOUTS = text(
     "SELECT set_config('lock_timeout', :lock, true), set_config('statement_timeout', :stmt, true)"
 )
-
-RETRYABLE_SQLSTATES = {"40P01", "40001"}  # deadlock_detected, serialization_failure
-TIMEOUT_SQLSTATES = {"55P03", "57014"}  # lock_not_available, query_canceled
-# admin_shutdown, crash_shutdown, cannot_connect_now, and the connection_exception class.
-UNAVAILABLE_SQLSTATES = {"57P01", "57P02", "57P03"}
 
 
 @dataclass(frozen=True)
@@ -54,23 +50,8 @@ class TransactionPolicy:
     backoff_cap_s: float = 0.2
 
 
-def sqlstate(error: BaseException) -> str | None:
-    orig = getattr(error, "orig", None)
-    return getattr(orig, "pgcode", None)
-
-
 def is_retryable(error: BaseException) -> bool:
     return isinstance(error, sa_exc.DBAPIError) and sqlstate(error) in RETRYABLE_SQLSTATES
-
-
-def _is_unavailable(error: sa_exc.DBAPIError) -> bool:
-    code = sqlstate(error)
-    if code is None:
-        # psycopg2 reports a dropped socket as OperationalError/InterfaceError with no SQLSTATE.
-        return error.connection_invalidated or isinstance(
-            error, sa_exc.OperationalError | sa_exc.InterfaceError
-        )
-    return code in UNAVAILABLE_SQLSTATES or code.startswith("08")
 
 
 def backoff_delay(attempt: int, policy: TransactionPolicy) -> float:
@@ -119,7 +100,7 @@ def run_in_transaction(
             if isinstance(error, sa_exc.DataError):
                 log.warning("%s: data error %s: %s", name, code, error.orig)
                 raise InvalidRequest("a value is out of range") from error
-            if _is_unavailable(error):
+            if is_unavailable(error):
                 log.warning("%s: database unavailable: %s", name, error.orig)
                 raise ServiceBusy(
                     "the database is unavailable, please retry",

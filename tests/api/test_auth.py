@@ -5,9 +5,9 @@ from dataclasses import replace
 import pytest
 
 from ecommerce import create_app
-from ecommerce.auth import issue_token, verify_token
 from ecommerce.config import Settings
 from ecommerce.errors import Unauthorized
+from ecommerce.tokens import issue_token, verify_token
 from tests.helpers import insert_cart_line, insert_item
 
 SECRET = "test-secret-0123456789"

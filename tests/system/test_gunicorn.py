@@ -5,8 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from tests.e2e.server import HttpClient, Server
-from tests.helpers import assert_conserved, assert_invariants, create_item, run_together, snapshot
+from tests.helpers import assert_conserved, assert_invariants, commit_item, run_together, shop_state
+from tests.system.server import HttpClient, Server
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def test_the_design_notes_curl_flow_over_http(server):
 
 def test_storm_of_buyers_through_gunicorn(server, committed):
     stock, buyers = 10, 60
-    hot = create_item(committed, "Flash-sale phone", "199.00", stock)
+    hot = commit_item(committed, "Flash-sale phone", "199.00", stock)
 
     def buyer(n: int) -> list[tuple[str, int, str | None]]:
         http = HttpClient(server.port)
@@ -66,7 +66,7 @@ def test_storm_of_buyers_through_gunicorn(server, committed):
         outcomes[("pay", 409, "insufficient_stock")] + outcomes[("add", 409, "insufficient_stock")]
     )
     assert refusals == buyers - stock, outcomes
-    after = snapshot(committed)
+    after = shop_state(committed)
     assert after.stock[hot] == 0 and after.orders == stock
     assert_conserved({hot: Decimal(stock)}, after)
     assert_invariants(committed)

@@ -1,0 +1,74 @@
+"""JSON rendering of the use cases' results: the shapes the API answers with.
+
+Money is always a string with two decimals ("1.00"); times are ISO 8601.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ecommerce.money import format_money
+from ecommerce.services.orders import OrderPage
+from ecommerce.services.results import CartView, ItemView, LineView, OrderView
+
+
+def item_json(item: ItemView) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "name": item.name,
+        "price": format_money(item.price),
+        "stock": format_money(item.stock),
+    }
+
+
+def line_json(line: LineView) -> dict[str, Any]:
+    return {
+        "item_id": line.item_id,
+        "name": line.name,
+        "quantity": line.quantity,
+        "unit_price": format_money(line.unit_price),
+        "line_total": format_money(line.line_total),
+    }
+
+
+def order_json(order: OrderView) -> dict[str, Any]:
+    return {
+        "order_id": order.order_id,
+        "user_id": order.user_id,
+        "status": order.status,
+        "total": format_money(order.total),
+        "created_at": order.created_at.isoformat(),
+        "lines": [line_json(line) for line in order.lines],
+    }
+
+
+def cart_json(cart: CartView) -> dict[str, Any]:
+    return {
+        "user_id": cart.user_id,
+        "lines": [line_json(line) for line in cart.lines],
+        "total": format_money(cart.total),
+    }
+
+
+def quote_json(cart: CartView) -> dict[str, Any]:
+    """The checkout quote: the cart plus, per line, whether stock suffices right now."""
+    return {
+        "user_id": cart.user_id,
+        "lines": [
+            line_json(line)
+            | {
+                "available": format_money(cart.available[line.item_id]),
+                "in_stock": cart.in_stock(line),
+            }
+            for line in cart.lines
+        ],
+        "total": format_money(cart.total),
+        "can_pay": cart.can_pay,
+    }
+
+
+def order_page_json(user_id: str, page: OrderPage) -> dict[str, Any]:
+    body: dict[str, Any] = {"user_id": user_id, "orders": [order_json(o) for o in page.orders]}
+    if page.next_before is not None:
+        body["next_before"] = page.next_before
+    return body

@@ -1,0 +1,26 @@
+"""Every bound the shop accepts, in one place.
+
+Validation, route converters, services and the CLI all read these, so a limit
+changes in one line. Each one follows from a column type in the schema.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+#: Ids are PostgreSQL INT (items.id, orders.id).
+MAX_ID = 2**31 - 1
+#: The largest whole quantity items.stock (NUMERIC(10, 2)) can hold.
+MAX_QUANTITY = 99_999_999
+#: items.price is NUMERIC(10, 2).
+MAX_PRICE = Decimal("99999999.99")
+#: orders.total and payments.amount are NUMERIC(12, 2).
+MAX_AMOUNT = Decimal("9999999999.99")
+#: Orders per page of GET /users/<user_id>/orders.
+MAX_PAGE_SIZE = 100
+#: A user id: what may appear in a URL path segment and in carts.user_id.
+USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+USER_ID_RULE = "user_id must be 1-64 characters of letters, digits, '_', '.' or '-'"
+#: An Idempotency-Key: visible ASCII, like a UUID or a ULID.
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}\Z")
