@@ -60,11 +60,19 @@ class Settings:
     environment: str = "development"
     auth_required: bool = False
     idempotency_ttl_s: int = 24 * 3600
+    # Combined pays (ecommerce/services/combining.py): on by default.
+    pay_combining: bool = True
+    pay_batch_max: int = 64
+    pay_queue_max: int = 1024
+    pay_queue_wait_ms: int = 3000
+    # How long a sold-out mark is trusted before a plain read re-checks it.
+    sold_out_recheck_ms: int = 500
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
-        threads = _env_int("GUNICORN_THREADS", 2, env)
+        threads = _env_int("GUNICORN_THREADS", 16, env)
+        combining = _env_bool("PAY_COMBINING", cls.pay_combining, env)
         environment = (env.get("APP_ENV") or cls.environment).strip().lower()
         return cls(
             database_url=env.get("DATABASE_URL") or None,
@@ -76,9 +84,9 @@ class Settings:
             idle_in_transaction_timeout_ms=_env_int(
                 "IDLE_IN_TRANSACTION_TIMEOUT_MS", cls.idle_in_transaction_timeout_ms, env
             ),
-            # One connection per request thread: the pool is the queue in front of a
-            # hot row, so more connections than threads would only add waiting.
-            pool_size=_env_int("DB_POOL_SIZE", threads, env),
+            # One connection per request thread, plus one for the pay combiner's
+            # thread: more would only add waiting in front of a hot row.
+            pool_size=_env_int("DB_POOL_SIZE", threads + (1 if combining else 0), env),
             pool_max_overflow=_env_int("DB_POOL_MAX_OVERFLOW", 0, env),
             pool_timeout_s=float(_env_int("DB_POOL_TIMEOUT_MS", 5000, env)) / 1000.0,
             transaction_retries=_env_int("TRANSACTION_RETRIES", cls.transaction_retries, env),
@@ -88,6 +96,11 @@ class Settings:
             environment=environment,
             auth_required=_env_bool("AUTH_REQUIRED", environment == "production", env),
             idempotency_ttl_s=_env_int("IDEMPOTENCY_TTL_S", cls.idempotency_ttl_s, env),
+            pay_combining=combining,
+            pay_batch_max=_env_int("PAY_BATCH_MAX", cls.pay_batch_max, env),
+            pay_queue_max=_env_int("PAY_QUEUE_MAX", cls.pay_queue_max, env),
+            pay_queue_wait_ms=_env_int("PAY_QUEUE_WAIT_MS", cls.pay_queue_wait_ms, env),
+            sold_out_recheck_ms=_env_int("SOLD_OUT_RECHECK_MS", cls.sold_out_recheck_ms, env),
         )
 
     def validate(self) -> None:
@@ -101,6 +114,10 @@ class Settings:
             raise ValueError("APP_ENV must be development or production")
         if self.idempotency_ttl_s < 1:
             raise ValueError("IDEMPOTENCY_TTL_S must be positive")
+        if self.pay_batch_max < 1 or self.pay_queue_max < 1 or self.pay_queue_wait_ms < 1:
+            raise ValueError("PAY_BATCH_MAX, PAY_QUEUE_MAX and PAY_QUEUE_WAIT_MS must be positive")
+        if self.sold_out_recheck_ms < 0:
+            raise ValueError("SOLD_OUT_RECHECK_MS must not be negative")
         if self.environment == "production" and (
             self.secret_key == DEFAULT_SECRET_KEY or len(self.secret_key) < 16
         ):

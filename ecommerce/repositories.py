@@ -128,6 +128,89 @@ WRITE_PAID_ORDER = text(
     bindparam("unit_prices", type_=ARRAY(Numeric(10, 2))),
 )
 
+#: Combined pays: the cart lines of every user of a batch, locked FOR UPDATE OF
+#: carts in one statement, in (user_id, item_id) order so two batches that share
+#: a user lock its rows in the same order.
+LOCK_CARTS_FOR_PAY = (
+    select(CartLine.user_id, CartLine.item_id, Item.name, CartLine.quantity, Item.price, Item.stock)
+    .join(Item, Item.id == CartLine.item_id)
+    .where(CartLine.user_id == any_(bindparam("user_ids", type_=ARRAY(Text))))
+    .order_by(CartLine.user_id, CartLine.item_id)
+    .with_for_update(of=CartLine)
+)
+
+#: Combined pays: ids for the batch's new orders, and the transaction's time
+#: (what orders.created_at will hold), before the item rows are locked.
+NEXT_ORDER_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('orders', 'id')) AS id, now() AS created_at"
+    " FROM generate_series(1, :n)"
+)
+
+#: Combined pays: every winner's order, lines, payment, the paid cart lines gone,
+#: the idempotency records, and one decrement per item, in one statement. Arrays
+#: are parallel: per order (o_*), per order line (l_*), per key (k_*), per item (s_*).
+WRITE_PAID_ORDERS = text(
+    """
+    WITH new_orders AS (
+        INSERT INTO orders (id, user_id, status, total, created_at)
+        SELECT o.id, o.user_id, 'paid', o.total, now()
+        FROM unnest(CAST(:o_ids AS integer[]), CAST(:o_users AS text[]),
+                    CAST(:o_totals AS numeric[])) AS o (id, user_id, total)
+        RETURNING id
+    ), new_lines AS (
+        INSERT INTO order_lines (order_id, item_id, quantity, unit_price)
+        SELECT l.order_id, l.item_id, l.quantity, l.unit_price
+        FROM unnest(CAST(:l_orders AS integer[]), CAST(:l_items AS integer[]),
+                    CAST(:l_quantities AS integer[]), CAST(:l_prices AS numeric[]))
+             AS l (order_id, item_id, quantity, unit_price)
+        WHERE l.order_id IN (SELECT id FROM new_orders)
+    ), new_payments AS (
+        INSERT INTO payments (order_id, amount)
+        SELECT o.id, o.total
+        FROM unnest(CAST(:o_ids AS integer[]), CAST(:o_totals AS numeric[])) AS o (id, total)
+        WHERE o.id IN (SELECT id FROM new_orders)
+    ), paid_lines AS (
+        DELETE FROM carts USING unnest(CAST(:l_users AS text[]), CAST(:l_items AS integer[]))
+                                AS l (user_id, item_id)
+        WHERE carts.user_id = l.user_id AND carts.item_id = l.item_id
+    ), new_keys AS (
+        INSERT INTO idempotency_keys (user_id, key, fingerprint, result, expires_at)
+        SELECT k.user_id, k.key, k.fingerprint, k.result, now() + make_interval(secs => :ttl_s)
+        FROM unnest(CAST(:k_users AS text[]), CAST(:k_keys AS text[]),
+                    CAST(:k_fingerprints AS text[]), CAST(:k_results AS bytea[]))
+             AS k (user_id, key, fingerprint, result)
+        ON CONFLICT (user_id, key) DO UPDATE
+        SET fingerprint = excluded.fingerprint, result = excluded.result,
+            expires_at = excluded.expires_at, created_at = now()
+    )
+    UPDATE items SET stock = items.stock - s.quantity
+    FROM unnest(CAST(:s_items AS integer[]), CAST(:s_quantities AS integer[])) AS s (id, quantity)
+    WHERE items.id = s.id
+    """
+)
+
+#: Idempotency keys of a batch: a transaction-scoped advisory lock on each
+#: (user, key) pair, tried without waiting; true where it was taken.
+TRY_LOCK_KEYS = text(
+    """
+    SELECT pg_try_advisory_xact_lock(hashtextextended(concat_ws(E'\\x1f', k.user_id, k.key), 0))
+    FROM unnest(CAST(:users AS text[]), CAST(:keys AS text[])) WITH ORDINALITY
+         AS k (user_id, key, n)
+    ORDER BY k.n
+    """
+)
+
+#: The live records of a batch's keys (after their locks were taken).
+FIND_LIVE_KEYS = text(
+    """
+    SELECT i.user_id, i.key, i.fingerprint, i.result
+    FROM idempotency_keys i
+    JOIN unnest(CAST(:users AS text[]), CAST(:keys AS text[])) AS k (user_id, key)
+      ON i.user_id = k.user_id AND i.key = k.key
+    WHERE i.expires_at > now()
+    """
+)
+
 #: for_update: the design note's locking read, ascending id, FOR NO KEY UPDATE.
 LOCK_ITEMS = (
     select(Item.id, Item.name, Item.price, Item.stock)
@@ -224,6 +307,26 @@ class OrderRecord:
     total: Decimal
     created_at: dt.datetime
     lines: list[OrderLineRecord]
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    """A paid order of a combined pay, its id already drawn (NEXT_ORDER_IDS)."""
+
+    id: int
+    user_id: str
+    total: Decimal
+    lines: list[NewOrderLine]
+
+
+@dataclass(frozen=True)
+class NewKeyRecord:
+    """An idempotency key to store with its result."""
+
+    user_id: str
+    key: str
+    fingerprint: str
+    result: bytes
 
 
 @dataclass(frozen=True)
@@ -337,6 +440,15 @@ class CartRepository(_Repository):
         rows = self._execute(LOCK_CART_FOR_PAY, {"user_id": user_id})
         return [CartLineRow(*row) for row in rows]
 
+    def lock_for_pay_many(self, user_ids: Iterable[str]) -> dict[str, list[CartLineRow]]:
+        """:meth:`lock_for_pay` for many users in one statement; a user with an
+        empty cart is absent from the answer."""
+        rows = self._execute(LOCK_CARTS_FOR_PAY, {"user_ids": sorted(set(user_ids))})
+        carts: dict[str, list[CartLineRow]] = {}
+        for user_id, *line in rows:
+            carts.setdefault(user_id, []).append(CartLineRow(*line))
+        return carts
+
     def add(self, user_id: str, item_id: int, quantity: int) -> AddedLine | None:
         """Add to the line (creating it if needed). None when the item does not exist;
         the transaction is then unusable and must be rolled back."""
@@ -407,6 +519,44 @@ class OrderRepository(_Repository):
         ).one()
         return row.id, row.created_at
 
+    def next_ids(self, count: int) -> tuple[list[int], dt.datetime]:
+        """Draw ``count`` order ids; also returns the transaction's time (created_at)."""
+        rows = self._execute(NEXT_ORDER_IDS, {"n": count}).all()
+        return [row.id for row in rows], rows[0].created_at
+
+    def write_paid_many(
+        self,
+        orders: Sequence[NewOrder],
+        keys: Sequence[NewKeyRecord],
+        key_ttl_s: int,
+        taken: Mapping[int, int],
+    ) -> None:
+        """Write every order with its lines and payment, delete exactly the paid cart
+        lines, store the idempotency keys, and take ``taken`` ({item_id: units})
+        from the item rows the caller has locked: one statement."""
+        lines = [(order, line) for order in orders for line in order.lines]
+        items = sorted(taken)
+        self._execute(
+            WRITE_PAID_ORDERS,
+            {
+                "o_ids": [o.id for o in orders],
+                "o_users": [o.user_id for o in orders],
+                "o_totals": [o.total for o in orders],
+                "l_orders": [o.id for o, _ in lines],
+                "l_users": [o.user_id for o, _ in lines],
+                "l_items": [ln.item_id for _, ln in lines],
+                "l_quantities": [ln.quantity for _, ln in lines],
+                "l_prices": [ln.unit_price for _, ln in lines],
+                "k_users": [k.user_id for k in keys],
+                "k_keys": [k.key for k in keys],
+                "k_fingerprints": [k.fingerprint for k in keys],
+                "k_results": [k.result for k in keys],
+                "ttl_s": key_ttl_s,
+                "s_items": items,
+                "s_quantities": [taken[i] for i in items],
+            },
+        )
+
     def get(self, order_id: int) -> OrderRecord | None:
         stmt = _ORDER_WITH_LINES.where(Order.id == order_id).order_by(OrderLine.item_id)
         found = _orders_from_rows(self._execute(stmt, {}))
@@ -430,6 +580,21 @@ class IdempotencyRepository(_Repository):
         transaction holds it, i.e. the first request with this key is still running."""
         lock_id = func.hashtextextended(func.concat_ws("\x1f", user_id, key), 0)
         return bool(self._execute(select(func.pg_try_advisory_xact_lock(lock_id)), {}).scalar())
+
+    def try_lock_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        """:meth:`try_lock` for many (user, key) pairs in one statement, in their order."""
+        params = {"users": [u for u, _ in pairs], "keys": [k for _, k in pairs]}
+        return [bool(taken) for (taken,) in self._execute(TRY_LOCK_KEYS, params)]
+
+    def find_live_many(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], StoredResult]:
+        """:meth:`find_live` for many (user, key) pairs in one statement."""
+        params = {"users": [u for u, _ in pairs], "keys": [k for _, k in pairs]}
+        return {
+            (row.user_id, row.key): StoredResult(row.fingerprint, bytes(row.result))
+            for row in self._execute(FIND_LIVE_KEYS, params)
+        }
 
     def find_live(self, user_id: str, key: str) -> StoredResult | None:
         stmt = select(IdempotencyKey.fingerprint, IdempotencyKey.result).where(

@@ -8,13 +8,15 @@ exception. Callers (the HTTP API, the CLI, the tests) never see a session.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
 from ecommerce.config import Settings
 from ecommerce.db import Database
+from ecommerce.services.combining import Combiner, CombiningPolicy
+from ecommerce.services.soldout import SoldOutMarks
 from ecommerce.services.stock import StockStrategy, strategy_named
 from ecommerce.services.transactions import TransactionPolicy, run_in_transaction
 
@@ -23,13 +25,18 @@ T = TypeVar("T")
 
 @dataclass
 class Shop:
-    """Everything a use case needs: the database, how to run a transaction, and
-    how stock is taken."""
+    """Everything a use case needs: the database, how to run a transaction, how
+    stock is taken, and this process's pay combiner and sold-out marks."""
 
     db: Database
     policy: TransactionPolicy
     stock: StockStrategy
     idempotency_ttl_s: int = 24 * 3600
+    # None: every pay is its own transaction (PAY_COMBINING=false, or naive stock).
+    combining: CombiningPolicy | None = None
+    sold_out: SoldOutMarks = field(default_factory=SoldOutMarks)
+    # Created by the first pay in the process that runs it (after gunicorn's fork).
+    combiner: Combiner | None = field(default=None, repr=False)
 
     def transaction(self, work: Callable[[Session], T], name: str) -> T:
         with self.db.session() as session:
@@ -47,9 +54,21 @@ def build_shop(settings: Settings) -> Shop:
         retries=settings.transaction_retries,
         retry_after_s=settings.retry_after_s,
     )
+    # The naive strategy is the unlocked read-then-write that oversold: it only
+    # exists to be shown failing, one transaction per buyer as on 12.12.
+    combining = None
+    if settings.pay_combining and stock.safe:
+        combining = CombiningPolicy(
+            batch_max=settings.pay_batch_max,
+            queue_max=settings.pay_queue_max,
+            wait_s=settings.pay_queue_wait_ms / 1000,
+            retry_after_s=settings.retry_after_s,
+        )
     return Shop(
         db=Database(settings),
         policy=policy,
         stock=stock,
         idempotency_ttl_s=settings.idempotency_ttl_s,
+        combining=combining,
+        sold_out=SoldOutMarks(settings.sold_out_recheck_ms / 1000),
     )

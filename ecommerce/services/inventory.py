@@ -59,4 +59,6 @@ def restock(shop: Shop, item_id: int, quantity: Decimal) -> Decimal:
             raise InvalidRequest(f"stock would exceed {MAX_QUANTITY}")
         return new_stock
 
-    return shop.transaction(work, "restock")
+    new_stock = shop.transaction(work, "restock")
+    shop.sold_out.clear(item_id)  # other processes see it at their next re-check
+    return new_stock

@@ -1,6 +1,13 @@
 """Paying for a cart: the transaction that must never oversell.
 
-All or nothing, in one database transaction:
+``pay`` is the use case. With PAY_COMBINING on (the default) it hands the pay
+to this process's combiner (ecommerce/services/combining.py), which runs the
+pays that arrive together as one transaction (:func:`_pay_batch`); otherwise,
+and for every buyer of a batch that failed unexpectedly, it runs alone
+(:func:`_pay`). Either way each buyer gets exactly the answer they would get
+alone, and an Idempotency-Key is honoured in the same transaction as the effect.
+
+One buyer alone, all or nothing, in one transaction:
 1. lock the user's cart rows (FOR UPDATE OF carts) and read their prices: a
    second pay of the same cart waits here, then finds the cart empty;
 2. refuse unless the amount is exactly the total (reporting short stock first);
@@ -10,39 +17,112 @@ All or nothing, in one database transaction:
    ascending id order and refuses, naming every short item, if any line is
    short; a refusal rolls back everything above;
 5. commit, which releases the locks.
-Item rows are locked last, so a hot item is held only for the stock statements
-and the commit, not for the order writes. No network call happens while locks
-are held. With an Idempotency-Key the key is checked and stored in the same
-transaction (ecommerce/services/idempotency.py).
+
+A batch of buyers, one transaction:
+1. the batch's Idempotency-Keys: try their advisory locks, read their records
+   (a replay or a refusal is decided here, before any row lock);
+2. lock every remaining buyer's cart rows, all users in one statement;
+3. draw ids for the orders (before any item lock);
+4. lock the union of their items, FOR NO KEY UPDATE, ascending id (items
+   marked sold out are not locked: their buyers are refused);
+5. allocate in arrival order, each buyer all or nothing across their lines;
+6. one statement writes every winner's order, lines, payment, key record,
+   deletes their paid cart lines and takes one decrement per item;
+7. commit.
+Item rows are locked last, so a hot item is held only for step 4 to 7 (three
+round trips and the commit's flush), for every buyer of the batch at once. No
+network call happens while locks are held.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from ecommerce.errors import AmountMismatch, EmptyCart, OrderTooLarge
+from ecommerce.errors import AmountMismatch, EmptyCart, InsufficientStock, OrderTooLarge, ShopError
 from ecommerce.limits import MAX_AMOUNT
 from ecommerce.models import ORDER_STATUS_PAID
 from ecommerce.money import format_money
-from ecommerce.repositories import CartRepository, NewOrderLine, OrderRepository
+from ecommerce.repositories import (
+    CartLineRow,
+    CartRepository,
+    IdempotencyRepository,
+    ItemRepository,
+    ItemRow,
+    NewKeyRecord,
+    NewOrder,
+    NewOrderLine,
+    OrderRepository,
+)
 from ecommerce.services import Shop, idempotency
-from ecommerce.services.results import LineView, OrderView, total_of
-from ecommerce.services.stock import cart_shortages, insufficient
+from ecommerce.services.combining import Combiner
+from ecommerce.services.results import LineView, OrderView, encode, total_of
+from ecommerce.services.stock import insufficient, price_changed, shortage
+
+
+@dataclass(frozen=True)
+class PayRequest:
+    user_id: str
+    amount: Decimal
+    key: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        return idempotency.fingerprint("pay", self.user_id, {"amount": format_money(self.amount)})
 
 
 def pay(shop: Shop, user_id: str, amount: Decimal, idempotency_key: str | None = None) -> OrderView:
     """Pay exactly ``amount`` for the user's whole cart; returns the paid order."""
-    return idempotency.run_once(
-        shop,
-        "pay",
-        user_id=user_id,
-        key=idempotency_key,
-        arguments={"amount": format_money(amount)},
-        effect=lambda session: _pay(session, shop, user_id, amount),
-        decode=OrderView.decode,
-    )
+    request = PayRequest(user_id, amount, idempotency_key)
+    if shop.combining is None:
+        return _pay_alone(shop, request)
+    # The same key while its first request is queued or in a batch of this
+    # process: 409 at once, as the advisory lock answers across processes.
+    key = (user_id, idempotency_key) if idempotency_key is not None else None
+    return _combiner(shop).submit(request, key)
+
+
+_combiner_lock = threading.Lock()
+
+
+def _combiner(shop: Shop) -> Combiner[PayRequest, OrderView]:
+    with _combiner_lock:
+        if shop.combiner is None:
+            assert shop.combining is not None
+            shop.combiner = Combiner(
+                shop.combining,
+                run_batch=lambda batch: _run_batch(shop, batch),
+                run_alone=lambda request: _pay_alone(shop, request),
+                key_in_use=idempotency.in_use,
+                name="pay-combiner",
+            )
+        return shop.combiner
+
+
+def _pay_alone(shop: Shop, request: PayRequest) -> OrderView:
+    try:
+        return idempotency.run_once(
+            shop,
+            "pay",
+            user_id=request.user_id,
+            key=request.key,
+            arguments={"amount": format_money(request.amount)},
+            effect=lambda session: _pay(session, shop, request.user_id, request.amount),
+            decode=OrderView.decode,
+        )
+    except InsufficientStock as refused:
+        _mark_sold_out(shop, refused)
+        raise
+
+
+def _mark_sold_out(shop: Shop, refused: InsufficientStock) -> None:
+    for short in refused.details["items"]:
+        if Decimal(short["available"]) == 0:
+            shop.sold_out.mark(short["item_id"], short["name"])
 
 
 def amount_mismatch(total: Decimal, amount: Decimal) -> AmountMismatch:
@@ -60,28 +140,172 @@ def empty_cart(user_id: str) -> EmptyCart:
     return EmptyCart(f"the cart of {user_id} is empty")
 
 
+def _lines_of(cart: Sequence[CartLineRow]) -> list[LineView]:
+    return [LineView(line.item_id, line.name, line.quantity, line.price) for line in cart]
+
+
+def _short_lines(
+    cart: Sequence[CartLineRow], available: dict[int, Decimal]
+) -> list[dict[str, object]]:
+    return [
+        shortage(line.item_id, line.name, line.quantity, available[line.item_id])
+        for line in cart
+        if available[line.item_id] < line.quantity
+    ]
+
+
+def _refusal(
+    user_id: str,
+    amount: Decimal,
+    cart: Sequence[CartLineRow],
+    available: dict[int, Decimal],
+    locked: dict[int, ItemRow] | None,
+) -> ShopError | None:
+    """Why this buyer cannot pay now (None: they can), in the order a buyer is told:
+    empty cart, too large, wrong amount (short stock first), short stock, price
+    changed. ``available`` is the stock each line can take; ``locked`` the locked
+    item rows (None before they are locked)."""
+    if not cart:
+        return empty_cart(user_id)
+    total = total_of(_lines_of(cart))
+    if total > MAX_AMOUNT:
+        return order_too_large(total)
+    short = _short_lines(cart, available)
+    if short or amount != total:
+        return insufficient(short) if short else amount_mismatch(total, amount)
+    if locked is not None and any(locked[line.item_id].price != line.price for line in cart):
+        return price_changed()
+    return None
+
+
 def _pay(session: Session, shop: Shop, user_id: str, amount: Decimal) -> OrderView:
     cart = CartRepository(session).lock_for_pay(user_id)
     if not cart:
         raise empty_cart(user_id)
-    wanted = {line.item_id: line.quantity for line in cart}
-    lines = [LineView(line.item_id, line.name, line.quantity, line.price) for line in cart]
+    lines = _lines_of(cart)
     total = total_of(lines)
     if total > MAX_AMOUNT:
         raise order_too_large(total)
-    if amount != total:
-        # Short stock is the more useful answer; the stock read with the cart
-        # (a plain read) is enough to refuse.
-        short = cart_shortages(cart)
+    marked = shop.sold_out.marked(session, [line.item_id for line in cart])
+    if amount != total or marked:
+        # Before any item row is locked, the stock read with the cart (a plain
+        # read) is enough to refuse a wrong amount (short stock is the more
+        # useful answer), and a sold-out mark to refuse without the lock.
+        available = {ln.item_id: Decimal(0) if ln.item_id in marked else ln.stock for ln in cart}
+        short = _short_lines(cart, available)
         if short:
             raise insufficient(short)
         raise amount_mismatch(total, amount)
-
     order_id, created_at = OrderRepository(session).write_paid(
         user_id,
         total,
         amount,
         [NewOrderLine(line.item_id, line.quantity, line.unit_price) for line in lines],
     )
+    wanted = {line.item_id: line.quantity for line in cart}
     shop.stock.take(session, wanted, {line.item_id: line.price for line in cart})
     return OrderView(order_id, user_id, ORDER_STATUS_PAID, total, created_at, lines)
+
+
+# --- Combined pays --------------------------------------------------------------
+
+
+@dataclass
+class _BatchResult:
+    outcomes: list[OrderView | ShopError]
+    sold_out: dict[int, str]  # items this batch left at 0 stock: {id: name}
+
+
+def _run_batch(shop: Shop, batch: Sequence[PayRequest]) -> list[OrderView | BaseException]:
+    result = shop.transaction(lambda session: _pay_batch(session, shop, batch), "pay_batch")
+    # Marked only once the batch has committed.
+    for item_id, name in result.sold_out.items():
+        shop.sold_out.mark(item_id, name)
+    return list(result.outcomes)
+
+
+def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _BatchResult:
+    outcomes: list[OrderView | ShopError | None] = [None] * len(batch)
+
+    # 1. Idempotency-Keys (never twice in one batch: the combiner lets one
+    # request per key be in flight).
+    first_with_key = {
+        (request.user_id, request.key): n
+        for n, request in enumerate(batch)
+        if request.key is not None
+    }
+    if first_with_key:
+        keys = IdempotencyRepository(session)
+        pairs = list(first_with_key)
+        got = keys.try_lock_many(pairs)
+        locked_keys = [pair for pair, ok in zip(pairs, got, strict=True) if ok]
+        stored = keys.find_live_many(locked_keys) if locked_keys else {}
+        locked_set = set(locked_keys)
+        for pair, n in first_with_key.items():
+            if pair not in locked_set:
+                outcomes[n] = idempotency.in_use()
+            elif pair in stored:
+                same = stored[pair].fingerprint == batch[n].fingerprint
+                outcomes[n] = (
+                    OrderView.decode(stored[pair].result) if same else idempotency.reused()
+                )
+
+    # 2. Carts, every user at once.
+    active = [n for n in range(len(batch)) if outcomes[n] is None]
+    carts = CartRepository(session).lock_for_pay_many(batch[n].user_id for n in active)
+
+    # 3. Order ids for every buyer who might win, before any item row is locked.
+    orders = OrderRepository(session)
+    candidates = sum(1 for n in active if carts.get(batch[n].user_id))
+    drawn, created_at = orders.next_ids(candidates) if candidates else ([], None)
+    order_ids = iter(drawn)
+
+    # 4. Lock the items (ascending id); sold-out marked ones are not touched.
+    wanted = {line.item_id for n in active for line in carts.get(batch[n].user_id, [])}
+    marked = shop.sold_out.marked(session, wanted)
+    locked = {row.id: row for row in ItemRepository(session).lock(wanted - marked.keys())}
+    available = {item_id: row.stock for item_id, row in locked.items()}
+    available |= dict.fromkeys(marked, Decimal(0))
+
+    # 5. Allocate in arrival order; each buyer all or nothing.
+    paid_users: set[str] = set()
+    new_orders: list[NewOrder] = []
+    new_keys: list[NewKeyRecord] = []
+    taken: dict[int, int] = {}
+    for n in active:
+        request = batch[n]
+        cart = [] if request.user_id in paid_users else carts.get(request.user_id, [])
+        refusal = _refusal(request.user_id, request.amount, cart, available, locked)
+        if refusal is not None:
+            outcomes[n] = refusal
+            continue
+        lines = _lines_of(cart)
+        assert created_at is not None
+        order = OrderView(
+            next(order_ids), request.user_id, ORDER_STATUS_PAID, total_of(lines), created_at, lines
+        )
+        for line in cart:
+            available[line.item_id] -= line.quantity
+            taken[line.item_id] = taken.get(line.item_id, 0) + line.quantity
+        paid_users.add(request.user_id)
+        new_orders.append(
+            NewOrder(
+                order.order_id,
+                order.user_id,
+                order.total,
+                [NewOrderLine(ln.item_id, ln.quantity, ln.unit_price) for ln in lines],
+            )
+        )
+        if request.key is not None:
+            new_keys.append(
+                NewKeyRecord(request.user_id, request.key, request.fingerprint, encode(order))
+            )
+        outcomes[n] = order
+
+    # 6. One statement writes it all (COMMIT follows in shop.transaction).
+    if new_orders:
+        orders.write_paid_many(new_orders, new_keys, shop.idempotency_ttl_s, taken)
+
+    sold_out = {i: row.name for i, row in locked.items() if available[i] == 0}
+    assert all(o is not None for o in outcomes)
+    return _BatchResult(outcomes, sold_out)  # type: ignore[arg-type]

@@ -26,3 +26,19 @@ def storm_shop(make_app: Callable[..., Flask], committed) -> Callable[..., Shop]
         return make_app(**overrides).extensions["shop"]
 
     return make
+
+
+@pytest.fixture(params=[True, False], ids=["combined", "alone"])
+def pay_combining(request) -> bool:
+    """Every concurrency test that builds a shop runs with pays combined into
+    batches (the default) and with one transaction per pay."""
+    return request.param
+
+
+@pytest.fixture
+def make_app(make_app: Callable[..., Flask], pay_combining: bool) -> Callable[..., Flask]:
+    def make(**overrides: object) -> Flask:
+        overrides.setdefault("pay_combining", pay_combining)
+        return make_app(**overrides)
+
+    return make

@@ -43,7 +43,8 @@ def row_is_locked(engine, item_id) -> bool:
             return True
 
 
-def test_worker_killed_while_holding_the_row_locks(database_url, committed, tmp_path):
+@pytest.mark.parametrize("combining", ["true", "false"])
+def test_worker_killed_while_holding_the_row_locks(database_url, committed, tmp_path, combining):
     signal_file = tmp_path / "holding-locks"
     hot = commit_item(committed, "Hot", "3.00", 5)
     commit_cart_lines(committed, [("victim", hot, 2), ("next1", hot, 1), ("next2", hot, 1)])
@@ -52,6 +53,7 @@ def test_worker_killed_while_holding_the_row_locks(database_url, committed, tmp_
         app="tests.system.hold_locks_app:app",
         WEB_CONCURRENCY="2",
         HOLD_LOCKS_USER="victim",
+        PAY_COMBINING=combining,
         HOLD_LOCKS_SIGNAL=str(signal_file),
     ).start()
     try:
@@ -91,7 +93,8 @@ def test_worker_killed_while_holding_the_row_locks(database_url, committed, tmp_
         server.stop()
 
 
-def test_database_restart_during_a_storm(tmp_path: Path):
+@pytest.mark.parametrize("combining", ["true", "false"])
+def test_database_restart_during_a_storm(tmp_path: Path, combining: str):
     instance = tmp_path / "pg"
     url = server_url(ensure_server(instance), "shop").render_as_string(hide_password=False)
     ensure_database(url)
@@ -104,6 +107,8 @@ def test_database_restart_during_a_storm(tmp_path: Path):
         LOCK_TIMEOUT_MS="1000",
         STATEMENT_TIMEOUT_MS="3000",
         DB_POOL_TIMEOUT_MS="1000",
+        PAY_QUEUE_WAIT_MS="1000",
+        PAY_COMBINING=combining,
     ).start()
     stop = threading.Event()
     events: list[tuple[float, str, int, str | None]] = []

@@ -11,9 +11,13 @@ from tests.system.server import HttpClient, Server
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=["for_update", "atomic"])
+@pytest.fixture(
+    params=[(s, c) for s in ("for_update", "atomic") for c in ("true", "false")],
+    ids=lambda p: f"{p[0]}-{'combined' if p[1] == 'true' else 'alone'}",
+)
 def server(request, database_url, committed):
-    server = Server(database_url, STOCK_STRATEGY=request.param)
+    strategy, combining = request.param
+    server = Server(database_url, STOCK_STRATEGY=strategy, PAY_COMBINING=combining)
     server.flask("db", "upgrade")
     server.flask("seed")
     server.start()

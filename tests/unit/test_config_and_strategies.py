@@ -31,7 +31,8 @@ def test_settings_from_environment():
     )
     assert settings.database_url == "postgresql://u@h/db"
     assert settings.port == 9000
-    assert settings.pool_size == 8  # one connection per request thread
+    assert settings.pool_size == 9  # one per request thread, one for the pay combiner
+    assert Settings.from_env({"GUNICORN_THREADS": "8", "PAY_COMBINING": "off"}).pool_size == 8
     assert settings.lock_timeout_ms == 100
     assert settings.stock_strategy == "atomic"
     assert settings.allow_unsafe_strategy is True

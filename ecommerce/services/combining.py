@@ -1,0 +1,169 @@
+"""Combining concurrent requests into one batch, run by one thread per process.
+
+A hot item's row is held until its transaction's COMMIT is flushed, so one
+transaction per buyer caps a hot item near 1 / commit latency, whatever the
+language. :class:`Combiner` lifts the cap: request threads queue their request
+and wait; a dedicated combining thread takes *whatever is queued* when the
+previous batch finishes (up to ``batch_max``), runs it as one batch, and hands
+each waiting thread its own outcome. Nothing waits for a timer: a lone request
+is a batch of one and runs at once; under a storm, batches grow by themselves
+to the rate at which requests arrive during one batch.
+
+Bounds (house rule 5): a full queue is refused at once, and a request still in
+the queue after ``wait_s`` is taken out and refused (ServiceBusy: 503 with
+Retry-After); nothing happened for it. A request already in a running batch
+waits for that batch, which the database bounds (lock and statement timeouts).
+
+The thread is started lazily in the process that submits, so under gunicorn it
+belongs to the worker, created after the fork (house rule 7); a forked child
+that inherited a combiner builds its own.
+
+This module knows nothing of the shop: the pay use case gives it ``run_batch``
+and ``run_alone`` (ecommerce/services/payment.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from ecommerce.errors import ServiceBusy
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Out = TypeVar("Out")
+
+
+@dataclass(frozen=True)
+class CombiningPolicy:
+    batch_max: int = 64  # requests in one batch at most
+    queue_max: int = 1024  # requests waiting at most; beyond it, 503 at once
+    wait_s: float = 3.0  # longest wait in the queue before 503
+    retry_after_s: int = 1
+
+
+@dataclass(eq=False)
+class _Pending(Generic[Req, Out]):
+    request: Req
+    done: threading.Event = field(default_factory=threading.Event)
+    taken: bool = False
+    outcome: Out | BaseException | None = None
+
+
+class Combiner(Generic[Req, Out]):
+    def __init__(
+        self,
+        policy: CombiningPolicy,
+        run_batch: Callable[[Sequence[Req]], list[Out | BaseException]],
+        run_alone: Callable[[Req], Out],
+        key_in_use: Callable[[], Exception],
+        name: str = "combiner",
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        """``run_batch`` returns one outcome (a value or an exception) per request,
+        in order; if it raises ServiceBusy every request gets that answer, and if
+        it raises anything else each request is re-run alone with ``run_alone``.
+        ``key_in_use`` is raised for a request whose key is already in flight."""
+        self.policy = policy
+        self.run_batch = run_batch
+        self.run_alone = run_alone
+        self.key_in_use = key_in_use
+        self.name = name
+        self.on_batch = on_batch
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._queue: deque[_Pending[Req, Out]] = deque()
+        self._thread: threading.Thread | None = None
+        self._keys_in_flight: set[Hashable] = set()
+
+    def _busy(self, message: str) -> ServiceBusy:
+        return ServiceBusy(message, retry_after_s=self.policy.retry_after_s)
+
+    def submit(self, request: Req, key: Hashable | None = None) -> Out:
+        """Queue ``request``, wait for its batch, return its outcome (or raise it).
+
+        At most one request per ``key`` is in flight (queued or in a batch): a
+        second one is refused with ``key_in_use`` at once, so one batch never
+        holds the same key twice.
+        """
+        if self._pid != os.getpid():
+            self._reset()  # inherited through fork: the parent's thread is not ours
+        if key is None:
+            return self._submit(request)
+        with self._lock:
+            if key in self._keys_in_flight:
+                raise self.key_in_use()
+            self._keys_in_flight.add(key)
+        try:
+            return self._submit(request)
+        finally:
+            with self._lock:
+                self._keys_in_flight.discard(key)
+
+    def _submit(self, request: Req) -> Out:
+        pending: _Pending[Req, Out] = _Pending(request)
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+            if len(self._queue) >= self.policy.queue_max:
+                raise self._busy("the shop is busy, please retry")
+            self._queue.append(pending)
+            self._not_empty.notify()
+        if not pending.done.wait(self.policy.wait_s):
+            with self._lock:
+                if not pending.taken:
+                    self._queue.remove(pending)
+                    raise self._busy("the shop is busy, please retry")
+            pending.done.wait()  # in a running batch: the database bounds it
+        if isinstance(pending.outcome, BaseException):
+            raise pending.outcome
+        return pending.outcome  # type: ignore[return-value]
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue:
+                    self._not_empty.wait()
+                batch = []
+                while self._queue and len(batch) < self.policy.batch_max:
+                    pending = self._queue.popleft()
+                    pending.taken = True
+                    batch.append(pending)
+            self._run(batch)
+
+    def _run(self, batch: list[_Pending[Req, Out]]) -> None:
+        requests = [p.request for p in batch]
+        if self.on_batch is not None:
+            self.on_batch(len(batch))
+        outcomes: list[Out | BaseException]
+        try:
+            outcomes = self.run_batch(requests)
+        except ServiceBusy as busy:
+            outcomes = [ServiceBusy(busy.message, retry_after_s=busy.retry_after_s) for _ in batch]
+        except Exception:
+            # One buyer can never fail another: each is re-run on its own.
+            log.exception("%s: a batch of %d failed; running each alone", self.name, len(batch))
+            outcomes = [self._alone(r) for r in requests]
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            pending.outcome = outcome
+            pending.done.set()
+
+    def _alone(self, request: Req) -> Out | BaseException:
+        try:
+            return self.run_alone(request)
+        except Exception as error:
+            return error

@@ -1,0 +1,52 @@
+"""Sold-out marks: refusing buyers of a sold-out item without touching its row.
+
+When a pay sees an item's stock reach 0, the process marks it. A later pay
+whose cart holds a marked item is refused (409 insufficient_stock, available
+"0.00") with no lock on the item row, so a storm that goes on after the last
+unit never queues on it. A mark older than ``recheck_s`` is re-checked with a
+plain read (no lock) before it is used again; a restock in this process clears
+it at once, a restock elsewhere (another worker, the CLI) is seen at the next
+re-check, i.e. within ``recheck_s``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+from sqlalchemy.orm import Session
+
+from ecommerce.repositories import ItemRepository
+
+
+class SoldOutMarks:
+    def __init__(self, recheck_s: float = 0.5) -> None:
+        self.recheck_s = recheck_s
+        self._lock = threading.Lock()
+        self._marks: dict[int, tuple[str, float]] = {}  # item id -> (name, checked at)
+
+    def mark(self, item_id: int, name: str) -> None:
+        with self._lock:
+            self._marks[item_id] = (name, time.monotonic())
+
+    def clear(self, item_id: int) -> None:
+        with self._lock:
+            self._marks.pop(item_id, None)
+
+    def marked(self, session: Session, item_ids: Iterable[int]) -> dict[int, str]:
+        """The marked ones among ``item_ids`` ({id: name}), re-checking stale marks."""
+        if not self._marks:
+            return {}
+        now = time.monotonic()
+        with self._lock:
+            found = {i: self._marks[i] for i in item_ids if i in self._marks}
+        stale = [i for i, (_, checked) in found.items() if now - checked > self.recheck_s]
+        if stale:
+            for item in ItemRepository(session).read(stale):
+                if item.stock > 0:
+                    self.clear(item.id)
+                    found.pop(item.id)
+                else:
+                    self.mark(item.id, item.name)
+        return {i: name for i, (name, _) in found.items()}
