@@ -71,7 +71,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
-        threads = _env_int("GUNICORN_THREADS", 16, env)
+        threads = _env_int("GUNICORN_THREADS", 32, env)
         combining = _env_bool("PAY_COMBINING", cls.pay_combining, env)
         environment = (env.get("APP_ENV") or cls.environment).strip().lower()
         return cls(

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Connection, Engine, MetaData, create_engine, make_url
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -56,6 +56,22 @@ def is_unavailable(error: sa_exc.DBAPIError) -> bool:
             error, sa_exc.OperationalError | sa_exc.InterfaceError
         )
     return code in UNAVAILABLE_SQLSTATES or code.startswith("08")
+
+
+#: ``connection.info`` key of SQL to send in front of the connection's next
+#: statement, in the same round trip (psycopg2 sends a query string with several
+#: statements as one message, and returns the last statement's result).
+PENDING_SQL_KEY = "ecommerce.pending_sql"
+
+
+def _send_pending_sql_first(conn, cursor, statement, parameters, context, executemany):
+    pending = conn.info.pop(PENDING_SQL_KEY, None)
+    if pending is None:
+        return statement, parameters
+    if executemany:  # one statement per parameter set: send it on its own
+        cursor.execute(pending)
+        return statement, parameters
+    return pending + statement, parameters
 
 
 def normalize_database_url(url: str) -> str:
@@ -122,14 +138,18 @@ class Database:
             f"-c statement_timeout={s.statement_timeout_ms} "
             f"-c idle_in_transaction_session_timeout={s.idle_in_transaction_timeout_ms}"
         )
-        return create_engine(
+        engine = create_engine(
             self.url,
             pool_size=s.pool_size,
             max_overflow=s.pool_max_overflow,
             pool_timeout=s.pool_timeout_s,
-            pool_pre_ping=True,
+            # No ping before each use (a round trip per transaction): a connection
+            # found dead re-runs its transaction once (services/transactions.py).
+            pool_pre_ping=False,
             connect_args={"options": options, "application_name": "ecommerce"},
         )
+        event.listen(engine, "before_cursor_execute", _send_pending_sql_first, retval=True)
+        return engine
 
     def session(self) -> Session:
         if self._override is not None:

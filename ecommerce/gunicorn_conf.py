@@ -14,14 +14,18 @@ from ecommerce.config import Settings
 _settings = Settings.from_env()
 
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{_settings.port}"
-# gthread: each worker serves GUNICORN_THREADS requests at once, each on its own
-# pooled connection (DB_POOL_SIZE defaults to the thread count). Two threads per
-# process and two processes per core measured best on a 2-core machine: Python is
-# CPU-bound here, and a hot row wants few connections queueing on it
-# (docs/BENCHMARKS.md).
+# gthread: each worker serves GUNICORN_THREADS requests at once. Pays do not hold
+# a connection each: they queue for the worker's pay combiner, whose one thread
+# runs them in batches on one connection; adds, checkouts and reads use the
+# request thread's pooled connection (DB_POOL_SIZE defaults to threads + 1).
+# Many threads per worker let batches form (a batch is what arrives while the
+# previous one runs); one worker per core keeps the batches large and the GIL
+# contention per process low. Measured on 2 cores, one hot item, 64 connections
+# (docs/BENCHMARKS.md): 2 x 32 and 2 x 64 sold most, 4 x 8 and 8 x 8 less, and
+# one process per core beat two.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY") or 2 * (os.cpu_count() or 1))
-threads = int(os.environ.get("GUNICORN_THREADS") or 2)
+workers = int(os.environ.get("WEB_CONCURRENCY") or (os.cpu_count() or 1))
+threads = int(os.environ.get("GUNICORN_THREADS") or 32)
 preload_app = False
 # The worker timeout sits above statement_timeout (10 s), which sits above
 # lock_timeout (3 s): the database gives up first and the client gets a 503.

@@ -63,6 +63,28 @@ def _machine(database_url: str) -> dict[str, object]:
 )
 @click.option("--compare", is_flag=True, help="Run every strategy, naive included.")
 @click.option(
+    "--suite",
+    is_flag=True,
+    help="The sale-night suite (make bench): one hot item, pay-only with pays combined "
+    "and alone, pay-only with an Idempotency-Key on every pay, the full buyer flow, a "
+    "sold-out storm, and naive as the negative control; one pgbench ceiling for all.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["flow", "pay"]),
+    default="flow",
+    show_default=True,
+    help="flow: each buyer adds, checks out and pays; pay: carts are prepared and every "
+    "request pays a different buyer.",
+)
+@click.option("--keys", is_flag=True, help="Send an Idempotency-Key with every pay.")
+@click.option(
+    "--combining/--no-combining",
+    default=True,
+    show_default=True,
+    help="PAY_COMBINING of the server started.",
+)
+@click.option(
     "--stock",
     default=2000,
     show_default=True,
@@ -98,11 +120,11 @@ def _machine(database_url: str) -> dict[str, object]:
     help="SKUs the stock is spread over (1 = one hot item).",
 )
 @click.option(
-    "--workers", default=4, show_default=True, type=click.IntRange(1, 64), help="gunicorn workers."
+    "--workers", default=2, show_default=True, type=click.IntRange(1, 64), help="gunicorn workers."
 )
 @click.option(
     "--threads",
-    default=2,
+    default=32,
     show_default=True,
     type=click.IntRange(1, 64),
     help="gunicorn threads per worker (and pool size).",
@@ -130,6 +152,10 @@ def _machine(database_url: str) -> dict[str, object]:
 def flashsale(
     strategy: str,
     compare: bool,
+    suite: bool,
+    mode: str,
+    keys: bool,
+    combining: bool,
     stock: int,
     buyers: int,
     connections: int,
@@ -145,8 +171,8 @@ def flashsale(
     out_dir: Path | None,
 ) -> None:
     shop = current_app.extensions["shop"]
-    if url and compare:
-        raise click.UsageError("--compare starts its own servers; it cannot target --url")
+    if url and (compare or suite):
+        raise click.UsageError("--compare and --suite start their own servers; not with --url")
     if url:
         own_database = False
         database_url = database_url or shop.db.url
@@ -167,12 +193,26 @@ def flashsale(
         url=url,
         ceiling=not no_ceiling,
         ceiling_seconds=ceiling_seconds,
+        mode=mode,
+        keys=keys,
+        combining=combining,
     )
-    strategies = COMPARE_ORDER if compare else (strategy,)
+    if suite:
+        configs = suite_configs(base)
+    elif compare:
+        configs = [replace(base, strategy=name) for name in COMPARE_ORDER]
+    else:
+        configs = [base]
     results = []
-    for name in strategies:
-        click.echo(f"selling {stock} units to {buyers} buyers with strategy {name} ...", err=True)
-        result = run_sale(database_url, replace(base, strategy=name), own_database=own_database)
+    ceiling = None
+    for config in configs:
+        click.echo(f"{config.label}: {config.stock} units, {config.buyers} buyers ...", err=True)
+        result = run_sale(database_url, config, own_database=own_database)
+        if result.ceiling_tps:
+            ceiling = result.ceiling_tps
+        elif ceiling and config.strategy != "naive":
+            result.ceiling_tps = ceiling  # measured once in this run
+            result.ratio_to_ceiling = result.paid_per_s / ceiling
         results.append(result.as_json())
 
     out_dir = out_dir or Path(current_app.instance_path) / "flashsale"
@@ -194,5 +234,23 @@ def flashsale(
             )
     click.echo(f"\nreport: {json_path}\nchart:  {png_path}")
     broken = [r["config"]["strategy"] for r in results if not r["correct"]]
-    if broken and not (compare and broken == ["naive"]):
+    if broken and not ((compare or suite) and broken == ["naive"]):
         raise click.exceptions.Exit(1)
+
+
+def suite_configs(base: SaleConfig) -> list[SaleConfig]:
+    """make bench: one hot item, 64 connections, each run ``base.duration_s`` long.
+
+    The pay-only runs have stock for every buyer, so they measure the selling
+    rate for the whole run; the sold-out storm sells 50 units to buyers that keep
+    coming for the rest of the run.
+    """
+    plenty = replace(base, items=1, stock=200_000, buyers=200_000, ceiling=False)
+    return [
+        replace(plenty, mode="pay", combining=True, ceiling=base.ceiling),
+        replace(plenty, mode="pay", combining=False),
+        replace(plenty, mode="pay", keys=True, combining=True),
+        replace(plenty, mode="flow", combining=True),
+        replace(plenty, mode="pay", stock=50, buyers=200_000, combining=True),
+        replace(plenty, mode="flow", strategy="naive", stock=2000, buyers=4000),
+    ]

@@ -1,7 +1,9 @@
 """A lean HTTP/1.1 load generator for the sale: asyncio, keep-alive, no libraries.
 
 Each of C connections runs buyers one after another: add one unit to the cart,
-get the checkout quote, pay. It runs in a process of its own and reports the CPU
+get the checkout quote, pay (mode "flow"); or only pay a cart prepared
+beforehand (mode "pay", the hot-item measurement). It runs in a process of its
+own and reports the CPU
 it used, so a run can show that the load generator was not the bottleneck.
 """
 
@@ -28,6 +30,10 @@ class LoadPlan:
     connections: int
     duration_s: float
     user_prefix: str
+    # "flow": add -> checkout -> pay per buyer; "pay": every buyer's cart is
+    # prepared, each request pays a different buyer.
+    mode: str = "flow"
+    keys: bool = False  # an Idempotency-Key on every pay
 
 
 @dataclass
@@ -52,11 +58,15 @@ class _Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes | None, key: str | None = None
+    ) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+        if key is not None:
+            head += f"Idempotency-Key: {key}\r\n"
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         self.writer.write(head.encode() + b"\r\n" + (body or b""))
@@ -100,10 +110,12 @@ async def _run(plan: LoadPlan, result: LoadResult) -> None:
         nonlocal next_buyer
         conn = _Connection(plan.host, plan.port)
 
-        async def step(kind: int, method: str, path: str, body: bytes | None) -> int:
+        async def step(
+            kind: int, method: str, path: str, body: bytes | None, key: str | None = None
+        ) -> int:
             started = time.monotonic()
             try:
-                status, data = await conn.request(method, path, body)
+                status, data = await conn.request(method, path, body, key)
                 code = _error_code(status, data)
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 conn.close()
@@ -116,11 +128,16 @@ async def _run(plan: LoadPlan, result: LoadResult) -> None:
             next_buyer += 1
             user = f"{plan.user_prefix}{n}"
             item_id, price = plan.items[n % len(plan.items)]
+            pay = f'{{"amount": "{price}"}}'.encode()
+            key = f"{user}-pay" if plan.keys else None
+            if plan.mode == "pay":
+                await step(PAY, "POST", f"/cart/{user}/pay", pay, key)
+                continue
             add = f'{{"item_id": {item_id}, "quantity": 1}}'.encode()
             if await step(ADD, "POST", f"/cart/{user}/add", add) != 200:
                 continue
             await step(CHECKOUT, "GET", f"/cart/{user}/checkout", None)
-            await step(PAY, "POST", f"/cart/{user}/pay", f'{{"amount": "{price}"}}'.encode())
+            await step(PAY, "POST", f"/cart/{user}/pay", pay, key)
         conn.close()
 
     await asyncio.gather(*(connection_loop() for _ in range(plan.connections)))

@@ -11,7 +11,7 @@ COLORS = {"for_update": "#1f77b4", "atomic": "#2ca02c", "naive": "#d62728"}
 
 def table(results: list[dict[str, Any]]) -> str:
     header = (
-        f"{'strategy':<11}{'paid':>7}{'paid/s':>9}{'ceiling':>9}{'ratio':>7}"
+        f"{'run':<20}{'paid':>7}{'paid/s':>9}{'ceiling':>9}{'ratio':>7}"
         f"{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'sold out':>9}{'busy':>6}{'error':>6}"
         f"{'oversold':>9}{'5xx':>5}{'gen CPU':>9}  verdict"
     )
@@ -23,11 +23,20 @@ def table(results: list[dict[str, Any]]) -> str:
         out = r["outcomes"]
         verdict = "ok" if r["correct"] else "OVERSOLD / BROKEN"
         rows.append(
-            f"{r['config']['strategy']:<11}{r['paid']:>7}{r['paid_per_s']:>9.0f}{ceiling:>9}"
+            f"{r['label']:<20}{r['paid']:>7}{r['paid_per_s']:>9.0f}{ceiling:>9}"
             f"{ratio:>7}{lat['p50']:>8.1f}{lat['p95']:>8.1f}{lat['p99']:>8.1f}"
             f"{out['sold_out']:>9}{out['busy']:>6}{out['error']:>6}"
             f"{r['oversold_units']:>9}{r['five_xx']:>5}{r['loadgen_cpu_share']:>9.0%}  {verdict}"
         )
+    for r in results:
+        after = r.get("after_sold_out") or {}
+        if after.get("n"):
+            storm = r["storm_latency_ms"]
+            rows.append(
+                f"{r['label']}: after the last unit, {after['n']} more requests refused in "
+                f"p50 {after['p50']:.1f} ms / p99 {after['p99']:.1f} ms; the whole storm "
+                f"({storm['n']} requests) p50 {storm['p50']:.1f} ms / p99 {storm['p99']:.1f} ms"
+            )
     return "\n".join(rows)
 
 
@@ -44,8 +53,8 @@ def write_chart(results: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
     (ax_rate, ax_lat), (ax_stock, ax_bar) = axes
     for r in results:
-        name = r["config"]["strategy"]
-        color = COLORS.get(name, "gray")
+        name = r["label"]
+        color = COLORS.get(r["config"]["strategy"])
         line = r["timeline"]
         t = [p["t"] for p in line]
         ax_rate.plot(t, [p["paid_per_s"] for p in line], color=color, label=name)
@@ -75,7 +84,7 @@ def write_chart(results: list[dict[str, Any]], path: Path) -> None:
             [p["stock"] for p in line if p["stock"] is not None],
             color=color,
             label=label,
-            linewidth=2.5 if name == "naive" else 1.5,
+            linewidth=2.5 if r["config"]["strategy"] == "naive" else 1.5,
         )
     ax_rate.set(title="Successful pays per second", xlabel="seconds", ylabel="pays/s")
     ax_lat.set(title="Pay latency", xlabel="seconds", ylabel="ms", yscale="log")
@@ -86,7 +95,7 @@ def write_chart(results: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
 
-    names = [r["config"]["strategy"] for r in results]
+    names = [r["label"] for r in results]
     app = [r["paid_per_s"] for r in results]
     ceiling = [r["ceiling_tps"] or 0 for r in results]
     x = range(len(results))
@@ -95,7 +104,7 @@ def write_chart(results: list[dict[str, Any]], path: Path) -> None:
         app,
         width=0.4,
         label="shop over HTTP",
-        color=[COLORS.get(n, "gray") for n in names],
+        color=[COLORS.get(r["config"]["strategy"], "gray") for r in results],
     )
     ax_bar.bar([i + 0.2 for i in x], ceiling, width=0.4, label="pgbench ceiling", color="#bbbbbb")
     for i, r in enumerate(results):
@@ -110,7 +119,7 @@ def write_chart(results: list[dict[str, Any]], path: Path) -> None:
             color="#d62728" if not r["correct"] else "black",
             fontweight="bold",
         )
-    ax_bar.set_xticks(list(x), names)
+    ax_bar.set_xticks(list(x), names, rotation=20, fontsize=8)
     ax_bar.set(title="Pays/s: the shop vs the database's own ceiling", ylabel="pays/s")
     ax_bar.legend(fontsize=8)
     first = results[0]["config"]

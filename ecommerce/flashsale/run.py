@@ -31,9 +31,19 @@ class SaleConfig:
     connections: int = 64
     duration_s: float = 30.0
     items: int = 1  # >1: the stock is spread over that many SKUs
-    workers: int = 4
-    threads: int = 2
+    workers: int = 2
+    threads: int = 32
     worker_class: str = "gthread"
+    mode: str = "flow"  # "flow": add -> checkout -> pay; "pay": prepared carts, pay only
+    keys: bool = False  # an Idempotency-Key on every pay
+    combining: bool = True  # PAY_COMBINING of the server started
+
+    @property
+    def label(self) -> str:
+        label = f"{self.mode}{'+keys' if self.keys else ''}"
+        label += f" {self.strategy}" if self.strategy != "for_update" else ""
+        return label + ("" if self.combining else " alone")
+
     url: str | None = None  # a running server to target instead of starting gunicorn
     ceiling: bool = True
     ceiling_clients: tuple[int, ...] = DEFAULT_CLIENTS
@@ -63,6 +73,9 @@ class SaleResult:
     ceiling: list[dict[str, float]] = field(default_factory=list)
     ceiling_tps: float | None = None
     ratio_to_ceiling: float | None = None
+    # After the last unit sold: how fast the buyers who kept coming were refused.
+    after_sold_out: dict[str, float] = field(default_factory=dict)
+    storm_latency_ms: dict[str, float] = field(default_factory=dict)  # every request
     timeline: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -76,7 +89,17 @@ class SaleResult:
         )
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self) | {"correct": self.correct}
+        return asdict(self) | {"correct": self.correct, "label": self.label}
+
+    @property
+    def label(self) -> str:
+        return SaleConfig(**self.config).label
+
+
+def latency_summary(records: list[tuple[int, float, float, int, str]]) -> dict[str, float]:
+    latencies = sorted((r[2] - r[1]) * 1000 for r in records)
+    summary = {f"p{p}": round(percentile(latencies, p), 2) for p in (50, 95, 99)}
+    return summary | {"max": round(latencies[-1], 2) if latencies else 0.0, "n": len(latencies)}
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
@@ -97,6 +120,7 @@ def sale_server(database_url: str, config: SaleConfig) -> GunicornProcess:
             "WEB_CONCURRENCY": str(config.workers),
             "GUNICORN_THREADS": str(config.threads),
             "GUNICORN_WORKER_CLASS": config.worker_class,
+            "PAY_COMBINING": "true" if config.combining else "false",
         }
     )
 
@@ -146,6 +170,19 @@ def create_sale_items(shop: Shop, stock: int, count: int, label: str) -> list[in
     ]
 
 
+def prepare_carts(engine: Engine, item_ids: list[int], prefix: str, buyers: int) -> None:
+    """One unit in the cart of every buyer, as the load generator will name them."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO carts (user_id, item_id, quantity)"
+                " SELECT :prefix || n, (CAST(:ids AS integer[]))[1 + n % :count], 1"
+                " FROM generate_series(0, :buyers - 1) AS n"
+            ),
+            {"prefix": prefix, "ids": item_ids, "count": len(item_ids), "buyers": buyers},
+        )
+
+
 def checking_shop(database_url: str) -> Shop:
     """The shop's own services on the sale's database: to create items and check the books."""
     return build_shop(Settings(database_url=database_url))
@@ -163,6 +200,8 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
         tag = f"{config.strategy}-{int(time.time() * 1000) % 10**9}"
         item_ids = create_sale_items(shop, config.stock, config.items, f"Flash sale {tag}")
         prefix = f"fs-{tag}-"
+        if config.mode == "pay":
+            prepare_carts(engine, item_ids, prefix, config.buyers)
 
         if config.url:
             target = urlsplit(config.url)
@@ -208,6 +247,8 @@ def _storm(
         connections=config.connections,
         duration_s=config.duration_s,
         user_prefix=prefix,
+        mode=config.mode,
+        keys=config.keys,
     )
     poller = StockPoller(engine, item_ids)
     poller.start()
@@ -227,10 +268,12 @@ def _storm(
     result.paid_per_s = result.paid / result.sale_window_s if result.sale_window_s > 0 else 0.0
     result.requests = len(records)
     result.requests_per_s = len(records) / (load.finished - start)
-    latencies = sorted((r[2] - r[1]) * 1000 for r in pays)
-    result.pay_latency_ms = {f"p{p}": round(percentile(latencies, p), 2) for p in (50, 95, 99)} | {
-        "max": round(latencies[-1], 2) if latencies else 0.0
-    }
+    # Pay latency while units were still on sale; the sold-out phase is reported apart.
+    selling = [r for r in pays if not result.sold_out or r[2] <= last_paid]
+    result.pay_latency_ms = latency_summary(selling)
+    result.storm_latency_ms = latency_summary(records)
+    if result.sold_out:
+        result.after_sold_out = latency_summary([r for r in records if r[1] > last_paid])
     result.statuses = dict(Counter(str(r[3]) for r in records))
     result.five_xx = sum(1 for r in records if r[3] >= 500 or r[3] == TRANSPORT_ERROR)
     outcomes: Counter[str] = Counter()

@@ -3,8 +3,11 @@
 Every service calls :func:`run_in_transaction`. It
 
 * opens the transaction (``with session.begin()``) and sets ``lock_timeout`` and
-  ``statement_timeout`` for it with SET LOCAL, so a request waits for a hot row
-  at most ``lock_timeout`` and never hangs a worker;
+  ``statement_timeout`` for it with SET LOCAL, sent in the same round trip as
+  the transaction's first statement, so a request waits for a hot row at most
+  ``lock_timeout`` and never hangs a worker;
+* runs the unit of work once more if its pooled connection turns out to be
+  dead before COMMIT (connections are not pinged before use);
 * re-runs the whole unit of work after a deadlock (40P01) or a serialization
   failure (40001), a bounded number of times with jittered backoff, sleeping
   only after the rollback so no lock is held while waiting;
@@ -28,16 +31,30 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from ecommerce.db import RETRYABLE_SQLSTATES, TIMEOUT_SQLSTATES, is_unavailable, sqlstate
+from ecommerce.db import (
+    PENDING_SQL_KEY,
+    RETRYABLE_SQLSTATES,
+    TIMEOUT_SQLSTATES,
+    is_unavailable,
+    sqlstate,
+)
 from ecommerce.errors import Conflict, InvalidRequest, ServiceBusy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: SET LOCAL lock_timeout and statement_timeout, both in one round trip.
+#: SET LOCAL lock_timeout and statement_timeout (the pgbench ceiling runs it too).
 SET_LOCAL_TIMEOUTS = text(
     "SELECT set_config('lock_timeout', :lock, true), set_config('statement_timeout', :stmt, true)"
 )
+
+
+def set_local_timeouts_sql(policy: TransactionPolicy) -> str:
+    """SET_LOCAL_TIMEOUTS with the policy's values inlined (they are integers)."""
+    return (
+        f"SELECT set_config('lock_timeout', '{int(policy.lock_timeout_ms)}ms', true),"
+        f" set_config('statement_timeout', '{int(policy.statement_timeout_ms)}ms', true);\n"
+    )
 
 
 @dataclass(frozen=True)
@@ -68,22 +85,37 @@ def run_in_transaction(
     isolation_level: str | None = None,
 ) -> T:
     attempt = 0
+    reconnected = False
+    timeouts = set_local_timeouts_sql(policy)
     while True:
+        committing = False
         try:
             with session.begin():
                 if isolation_level is not None:
                     # Must be set before the transaction's first statement.
                     session.connection(execution_options={"isolation_level": isolation_level})
-                session.connection().execute(
-                    SET_LOCAL_TIMEOUTS,
-                    {
-                        "lock": f"{policy.lock_timeout_ms}ms",
-                        "stmt": f"{policy.statement_timeout_ms}ms",
-                    },
-                )
-                return work(session)
+                # SET LOCAL rides along with the transaction's first statement
+                # (ecommerce/db.py): the bounds hold for this transaction only,
+                # also behind a transaction-pooling proxy, at no extra round trip.
+                # (The dict itself: a dead connection refuses even to show its .info.)
+                info = session.connection().info
+                info[PENDING_SQL_KEY] = timeouts
+                try:
+                    result = work(session)
+                finally:
+                    info.pop(PENDING_SQL_KEY, None)
+                committing = True
+            return result
         except sa_exc.DBAPIError as error:
             code = sqlstate(error)
+            if error.connection_invalidated and not committing and not reconnected:
+                # A pooled connection that died (the database restarted): nothing of
+                # this transaction can have committed, so run it once more on a
+                # fresh connection. Connections are not pinged before use.
+                reconnected = True
+                log.info("%s: connection lost before commit, running again", name)
+                session.close()  # forget the dead connection and its transaction
+                continue
             if is_retryable(error) and attempt < policy.retries:
                 delay = backoff_delay(attempt, policy)
                 attempt += 1
