@@ -143,7 +143,14 @@ class Combiner(Generic[Req, Out]):
                     pending = self._queue.popleft()
                     pending.taken = True
                     batch.append(pending)
-            self._run(batch)
+            try:
+                self._run(batch)
+            except BaseException:  # never leave a waiting request without an answer
+                log.exception("%s: the combining thread failed a batch", self.name)
+                for pending in batch:
+                    if not pending.done.is_set():
+                        pending.outcome = self._busy("the shop is busy, please retry")
+                        pending.done.set()
 
     def _run(self, batch: list[_Pending[Req, Out]]) -> None:
         requests = [p.request for p in batch]
