@@ -22,5 +22,6 @@ MAX_PAGE_SIZE = 100
 #: A user id: what may appear in a URL path segment and in carts.user_id.
 USER_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 USER_ID_RULE = "user_id must be 1-64 characters of letters, digits, '_', '.' or '-'"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: An Idempotency-Key: visible ASCII, like a UUID or a ULID.
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}\Z")

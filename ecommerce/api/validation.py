@@ -9,6 +9,7 @@ from flask import Request, current_app
 
 from ecommerce.errors import InvalidRequest
 from ecommerce.limits import (
+    IDEMPOTENCY_HEADER,
     IDEMPOTENCY_KEY_PATTERN,
     MAX_ID,
     MAX_QUANTITY,
@@ -16,8 +17,6 @@ from ecommerce.limits import (
     USER_ID_RULE,
 )
 from ecommerce.money import MoneyError, parse_amount
-
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 def user_id(raw: str) -> str:

@@ -64,7 +64,6 @@ class Combiner(Generic[Req, Out]):
         run_alone: Callable[[Req], Out],
         key_in_use: Callable[[], Exception],
         name: str = "combiner",
-        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         """``run_batch`` returns one outcome (a value or an exception) per request,
         in order; if it raises ServiceBusy every request gets that answer, and if
@@ -75,7 +74,6 @@ class Combiner(Generic[Req, Out]):
         self.run_alone = run_alone
         self.key_in_use = key_in_use
         self.name = name
-        self.on_batch = on_batch
         self._reset()
 
     def _reset(self) -> None:
@@ -130,9 +128,6 @@ class Combiner(Generic[Req, Out]):
             raise pending.outcome
         return pending.outcome  # type: ignore[return-value]
 
-    def queued(self) -> int:
-        return len(self._queue)
-
     def _loop(self) -> None:
         while True:
             with self._lock:
@@ -154,8 +149,6 @@ class Combiner(Generic[Req, Out]):
 
     def _run(self, batch: list[_Pending[Req, Out]]) -> None:
         requests = [p.request for p in batch]
-        if self.on_batch is not None:
-            self.on_batch(len(batch))
         outcomes: list[Out | BaseException]
         try:
             outcomes = self.run_batch(requests)

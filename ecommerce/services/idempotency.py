@@ -27,13 +27,12 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from ecommerce.errors import IdempotencyKeyInUse, IdempotencyKeyReused
+from ecommerce.limits import IDEMPOTENCY_HEADER
 from ecommerce.repositories import IdempotencyRepository
 from ecommerce.services import Shop
 from ecommerce.services.results import Recordable, encode
 
 R = TypeVar("R", bound=Recordable)
-
-HEADER = "Idempotency-Key"
 
 
 def fingerprint(use_case: str, user_id: str, arguments: dict[str, Any]) -> str:
@@ -45,12 +44,14 @@ def fingerprint(use_case: str, user_id: str, arguments: dict[str, Any]) -> str:
 
 def in_use() -> IdempotencyKeyInUse:
     return IdempotencyKeyInUse(
-        f"a request with this {HEADER} is still being processed; retry shortly"
+        f"a request with this {IDEMPOTENCY_HEADER} is still being processed; retry shortly"
     )
 
 
 def reused() -> IdempotencyKeyReused:
-    return IdempotencyKeyReused(f"this {HEADER} was already used for a different request")
+    return IdempotencyKeyReused(
+        f"this {IDEMPOTENCY_HEADER} was already used for a different request"
+    )
 
 
 def run_once(

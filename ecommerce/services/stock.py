@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from ecommerce.errors import Conflict, InsufficientStock
 from ecommerce.money import format_money
-from ecommerce.repositories import CartLineRow, ItemRepository, ItemRow
+from ecommerce.repositories import ItemRepository, ItemRow
 
 
 class StockStrategy(Protocol):
@@ -58,15 +58,6 @@ def shortages(items: Iterable[ItemRow], wanted: Mapping[int, int]) -> list[dict[
         shortage(item.id, item.name, wanted[item.id], item.stock)
         for item in items
         if item.stock < wanted[item.id]
-    ]
-
-
-def cart_shortages(lines: Iterable[CartLineRow]) -> list[dict[str, object]]:
-    """Short lines of a cart, judged by the stock read with it."""
-    return [
-        shortage(line.item_id, line.name, line.quantity, line.stock)
-        for line in lines
-        if line.stock < line.quantity
     ]
 
 
