@@ -128,16 +128,18 @@ WRITE_PAID_ORDER = text(
     bindparam("unit_prices", type_=ARRAY(Numeric(10, 2))),
 )
 
-#: Combined pays: the cart lines of every user of a batch, locked FOR UPDATE OF
-#: carts in one statement, in (user_id, item_id) order so two batches that share
-#: a user lock its rows in the same order.
-LOCK_CARTS_FOR_PAY = (
+#: Combined pays: the cart lines of every user of a batch, in one statement (a
+#: plain read: the sold-out check before any lock).
+CARTS_OF_USERS = (
     select(CartLine.user_id, CartLine.item_id, Item.name, CartLine.quantity, Item.price, Item.stock)
     .join(Item, Item.id == CartLine.item_id)
     .where(CartLine.user_id == any_(bindparam("user_ids", type_=ARRAY(Text))))
     .order_by(CartLine.user_id, CartLine.item_id)
-    .with_for_update(of=CartLine)
 )
+
+#: The same, locked FOR UPDATE OF carts, in (user_id, item_id) order so two
+#: batches that share a user lock its rows in the same order.
+LOCK_CARTS_FOR_PAY = CARTS_OF_USERS.with_for_update(of=CartLine)
 
 #: Combined pays: ids for the batch's new orders, and the transaction's time
 #: (what orders.created_at will hold), before the item rows are locked.
@@ -443,7 +445,16 @@ class CartRepository(_Repository):
     def lock_for_pay_many(self, user_ids: Iterable[str]) -> dict[str, list[CartLineRow]]:
         """:meth:`lock_for_pay` for many users in one statement; a user with an
         empty cart is absent from the answer."""
-        rows = self._execute(LOCK_CARTS_FOR_PAY, {"user_ids": sorted(set(user_ids))})
+        return self._carts(LOCK_CARTS_FOR_PAY, user_ids)
+
+    def lines_many(self, user_ids: Iterable[str]) -> dict[str, list[CartLineRow]]:
+        """:meth:`lines` for many users in one statement, without a lock."""
+        return self._carts(CARTS_OF_USERS, user_ids)
+
+    def _carts(
+        self, statement: Executable, user_ids: Iterable[str]
+    ) -> dict[str, list[CartLineRow]]:
+        rows = self._execute(statement, {"user_ids": sorted(set(user_ids))})
         carts: dict[str, list[CartLineRow]] = {}
         for user_id, *line in rows:
             carts.setdefault(user_id, []).append(CartLineRow(*line))

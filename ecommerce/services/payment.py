@@ -179,6 +179,8 @@ def _refusal(
 
 
 def _pay(session: Session, shop: Shop, user_id: str, amount: Decimal) -> OrderView:
+    if shop.sold_out.any():
+        _refuse_if_sold_out(session, shop, user_id, amount)
     cart = CartRepository(session).lock_for_pay(user_id)
     if not cart:
         raise empty_cart(user_id)
@@ -208,6 +210,44 @@ def _pay(session: Session, shop: Shop, user_id: str, amount: Decimal) -> OrderVi
 
 
 # --- Combined pays --------------------------------------------------------------
+
+
+def _sold_out_refusal(
+    user_id: str, amount: Decimal, cart: Sequence[CartLineRow], marked: dict[int, str]
+) -> ShopError | None:
+    """The answer to a buyer whose cart (read without a lock) holds an item marked
+    sold out: the one the locked path would give. None: no marked item in it."""
+    if not any(line.item_id in marked for line in cart):
+        return None
+    available = {ln.item_id: Decimal(0) if ln.item_id in marked else ln.stock for ln in cart}
+    return _refusal(user_id, amount, cart, available, None)
+
+
+def _refuse_if_sold_out(session: Session, shop: Shop, user_id: str, amount: Decimal) -> None:
+    cart = CartRepository(session).lines(user_id)
+    marked = shop.sold_out.marked(session, [line.item_id for line in cart])
+    refusal = _sold_out_refusal(user_id, amount, cart, marked)
+    if refusal is not None:
+        raise refusal
+
+
+def _refuse_sold_out(
+    session: Session,
+    shop: Shop,
+    batch: Sequence[PayRequest],
+    active: Sequence[int],
+    outcomes: list[OrderView | ShopError | None],
+) -> None:
+    """Answer, from one plain read of their carts, the buyers of ``active`` whose
+    cart holds an item marked sold out."""
+    seen = CartRepository(session).lines_many(batch[n].user_id for n in active)
+    marked = shop.sold_out.marked(session, {ln.item_id for cart in seen.values() for ln in cart})
+    if not marked:
+        return
+    for n in active:
+        request = batch[n]
+        cart = seen.get(request.user_id, [])
+        outcomes[n] = _sold_out_refusal(request.user_id, request.amount, cart, marked)
 
 
 @dataclass
@@ -250,9 +290,18 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
                     OrderView.decode(stored[pair].result) if same else idempotency.reused()
                 )
 
-    # 2. Carts, every user at once.
+    # 2. Carts, every user at once. After a sold-out mark, buyers whose cart holds
+    # a marked item are refused from a plain read first: they take no lock, and a
+    # batch of only them assigns no transaction id, so its COMMIT flushes nothing.
     active = [n for n in range(len(batch)) if outcomes[n] is None]
-    carts = CartRepository(session).lock_for_pay_many(batch[n].user_id for n in active)
+    if shop.sold_out.any() and active:
+        _refuse_sold_out(session, shop, batch, active, outcomes)
+        active = [n for n in active if outcomes[n] is None]
+    carts = (
+        CartRepository(session).lock_for_pay_many(batch[n].user_id for n in active)
+        if active
+        else {}
+    )
 
     # 3. Order ids for every buyer who might win, before any item row is locked.
     orders = OrderRepository(session)
@@ -263,7 +312,8 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     # 4. Lock the items (ascending id); sold-out marked ones are not touched.
     wanted = {line.item_id for n in active for line in carts.get(batch[n].user_id, [])}
     marked = shop.sold_out.marked(session, wanted)
-    locked = {row.id: row for row in ItemRepository(session).lock(wanted - marked.keys())}
+    to_lock = wanted - marked.keys()
+    locked = {row.id: row for row in ItemRepository(session).lock(to_lock)} if to_lock else {}
     available = {item_id: row.stock for item_id, row in locked.items()}
     available |= dict.fromkeys(marked, Decimal(0))
 

@@ -26,6 +26,11 @@ class SoldOutMarks:
         self._lock = threading.Lock()
         self._marks: dict[int, tuple[str, float]] = {}  # item id -> (name, checked at)
 
+    def any(self) -> bool:
+        """Whether any item is marked (read without the lock: a mark racing with
+        this call is simply seen by the next one)."""
+        return bool(self._marks)
+
     def mark(self, item_id: int, name: str) -> None:
         with self._lock:
             self._marks[item_id] = (name, time.monotonic())

@@ -2,6 +2,7 @@
 each on a thread of its own, land in shared batches; every buyer must get
 exactly the answer they would get alone, and the books must balance."""
 
+import threading
 from decimal import Decimal
 
 import pytest
@@ -17,6 +18,7 @@ from tests.helpers import (
     commit_item,
     run_together,
     shop_state,
+    wait_until_a_backend_waits_on_a_lock,
 )
 
 
@@ -142,3 +144,98 @@ def test_a_sold_out_item_is_refused_without_its_row_lock(storm_shop, committed):
         holder.rollback()
     assert refused.value.code == "insufficient_stock"
     assert refused.value.details["items"][0]["available"] == "0.00"
+
+
+def test_after_a_sold_out_mark_its_buyers_are_refused_without_any_lock(
+    storm_shop, committed, batch_sizes, pay_combining
+):
+    # lock_timeout 1 s: a buyer that waited on a held cart row would get 503 busy.
+    shop = storm_shop(16, lock_timeout_ms=1000, sold_out_recheck_ms=60_000)
+    hot = commit_item(committed, "Hot", "1.00", 1)
+    side = commit_item(committed, "Side", "2.00", 10)
+    late = [f"late{n}" for n in range(8)]
+    buyers = [f"side{n}" for n in range(6)]
+    commit_cart_lines(
+        committed,
+        [("first", hot, 1), ("second", hot, 1), ("keyed", side, 1)]
+        + [(u, hot, 1) for u in late]
+        + [(u, side, 1) for u in buyers],
+    )
+    assert payment.pay(shop, "first", Decimal("1.00")).user_id == "first"  # hot: sold out
+    with pytest.raises(ShopError):  # marks it, if the last sale did not (one pay alone)
+        payment.pay(shop, "second", Decimal("1.00"))
+    paid = payment.pay(shop, "keyed", Decimal("2.00"), "k-1")
+    # The keyed buyer then puts the sold-out item in their cart and retries the pay:
+    # the key still replays the first answer.
+    commit_cart_lines(committed, [("keyed", hot, 1)])
+
+    with committed.connect() as holder:
+        from sqlalchemy import text
+
+        # Hold every late buyer's cart rows and the hot item's row.
+        holder.execute(text("SELECT 1 FROM carts WHERE user_id LIKE 'late%' FOR UPDATE"))
+        holder.execute(text("SELECT 1 FROM items WHERE id = :i FOR UPDATE"), {"i": hot})
+        calls = [(u, Decimal("1.00"), None) for u in late]
+        calls += [(u, Decimal("2.00"), None) for u in buyers]
+        calls += [("keyed", Decimal("2.00"), "k-1")]
+        results = run_together([lambda c=c: payment.pay(shop, *c) for c in calls])
+        holder.rollback()
+
+    answers = {user: result for (user, _, _), result in zip(calls, results, strict=True)}
+    for user in late:
+        assert answer(answers[user]) == "insufficient_stock", answers[user]
+        assert answers[user].details["items"] == [
+            {"item_id": hot, "name": "Hot", "requested": 1, "available": "0.00"}
+        ]
+    for user in buyers:
+        assert answers[user].user_id == user
+    assert answers["keyed"].replayed and answers["keyed"].order_id == paid.order_id
+    after = shop_state(committed)
+    assert after.stock == {hot: 0, side: 10 - 1 - len(buyers)}
+    assert after.orders == 2 + len(buyers)
+    assert_invariants(committed)
+    if pay_combining:
+        assert max(batch_sizes) > 1, "the buyers were combined into batches"
+
+
+def test_a_price_changed_while_the_batch_waits_for_the_item_refuses_only_its_buyers(
+    storm_shop, committed, pay_combining
+):
+    shop = storm_shop(12)
+    hot = commit_item(committed, "Hot", "1.00", 10)
+    side = commit_item(committed, "Side", "2.00", 10)
+    hot_buyers = [f"hot{n}" for n in range(6)]
+    side_buyers = [f"side{n}" for n in range(6)]
+    commit_cart_lines(committed, [(u, hot, 1) for u in hot_buyers])
+    commit_cart_lines(committed, [(u, side, 1) for u in side_buyers])
+    calls = [(u, Decimal("1.00")) for u in hot_buyers] + [(u, Decimal("2.00")) for u in side_buyers]
+
+    results: list[object] = []
+    with committed.connect() as holder:
+        from sqlalchemy import text
+
+        holder.execute(text("SELECT 1 FROM items WHERE id = :i FOR UPDATE"), {"i": hot})
+        storm = threading.Thread(
+            target=lambda: results.extend(
+                run_together([lambda c=c: payment.pay(shop, *c) for c in calls])
+            )
+        )
+        storm.start()
+        wait_until_a_backend_waits_on_a_lock(committed)  # carts read at 1.00, item awaited
+        holder.execute(text("UPDATE items SET price = 1.50 WHERE id = :i"), {"i": hot})
+        holder.commit()
+        storm.join(60)
+        assert not storm.is_alive()
+
+    answers = {user: result for (user, _), result in zip(calls, results, strict=True)}
+    hot_answers = [answer(answers[u]) for u in hot_buyers]
+    # Inside a transaction that read the old price: 409 conflict; a transaction
+    # that started after the change sees 1.50 and the amount is wrong.
+    assert set(hot_answers) <= {"conflict", "amount_mismatch"}, hot_answers
+    assert "conflict" in hot_answers
+    for user in side_buyers:
+        assert answers[user].user_id == user, answers[user]
+    after = shop_state(committed)
+    assert after.stock == {hot: 10, side: 10 - len(side_buyers)}
+    assert after.orders == len(side_buyers)
+    assert_invariants(committed)
