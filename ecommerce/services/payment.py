@@ -8,6 +8,8 @@ and for every buyer of a batch that failed unexpectedly, it runs alone
 alone, and an Idempotency-Key is honoured in the same transaction as the effect.
 
 One buyer alone, all or nothing, in one transaction:
+0. once an item is marked sold out (ecommerce/services/soldout.py), read the
+   cart without a lock first: a cart that holds a marked item is refused there;
 1. lock the user's cart rows (FOR UPDATE OF carts) and read their prices: a
    second pay of the same cart waits here, then finds the cart empty;
 2. refuse unless the amount is exactly the total (reporting short stock first);
@@ -21,7 +23,10 @@ One buyer alone, all or nothing, in one transaction:
 A batch of buyers, one transaction:
 1. the batch's Idempotency-Keys: try their advisory locks, read their records
    (a replay or a refusal is decided here, before any row lock);
-2. lock every remaining buyer's cart rows, all users in one statement;
+2. once an item is marked sold out, read the remaining buyers' carts without
+   a lock and refuse those that hold a marked item (a batch of only them takes
+   no lock and writes nothing, so its COMMIT has nothing to flush); then lock
+   every remaining buyer's cart rows, all users in one statement;
 3. draw ids for the orders (before any item lock);
 4. lock the union of their items, FOR NO KEY UPDATE, ascending id (items
    marked sold out are not locked: their buyers are refused);
