@@ -131,13 +131,10 @@ class Database:
 
     def _create_engine(self) -> Engine:
         s = self.settings
-        # Session-wide defaults are a safety net for every connection, including
-        # ones used outside a service (CLI, shell); services also SET LOCAL.
-        options = (
-            f"-c lock_timeout={s.lock_timeout_ms} "
-            f"-c statement_timeout={s.statement_timeout_ms} "
-            f"-c idle_in_transaction_session_timeout={s.idle_in_transaction_timeout_ms}"
-        )
+        # No session state on a connection (no startup ``options``, no SET
+        # SESSION): the timeouts are SET LOCAL in each transaction
+        # (services/transactions.py), so the shop runs unchanged behind a
+        # transaction-pooling PgBouncer, which refuses startup options.
         engine = create_engine(
             self.url,
             pool_size=s.pool_size,
@@ -146,7 +143,7 @@ class Database:
             # No ping before each use (a round trip per transaction): a connection
             # found dead re-runs its transaction once (services/transactions.py).
             pool_pre_ping=False,
-            connect_args={"options": options, "application_name": "ecommerce"},
+            connect_args={"application_name": "ecommerce"},
         )
         event.listen(engine, "before_cursor_execute", _send_pending_sql_first, retval=True)
         return engine

@@ -51,6 +51,7 @@ def build_shop(settings: Settings) -> Shop:
     policy = TransactionPolicy(
         lock_timeout_ms=settings.lock_timeout_ms,
         statement_timeout_ms=settings.statement_timeout_ms,
+        idle_in_transaction_timeout_ms=settings.idle_in_transaction_timeout_ms,
         retries=settings.transaction_retries,
         retry_after_s=settings.retry_after_s,
     )

@@ -2,10 +2,12 @@
 
 Every service calls :func:`run_in_transaction`. It
 
-* opens the transaction (``with session.begin()``) and sets ``lock_timeout`` and
-  ``statement_timeout`` for it with SET LOCAL, sent in the same round trip as
-  the transaction's first statement, so a request waits for a hot row at most
-  ``lock_timeout`` and never hangs a worker;
+* opens the transaction (``with session.begin()``) and sets ``lock_timeout``,
+  ``statement_timeout`` and ``idle_in_transaction_session_timeout`` for it with
+  SET LOCAL, sent in the same round trip as the transaction's first statement,
+  so a request waits for a hot row at most ``lock_timeout``, never hangs a
+  worker, and a client that stalls mid-transaction loses its locks; being per
+  transaction, the bounds hold behind a transaction-pooling proxy too;
 * runs the unit of work once more if its pooled connection turns out to be
   dead before COMMIT (connections are not pinged before use);
 * re-runs the whole unit of work after a deadlock (40P01) or a serialization
@@ -43,9 +45,13 @@ from ecommerce.errors import Conflict, InvalidRequest, ServiceBusy
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: SET LOCAL lock_timeout and statement_timeout (the pgbench ceiling runs it too).
+#: SET LOCAL lock_timeout, statement_timeout and idle_in_transaction_session_timeout
+#: (the pgbench ceiling runs it too). Per transaction, never per connection: a
+#: transaction-pooling proxy (PgBouncer) hands a server connection to whichever
+#: client runs a transaction next, so nothing may live on the session.
 SET_LOCAL_TIMEOUTS = text(
-    "SELECT set_config('lock_timeout', :lock, true), set_config('statement_timeout', :stmt, true)"
+    "SELECT set_config('lock_timeout', :lock, true), set_config('statement_timeout', :stmt, true),"
+    " set_config('idle_in_transaction_session_timeout', :idle, true)"
 )
 
 
@@ -53,7 +59,9 @@ def set_local_timeouts_sql(policy: TransactionPolicy) -> str:
     """SET_LOCAL_TIMEOUTS with the policy's values inlined (they are integers)."""
     return (
         f"SELECT set_config('lock_timeout', '{int(policy.lock_timeout_ms)}ms', true),"
-        f" set_config('statement_timeout', '{int(policy.statement_timeout_ms)}ms', true);\n"
+        f" set_config('statement_timeout', '{int(policy.statement_timeout_ms)}ms', true),"
+        " set_config('idle_in_transaction_session_timeout',"
+        f" '{int(policy.idle_in_transaction_timeout_ms)}ms', true);\n"
     )
 
 
@@ -61,6 +69,7 @@ def set_local_timeouts_sql(policy: TransactionPolicy) -> str:
 class TransactionPolicy:
     lock_timeout_ms: int = 3000
     statement_timeout_ms: int = 10000
+    idle_in_transaction_timeout_ms: int = 15000
     retries: int = 3
     retry_after_s: int = 1
     backoff_base_s: float = 0.01

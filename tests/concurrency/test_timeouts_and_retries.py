@@ -1,6 +1,7 @@
 """Bounded waits and retries, forced for real on PostgreSQL."""
 
 import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -153,3 +154,47 @@ def test_exhausted_serialization_retries_are_503(committed, retries):
     with Session(committed) as session, pytest.raises(ServiceBusy):
         run_in_transaction(session, always_conflicts, policy)
     assert calls == retries + 1
+
+
+def test_every_bound_is_set_per_transaction_and_nothing_stays_on_the_connection(
+    make_app, committed
+):
+    """The bounds ride with each transaction (SET LOCAL), so they hold behind a
+    transaction-pooling proxy, and the connection keeps no session state."""
+    app = make_app(
+        pool_size=1,
+        pool_max_overflow=0,
+        lock_timeout_ms=250,
+        statement_timeout_ms=750,
+        idle_in_transaction_timeout_ms=1500,
+    )
+    shop = app.extensions["shop"]
+    names = ("lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout")
+
+    def settings(session: Session) -> list[str]:
+        return [session.execute(text(f"SHOW {name}")).scalar_one() for name in names]
+
+    assert shop.transaction(settings, "probe") == ["250ms", "750ms", "1500ms"]
+    with shop.db.engine.connect() as conn:  # the same pooled connection, outside a use case
+        server_defaults = [conn.execute(text(f"SHOW {name}")).scalar_one() for name in names]
+        conn.rollback()
+    with committed.connect() as fresh:
+        assert server_defaults == [fresh.execute(text(f"SHOW {n}")).scalar_one() for n in names]
+
+
+def test_a_transaction_left_idle_loses_its_locks_after_the_bound(make_app, committed):
+    app = make_app(idle_in_transaction_timeout_ms=300)
+    shop = app.extensions["shop"]
+    hot = commit_item(committed, "Hot", "1.00", 5)
+
+    def stall_holding_the_row(session: Session) -> None:
+        session.execute(text("SELECT 1 FROM items WHERE id = :i FOR UPDATE"), {"i": hot})
+        time.sleep(1.0)  # a stalled client: the server ends the session meanwhile
+        session.execute(text("SELECT 1"))
+
+    with pytest.raises(ServiceBusy):
+        shop.transaction(stall_holding_the_row, "stall")
+    with committed.connect() as other:  # the row is free again
+        other.execute(text("SET lock_timeout = '100ms'"))
+        other.execute(text("SELECT 1 FROM items WHERE id = :i FOR UPDATE"), {"i": hot})
+        other.rollback()
