@@ -11,12 +11,19 @@ from __future__ import annotations
 from flask import Flask
 
 from ecommerce.config import Settings
-from ecommerce.services import build_shop
 
 
 def create_app(settings: Settings | None = None) -> Flask:
+    # Imported here, not at the top: importing the package (as gunicorn does for
+    # ecommerce.gunicorn_conf) must not import prometheus_client before the
+    # config has set PROMETHEUS_MULTIPROC_DIR (ecommerce/metrics.py).
+    from ecommerce import api, cli, logs, metrics
+    from ecommerce.services import build_shop
+
     settings = settings or Settings.from_env()
     settings.validate()
+    logs.configure(settings.log_level)
+    metrics.enabled = settings.metrics_enabled
 
     app = Flask(__name__, instance_path=str(settings.instance_path))
     app.config["SECRET_KEY"] = settings.secret_key
@@ -25,8 +32,6 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.logger.warning("STOCK_STRATEGY=%s can oversell: demonstration only", shop.stock.name)
     app.extensions["shop"] = shop
     app.extensions["settings"] = settings
-
-    from ecommerce import api, cli
 
     api.init_app(app)
     cli.init_app(app)

@@ -13,6 +13,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INSTANCE_PATH = PROJECT_ROOT / "instance"
 DEFAULT_SECRET_KEY = "dev-secret-change-me"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _env_int(name: str, default: int, environ: dict[str, str]) -> int:
@@ -67,6 +68,9 @@ class Settings:
     pay_queue_wait_ms: int = 3000
     # How long a sold-out mark is trusted before a plain read re-checks it.
     sold_out_recheck_ms: int = 500
+    # JSON logs at this level (a line per request at info); Prometheus metrics.
+    log_level: str = "info"
+    metrics_enabled: bool = True
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -101,6 +105,8 @@ class Settings:
             pay_queue_max=_env_int("PAY_QUEUE_MAX", cls.pay_queue_max, env),
             pay_queue_wait_ms=_env_int("PAY_QUEUE_WAIT_MS", cls.pay_queue_wait_ms, env),
             sold_out_recheck_ms=_env_int("SOLD_OUT_RECHECK_MS", cls.sold_out_recheck_ms, env),
+            log_level=(env.get("LOG_LEVEL") or cls.log_level).strip().lower(),
+            metrics_enabled=_env_bool("METRICS", cls.metrics_enabled, env),
         )
 
     def validate(self) -> None:
@@ -116,6 +122,8 @@ class Settings:
             raise ValueError("IDEMPOTENCY_TTL_S must be positive")
         if self.pay_batch_max < 1 or self.pay_queue_max < 1 or self.pay_queue_wait_ms < 1:
             raise ValueError("PAY_BATCH_MAX, PAY_QUEUE_MAX and PAY_QUEUE_WAIT_MS must be positive")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         if self.sold_out_recheck_ms < 0:
             raise ValueError("SOLD_OUT_RECHECK_MS must not be negative")
         if self.environment == "production" and (

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, MetaData, create_engine, event, make_
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from ecommerce import metrics
 from ecommerce.config import Settings
 
 # Deterministic constraint names keep Alembic migrations and the models in step.
@@ -35,10 +36,13 @@ class Base(DeclarativeBase):
 
 # SQLSTATEs the code acts on (PostgreSQL, Appendix A).
 FOREIGN_KEY_VIOLATION = "23503"
-RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
-TIMEOUT_SQLSTATES = frozenset({"55P03", "57014"})  # lock_not_available, query_canceled
-# admin_shutdown, crash_shutdown, cannot_connect_now (and the 08 connection_exception class).
-UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+DEADLOCK_DETECTED = "40P01"
+LOCK_NOT_AVAILABLE = "55P03"
+RETRYABLE_SQLSTATES = frozenset({DEADLOCK_DETECTED, "40001"})  # and serialization_failure
+TIMEOUT_SQLSTATES = frozenset({LOCK_NOT_AVAILABLE, "57014"})  # and query_canceled
+# admin_shutdown, crash_shutdown, cannot_connect_now (and the 08 connection_exception
+# class); at connect: the database does not exist, the role may not log in.
+UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "3D000", "28000", "28P01"})
 
 
 def sqlstate(error: BaseException) -> str | None:
@@ -143,8 +147,15 @@ class Database:
             # No ping before each use (a round trip per transaction): a connection
             # found dead re-runs its transaction once (services/transactions.py).
             pool_pre_ping=False,
-            connect_args={"application_name": "ecommerce"},
+            # A server that does not answer at all fails the connect in bounded
+            # time too (libpq's connect_timeout, in whole seconds).
+            connect_args={
+                "application_name": "ecommerce",
+                "connect_timeout": max(1, round(s.pool_timeout_s)),
+            },
         )
+        event.listen(engine.pool, "checkout", lambda *_: metrics.pool_checked_out(1))
+        event.listen(engine.pool, "checkin", lambda *_: metrics.pool_checked_out(-1))
         event.listen(engine, "before_cursor_execute", _send_pending_sql_first, retval=True)
         return engine
 

@@ -57,6 +57,13 @@ class ServiceBusy(ShopError):
         self.retry_after_s = retry_after_s
 
 
+class NotReady(ShopError):
+    """The instance cannot serve yet: its database does not answer, or its schema
+    is not at the migrations' head."""
+
+    code = "not_ready"
+
+
 class Unauthorized(ShopError):
     code = "unauthorized"
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import os
 
+from gunicorn.glogging import Logger
+from gunicorn.workers.gthread import ThreadWorker
+
+from ecommerce import logs, metrics_dir
 from ecommerce.config import Settings
 
 _settings = Settings.from_env()
@@ -23,7 +27,29 @@ bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{_settings.port}"
 # contention per process low. Measured on 2 cores, one hot item, 64 connections
 # (docs/BENCHMARKS.md): 2 x 32 and 2 x 64 sold most, 4 x 8 and 8 x 8 less, and
 # one process per core beat two.
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gthread"
+
+
+class DrainingThreadWorker(ThreadWorker):
+    """gthread, with a graceful stop that refuses new connections at once.
+
+    On SIGTERM the master closes its listening sockets and gthread stops
+    accepting, finishes the requests in flight (a combined-pay batch included)
+    and only then closes its copies of the listeners; meanwhile the kernel would
+    still complete new connections into the backlog and reset them at exit. This
+    worker closes its listeners as soon as it stops accepting for good, so a
+    client (or a balancer) is refused at once and retries elsewhere.
+    """
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if not enabled and not self.alive:
+            for listener in self.sockets:
+                listener.close()
+            self.sockets = []
+
+
+_worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gthread"
+worker_class = DrainingThreadWorker if _worker_class == "gthread" else _worker_class
 workers = int(os.environ.get("WEB_CONCURRENCY") or (os.cpu_count() or 1))
 threads = int(os.environ.get("GUNICORN_THREADS") or 32)
 preload_app = False
@@ -38,14 +64,50 @@ backlog = 2048
 # The control socket's default path is per user, not per instance: a second
 # gunicorn (the simulator or a test next to `make run`) would take it over.
 control_socket_disable = True
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
+# Logs are JSON lines on stderr (ecommerce/logs.py), gunicorn's own included.
+# The app writes one line per request itself, with its request id, user and
+# error code (ecommerce/api/observe.py), so gunicorn's access log stays off.
+accesslog = None
 errorlog = "-"
-loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+loglevel = _settings.log_level
+
+
+class JsonGunicornLogger(Logger):
+    """gunicorn's logger with its lines in the app's JSON format."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            handler.setFormatter(logs.JsonFormatter())
+
+
+logger_class = JsonGunicornLogger
+
+# Prometheus multiprocess mode (ecommerce/metrics.py): every worker writes its
+# samples to files in one directory, GET /metrics adds them up. The directory
+# is set here, in the master, before any worker imports prometheus_client; it
+# is emptied at start (stale files would count twice), an exited worker's live
+# gauges are dropped, and a directory made here is removed at exit.
+_made_metrics_dir = not os.environ.get(metrics_dir.ENV)
+os.environ[metrics_dir.ENV] = os.environ.get(metrics_dir.ENV) or metrics_dir.make()
 
 
 def on_starting(server) -> None:
-    """Start the embedded PostgreSQL once, in the master, before workers fork."""
+    """Empty the metrics directory; start the embedded PostgreSQL once, in the
+    master, before workers fork."""
+    metrics_dir.empty(os.environ[metrics_dir.ENV])
     if not _settings.database_url:
         from ecommerce.embedded_db import embedded_database_url
 
         embedded_database_url(_settings.instance_path)
+
+
+def child_exit(server, worker) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    if _made_metrics_dir:
+        metrics_dir.remove(os.environ[metrics_dir.ENV])

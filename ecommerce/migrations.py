@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
 
 from alembic import command
 from ecommerce.config import PROJECT_ROOT
@@ -26,3 +29,11 @@ def downgrade(database_url: str, revision: str) -> None:
 
 def current(database_url: str) -> None:
     command.current(alembic_config(database_url), verbose=False)
+
+
+@functools.cache
+def head_revision() -> str:
+    """The revision the code expects the schema to be at (read once per process)."""
+    head = ScriptDirectory(str(PROJECT_ROOT / "alembic")).get_current_head()
+    assert head is not None
+    return head

@@ -641,3 +641,11 @@ class IdempotencyRepository(_Repository):
             {},
         )
         return len(result.all())
+
+
+class SchemaRepository(_Repository):
+    def revision(self) -> str | None:
+        """The Alembic revision the database is at (None: never migrated)."""
+        if self._execute(select(func.to_regclass("public.alembic_version")), {}).scalar() is None:
+            return None
+        return self._execute(text("SELECT version_num FROM alembic_version"), {}).scalar()

@@ -53,10 +53,14 @@ def init_app(app: Flask) -> None:
     app.url_map.converters["id"] = IdConverter
     register_error_handlers(app)
 
+    from ecommerce.api import observe
     from ecommerce.api.cart import bp as cart_bp
     from ecommerce.api.items import bp as items_bp
+    from ecommerce.api.ops import bp as ops_bp
     from ecommerce.api.orders import bp as orders_bp
 
+    observe.init_app(app)
     app.register_blueprint(items_bp)
     app.register_blueprint(cart_bp)
     app.register_blueprint(orders_bp)
+    app.register_blueprint(ops_bp)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
 from ecommerce import errors
@@ -31,6 +31,7 @@ STATUS: dict[type[errors.ShopError], int] = {
     errors.OrderTooLarge: 422,
     errors.IdempotencyKeyReused: 422,
     errors.ServiceBusy: 503,
+    errors.NotReady: 503,
 }
 
 _HTTP_CODES = {
@@ -52,6 +53,8 @@ def status_of(error: errors.ShopError) -> int:
 def headers_of(error: errors.ShopError) -> dict[str, str]:
     if isinstance(error, errors.ServiceBusy):
         return {"Retry-After": str(error.retry_after_s)}
+    if isinstance(error, errors.NotReady):
+        return {"Retry-After": "1"}
     if isinstance(error, errors.Unauthorized):
         return {"WWW-Authenticate": 'Bearer realm="ecommerce"'}
     return {}
@@ -64,6 +67,7 @@ def error_response(
     details: Any = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
+    g.error_code = code  # for the request log
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         error["details"] = details

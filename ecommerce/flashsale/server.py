@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import BinaryIO
 
 from ecommerce.config import PROJECT_ROOT
 
@@ -27,32 +28,37 @@ class GunicornProcess:
     """``gunicorn -c python:ecommerce.gunicorn_conf wsgi:app`` with ``env`` on top of ours
     (``app`` names another WSGI application, e.g. one a test wraps)."""
 
-    def __init__(self, env: dict[str, str], app: str = "wsgi:app") -> None:
+    def __init__(
+        self, env: dict[str, str], app: str = "wsgi:app", log_path: Path | None = None
+    ) -> None:
         self.port = free_port()
         self.app = app
+        self.log_path = log_path  # gunicorn's stderr (its log and the app's), if given
+        self._log: BinaryIO | None = None
         self.env = {
             **os.environ,
             "GUNICORN_BIND": f"127.0.0.1:{self.port}",
-            "GUNICORN_ACCESS_LOG": "",
-            "GUNICORN_LOG_LEVEL": "warning",
+            "LOG_LEVEL": "warning",
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_timeout: float = 30) -> GunicornProcess:
-        """Start it and wait until GET /items answers 200."""
+        """Start it and wait until it is live (GET /healthz answers 200)."""
+        self._log = self.log_path.open("ab") if self.log_path else None
         self.process = subprocess.Popen(
             [str(BIN / "gunicorn"), "-c", "python:ecommerce.gunicorn_conf", self.app],
             cwd=PROJECT_ROOT,
             env=self.env,
             start_new_session=True,
+            stderr=self._log,
         )
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/items", timeout=2):
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2):
                     return self
             except OSError:
                 time.sleep(0.2)
@@ -68,6 +74,12 @@ class GunicornProcess:
     def stop(self) -> None:
         if self.process is None:
             return
+        self._stop()
+        if self._log is not None:
+            self._log.close()
+
+    def _stop(self) -> None:
+        assert self.process is not None
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:

@@ -48,7 +48,15 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from ecommerce.errors import AmountMismatch, EmptyCart, InsufficientStock, OrderTooLarge, ShopError
+from ecommerce import metrics
+from ecommerce.errors import (
+    AmountMismatch,
+    EmptyCart,
+    InsufficientStock,
+    OrderTooLarge,
+    ServiceBusy,
+    ShopError,
+)
 from ecommerce.limits import MAX_AMOUNT
 from ecommerce.models import ORDER_STATUS_PAID
 from ecommerce.money import format_money
@@ -83,12 +91,25 @@ class PayRequest:
 def pay(shop: Shop, user_id: str, amount: Decimal, idempotency_key: str | None = None) -> OrderView:
     """Pay exactly ``amount`` for the user's whole cart; returns the paid order."""
     request = PayRequest(user_id, amount, idempotency_key)
-    if shop.combining is None:
-        return _pay_alone(shop, request)
-    # The same key while its first request is queued or in a batch of this
-    # process: 409 at once, as the advisory lock answers across processes.
-    key = (user_id, idempotency_key) if idempotency_key is not None else None
-    return _combiner(shop).submit(request, key)
+    try:
+        if shop.combining is None:
+            order = _pay_alone(shop, request)
+        else:
+            # The same key while its first request is queued or in a batch of this
+            # process: 409 at once, as the advisory lock answers across processes.
+            key = (user_id, idempotency_key) if idempotency_key is not None else None
+            order = _combiner(shop).submit(request, key)
+    except ServiceBusy:
+        metrics.count_pay("busy", ServiceBusy.code)
+        raise
+    except InsufficientStock:
+        metrics.count_pay("sold_out", InsufficientStock.code)
+        raise
+    except ShopError as refused:
+        metrics.count_pay("refused", refused.code)
+        raise
+    metrics.count_pay("paid", "replayed" if order.replayed else "")
+    return order
 
 
 _combiner_lock = threading.Lock()
@@ -262,6 +283,7 @@ class _BatchResult:
 
 
 def _run_batch(shop: Shop, batch: Sequence[PayRequest]) -> list[OrderView | BaseException]:
+    metrics.observe_batch(len(batch))
     result = shop.transaction(lambda session: _pay_batch(session, shop, batch), "pay_batch")
     # Marked only once the batch has committed.
     for item_id, name in result.sold_out.items():

@@ -33,7 +33,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from ecommerce import metrics
 from ecommerce.db import (
+    DEADLOCK_DETECTED,
+    LOCK_NOT_AVAILABLE,
     PENDING_SQL_KEY,
     RETRYABLE_SQLSTATES,
     TIMEOUT_SQLSTATES,
@@ -122,16 +125,20 @@ def run_in_transaction(
                 # this transaction can have committed, so run it once more on a
                 # fresh connection. Connections are not pinged before use.
                 reconnected = True
+                metrics.count_retry("reconnect")
                 log.info("%s: connection lost before commit, running again", name)
                 session.close()  # forget the dead connection and its transaction
                 continue
             if is_retryable(error) and attempt < policy.retries:
                 delay = backoff_delay(attempt, policy)
                 attempt += 1
+                metrics.count_retry("deadlock" if code == DEADLOCK_DETECTED else "serialization")
                 log.info("%s: %s, retry %d after %.3fs", name, code, attempt, delay)
                 time.sleep(delay)
                 continue
             if is_retryable(error) or code in TIMEOUT_SQLSTATES:
+                if code in TIMEOUT_SQLSTATES:
+                    metrics.count_timeout("lock" if code == LOCK_NOT_AVAILABLE else "statement")
                 raise ServiceBusy(
                     "the shop is busy, please retry", retry_after_s=policy.retry_after_s
                 ) from error
@@ -149,6 +156,7 @@ def run_in_transaction(
                 ) from error
             raise
         except sa_exc.TimeoutError as error:  # no pooled connection in time
+            metrics.count_timeout("pool")
             raise ServiceBusy(
                 "the shop is busy, please retry", retry_after_s=policy.retry_after_s
             ) from error

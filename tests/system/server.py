@@ -6,6 +6,7 @@ import http.client
 import json
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ecommerce.config import PROJECT_ROOT
@@ -64,10 +65,13 @@ class HttpClient:
 class Server(GunicornProcess):
     """gunicorn against the test database, and the flask CLI with the same environment."""
 
-    def __init__(self, database_url: str, app: str = "wsgi:app", **env: str) -> None:
+    def __init__(
+        self, database_url: str, app: str = "wsgi:app", log_path: Path | None = None, **env: str
+    ) -> None:
         super().__init__(
             {"DATABASE_URL": database_url, "WEB_CONCURRENCY": "3", "GUNICORN_THREADS": "4", **env},
             app=app,
+            log_path=log_path,
         )
 
     def flask(self, *args: str) -> subprocess.CompletedProcess[str]:

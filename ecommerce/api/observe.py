@@ -1,0 +1,70 @@
+"""Every request: an id, a JSON log line, and its metrics.
+
+* ``X-Request-ID``: an incoming one (1-128 visible ASCII characters) is kept,
+  anything else is replaced by a new one; it is echoed on every response and
+  carried by every log line written while the request is served.
+* One log line per request at info (debug for probes and scrapes): method,
+  endpoint (the route template), status, duration, the user when known, the
+  error code when refused. Never a header, a token or a body.
+* ``shop_http_requests_total`` and ``shop_http_request_duration_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, request, request_started
+
+from ecommerce import logs, metrics
+from ecommerce.api.ops import QUIET_ENDPOINTS
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+log = logging.getLogger("ecommerce.request")
+
+
+def _start(app: Flask, **_: Any) -> None:
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    g.request_started = time.perf_counter()
+    g.request_id_token = logs.request_id.set(g.request_id)
+
+
+def _finish(response: Response) -> Response:
+    started = g.get("request_started")
+    seconds = time.perf_counter() - started if started is not None else 0.0
+    endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    metrics.count_request(request.method, endpoint, response.status_code, seconds)
+    level = logging.DEBUG if request.endpoint in QUIET_ENDPOINTS else logging.INFO
+    if log.isEnabledFor(level):
+        fields: dict[str, Any] = {
+            "method": request.method,
+            "endpoint": endpoint,
+            "status": response.status_code,
+            "duration_ms": round(seconds * 1000, 2),
+        }
+        user = g.get("auth_subject") or (request.view_args or {}).get("user_id")
+        if user is not None:
+            fields["user_id"] = user
+        if "error_code" in g:
+            fields["error_code"] = g.error_code
+        log.log(level, "request", extra={"fields": fields})
+    return response
+
+
+def _forget(_: BaseException | None) -> None:
+    token = g.pop("request_id_token", None)
+    if token is not None:
+        logs.request_id.reset(token)
+
+
+def init_app(app: Flask) -> None:
+    request_started.connect(_start, app)
+    app.after_request(_finish)
+    app.teardown_request(_forget)

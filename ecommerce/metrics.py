@@ -1,0 +1,108 @@
+"""Prometheus metrics of the shop, correct across gunicorn workers.
+
+Under gunicorn each worker writes its samples to files in
+PROMETHEUS_MULTIPROC_DIR (prometheus-client's multiprocess mode; the directory
+is created, emptied and removed by ecommerce/gunicorn_conf.py, which also marks
+exited workers dead), and ``GET /metrics`` adds up every worker's files. Without
+that variable (the CLI, the tests, ``flask run``) the process's own registry is
+served.
+
+METRICS=false turns the recording off (the benchmark compares both).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from ecommerce.metrics_dir import ENV as MULTIPROC_DIR_ENV
+
+enabled = True
+
+HTTP_REQUESTS = Counter(
+    "shop_http_requests_total",
+    "HTTP requests answered, by method, endpoint (the route template) and status.",
+    ["method", "endpoint", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "shop_http_request_duration_seconds",
+    "Time from the request reaching the app to its answer, by endpoint.",
+    ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+PAYS = Counter(
+    "shop_pays_total",
+    "Pays by outcome: paid, sold_out (insufficient_stock), refused (by code), busy (503).",
+    ["outcome", "code"],
+)
+PAY_BATCH_SIZE = Histogram(
+    "shop_pay_batch_size",
+    "Buyers per combined-pay transaction.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+DB_POOL_IN_USE = Gauge(
+    "shop_db_pool_connections_in_use",
+    "Database connections checked out of the pools, summed over live workers.",
+    multiprocess_mode="livesum",
+)
+DB_RETRIES = Counter(
+    "shop_db_transaction_retries_total",
+    "Transactions run again: deadlock, serialization failure, lost connection.",
+    ["reason"],
+)
+DB_TIMEOUTS = Counter(
+    "shop_db_timeouts_total",
+    "Bounded waits that ran out (answered 503): lock, statement, pool.",
+    ["kind"],
+)
+
+
+def count_request(method: str, endpoint: str, status: int, seconds: float) -> None:
+    if enabled:
+        HTTP_REQUESTS.labels(method, endpoint, str(status)).inc()
+        HTTP_LATENCY.labels(endpoint).observe(seconds)
+
+
+def count_pay(outcome: str, code: str = "") -> None:
+    if enabled:
+        PAYS.labels(outcome, code).inc()
+
+
+def observe_batch(size: int) -> None:
+    if enabled:
+        PAY_BATCH_SIZE.observe(size)
+
+
+def pool_checked_out(delta: int) -> None:
+    if enabled:
+        DB_POOL_IN_USE.inc(delta)
+
+
+def count_retry(reason: str) -> None:
+    if enabled:
+        DB_RETRIES.labels(reason).inc()
+
+
+def count_timeout(kind: str) -> None:
+    if enabled:
+        DB_TIMEOUTS.labels(kind).inc()
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text format for a scrape, and its content type."""
+    if os.environ.get(MULTIPROC_DIR_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
