@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from ecommerce.api import auth, current_shop, effect_response, json_response, validation
+from ecommerce.api import auth, current_shop, effect_response, json_response, schemas, validation
+from ecommerce.api.openapi import Operation, documented
 from ecommerce.api.render import cart_json, order_json, quote_json
 from ecommerce.services import cart, payment
 
@@ -18,11 +19,22 @@ def _authorize(endpoint: str | None, values: dict | None) -> None:
 
 
 @bp.get("")
+@documented(Operation("The user's cart.", {200: schemas.Cart}, user_scoped=True))
 def view(user_id: str) -> Response:
     return json_response(cart_json(cart.view_cart(current_shop(), user_id)))
 
 
 @bp.post("/add")
+@documented(
+    Operation(
+        "Add units of an item to the cart (refused beyond the item's stock right now).",
+        {200: schemas.Cart},
+        errors=(404, 409, 413, 422),
+        body=schemas.AddToCart,
+        user_scoped=True,
+        idempotent=True,
+    )
+)
 def add(user_id: str) -> Response:
     item_id, quantity = validation.add_to_cart(validation.json_object(request))
     key = validation.idempotency_key(request)
@@ -31,16 +43,36 @@ def add(user_id: str) -> Response:
 
 
 @bp.delete("/items/<id:item_id>")
+@documented(
+    Operation("Take an item's line out of the cart.", {200: schemas.Cart}, (404,), user_scoped=True)
+)
 def remove(user_id: str, item_id: int) -> Response:
     return json_response(cart_json(cart.remove_from_cart(current_shop(), user_id, item_id)))
 
 
 @bp.get("/checkout")
+@documented(
+    Operation(
+        "The checkout quote: total, and per line whether stock suffices now.",
+        {200: schemas.Quote},
+        user_scoped=True,
+    )
+)
 def checkout(user_id: str) -> Response:
     return json_response(quote_json(cart.view_cart(current_shop(), user_id)))
 
 
 @bp.post("/pay")
+@documented(
+    Operation(
+        "Pay exactly the cart total: the order is written and the stock taken, or nothing.",
+        {201: schemas.Order},
+        errors=(409, 413, 422),
+        body=schemas.Pay,
+        user_scoped=True,
+        idempotent=True,
+    )
+)
 def pay(user_id: str) -> Response:
     amount = validation.payment_amount(validation.json_object(request))
     key = validation.idempotency_key(request)

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from ecommerce.api import auth, current_shop, json_response, validation
+from ecommerce.api import auth, current_shop, json_response, schemas, validation
+from ecommerce.api.openapi import Operation, documented
 from ecommerce.api.render import order_json, order_page_json
 from ecommerce.limits import MAX_ID, MAX_PAGE_SIZE
 from ecommerce.services import orders
@@ -11,6 +12,11 @@ bp = Blueprint("orders", __name__)
 
 
 @bp.get("/orders/<id:order_id>")
+@documented(
+    Operation(
+        "One order (another user's order is a 404).", {200: schemas.Order}, (404,), token=True
+    )
+)
 def get_order(order_id: int) -> Response:
     # With auth on, someone else's order is a 404: order ids reveal nothing.
     owner = auth.current_subject()
@@ -18,6 +24,13 @@ def get_order(order_id: int) -> Response:
 
 
 @bp.get("/users/<user_id>/orders")
+@documented(
+    Operation(
+        "The user's orders, newest first, a page at a time (?limit=, ?before=).",
+        {200: schemas.OrderPage},
+        user_scoped=True,
+    )
+)
 def list_orders(user_id: str) -> Response:
     auth.current_subject()
     auth.require_user(validation.user_id(user_id))

@@ -1,22 +1,28 @@
-"""Request parsing: everything a client sends is checked here, before any SQL runs."""
+"""Request parsing: everything a client sends is checked here, before any SQL runs.
+
+Bodies are validated by the models of ecommerce/api/schemas.py, the same ones
+the OpenAPI document is generated from; their errors become the messages the
+API has always given ("quantity must be between 1 and 99999999").
+"""
 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Request, current_app
+from pydantic import BaseModel, ValidationError
 
+from ecommerce.api import schemas
 from ecommerce.errors import InvalidRequest
 from ecommerce.limits import (
     IDEMPOTENCY_HEADER,
     IDEMPOTENCY_KEY_PATTERN,
-    MAX_ID,
-    MAX_QUANTITY,
     USER_ID_PATTERN,
     USER_ID_RULE,
 )
-from ecommerce.money import MoneyError, parse_amount
+
+B = TypeVar("B", bound=BaseModel)
 
 
 def user_id(raw: str) -> str:
@@ -52,31 +58,37 @@ def json_object(request: Request) -> dict[str, Any]:
     return body
 
 
-def integer_field(body: dict[str, Any], name: str, *, minimum: int, maximum: int) -> int:
-    if name not in body:
-        raise InvalidRequest(f"{name} is required")
-    value = body[name]
-    # A JSON integer only: not 1.5, not "2", not true (bool is an int in Python).
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequest(f"{name} must be a JSON integer")
-    if not minimum <= value <= maximum:
-        raise InvalidRequest(f"{name} must be between {minimum} and {maximum}")
-    return value
-
-
-def add_to_cart(body: dict[str, Any]) -> tuple[int, int]:
-    item_id = integer_field(body, "item_id", minimum=1, maximum=MAX_ID)
-    quantity = integer_field(body, "quantity", minimum=1, maximum=MAX_QUANTITY)
-    return item_id, quantity
-
-
-def payment_amount(body: dict[str, Any]) -> Decimal:
-    if "amount" not in body:
-        raise InvalidRequest("amount is required")
+def body(model: type[B], raw: dict[str, Any]) -> B:
+    """``raw`` validated by ``model`` (ecommerce/api/schemas.py), or InvalidRequest
+    naming the first field at fault, in the field order of the model."""
     try:
-        return parse_amount(body["amount"])
-    except MoneyError as exc:
-        raise InvalidRequest(f"amount {exc}") from exc
+        return model.model_validate(raw)
+    except ValidationError as invalid:
+        raise InvalidRequest(_message(model, invalid.errors()[0])) from invalid
+
+
+def _message(model: type[BaseModel], error: Any) -> str:
+    name = str(error["loc"][0])
+    kind = error["type"]
+    if kind == "missing":
+        return f"{name} is required"
+    if kind == "int_type":
+        return f"{name} must be a JSON integer"
+    if kind in {"greater_than_equal", "less_than_equal"}:
+        bounds = {type(m).__name__: m for m in model.model_fields[name].metadata}
+        return f"{name} must be between {bounds['Ge'].ge} and {bounds['Le'].le}"
+    if kind == "value_error":  # a parser's own reason, e.g. the amount's MoneyError
+        return f"{name} {error['ctx']['error']}"
+    return f"{name} is not valid"
+
+
+def add_to_cart(raw: dict[str, Any]) -> tuple[int, int]:
+    request = body(schemas.AddToCart, raw)
+    return request.item_id, request.quantity
+
+
+def payment_amount(raw: dict[str, Any]) -> Decimal:
+    return body(schemas.Pay, raw).amount
 
 
 def query_int(
