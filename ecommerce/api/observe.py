@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import time
 import uuid
@@ -28,9 +30,22 @@ _VALID_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 log = logging.getLogger("ecommerce.request")
 
 
+def _new_request_id() -> str:
+    """Unique without a system call per request: a random prefix per process
+    (re-drawn after a fork) and a counter."""
+    global _prefix, _prefix_pid
+    if _prefix_pid != os.getpid():
+        _prefix, _prefix_pid = uuid.uuid4().hex[:16], os.getpid()
+    return f"{_prefix}{next(_counter):08x}"
+
+
+_prefix, _prefix_pid = "", -1
+_counter = itertools.count()
+
+
 def _start(app: Flask, **_: Any) -> None:
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    g.request_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else _new_request_id()
     g.request_started = time.perf_counter()
     g.request_id_token = logs.request_id.set(g.request_id)
 

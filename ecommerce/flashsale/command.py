@@ -85,6 +85,12 @@ def _machine(database_url: str) -> dict[str, object]:
     help="PAY_COMBINING of the server started.",
 )
 @click.option(
+    "--metrics/--no-metrics",
+    default=True,
+    show_default=True,
+    help="METRICS of the server started (the suite runs pay-only both ways).",
+)
+@click.option(
     "--stock",
     default=2000,
     show_default=True,
@@ -156,6 +162,7 @@ def flashsale(
     mode: str,
     keys: bool,
     combining: bool,
+    metrics: bool,
     stock: int,
     buyers: int,
     connections: int,
@@ -196,6 +203,7 @@ def flashsale(
         mode=mode,
         keys=keys,
         combining=combining,
+        metrics=metrics,
     )
     if suite:
         configs = suite_configs(base)
@@ -248,6 +256,7 @@ def suite_configs(base: SaleConfig) -> list[SaleConfig]:
     plenty = replace(base, items=1, stock=200_000, buyers=200_000, ceiling=False)
     return [
         replace(plenty, mode="pay", combining=True, ceiling=base.ceiling),
+        replace(plenty, mode="pay", combining=True, metrics=False),  # the cost of metrics
         replace(plenty, mode="pay", combining=False),
         replace(plenty, mode="pay", keys=True, combining=True),
         replace(plenty, mode="flow", combining=True),

@@ -13,7 +13,7 @@ def table(results: list[dict[str, Any]]) -> str:
     header = (
         f"{'run':<20}{'paid':>7}{'paid/s':>9}{'ceiling':>9}{'ratio':>7}"
         f"{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'sold out':>9}{'busy':>6}{'error':>6}"
-        f"{'oversold':>9}{'5xx':>5}{'gen CPU':>9}  verdict"
+        f"{'oversold':>9}{'5xx':>5}{'gen CPU':>9}{'batch':>7}  verdict"
     )
     rows = [header, "-" * len(header)]
     for r in results:
@@ -22,11 +22,13 @@ def table(results: list[dict[str, Any]]) -> str:
         lat = r["pay_latency_ms"]
         out = r["outcomes"]
         verdict = "ok" if r["correct"] else "OVERSOLD / BROKEN"
+        batch = f"{r['mean_batch_size']:.1f}" if r.get("mean_batch_size") else "-"
         rows.append(
             f"{r['label']:<20}{r['paid']:>7}{r['paid_per_s']:>9.0f}{ceiling:>9}"
             f"{ratio:>7}{lat['p50']:>8.1f}{lat['p95']:>8.1f}{lat['p99']:>8.1f}"
             f"{out['sold_out']:>9}{out['busy']:>6}{out['error']:>6}"
-            f"{r['oversold_units']:>9}{r['five_xx']:>5}{r['loadgen_cpu_share']:>9.0%}  {verdict}"
+            f"{r['oversold_units']:>9}{r['five_xx']:>5}{r['loadgen_cpu_share']:>9.0%}"
+            f"{batch:>7}  {verdict}"
         )
     for r in results:
         after = r.get("after_sold_out") or {}

@@ -37,12 +37,14 @@ class SaleConfig:
     mode: str = "flow"  # "flow": add -> checkout -> pay; "pay": prepared carts, pay only
     keys: bool = False  # an Idempotency-Key on every pay
     combining: bool = True  # PAY_COMBINING of the server started
+    metrics: bool = True  # METRICS of the server started
 
     @property
     def label(self) -> str:
         label = f"{self.mode}{'+keys' if self.keys else ''}"
         label += f" {self.strategy}" if self.strategy != "for_update" else ""
-        return label + ("" if self.combining else " alone")
+        label += "" if self.combining else " alone"
+        return label + ("" if self.metrics else " no-metrics")
 
     url: str | None = None  # a running server to target instead of starting gunicorn
     ceiling: bool = True
@@ -76,6 +78,8 @@ class SaleResult:
     # After the last unit sold: how fast the buyers who kept coming were refused.
     after_sold_out: dict[str, float] = field(default_factory=dict)
     storm_latency_ms: dict[str, float] = field(default_factory=dict)  # every request
+    # Buyers per combined-pay transaction, from the server's /metrics (None: not known).
+    mean_batch_size: float | None = None
     timeline: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -121,8 +125,23 @@ def sale_server(database_url: str, config: SaleConfig) -> GunicornProcess:
             "GUNICORN_THREADS": str(config.threads),
             "GUNICORN_WORKER_CLASS": config.worker_class,
             "PAY_COMBINING": "true" if config.combining else "false",
+            "METRICS": "true" if config.metrics else "false",
         }
     )
+
+
+def mean_batch_size(host: str, port: int) -> float | None:
+    """Buyers per combined-pay transaction over the server's life, from /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
+        scrape = response.read().decode()
+    for family in text_string_to_metric_families(scrape):
+        if family.name == "shop_pay_batch_size":
+            values = {s.name: s.value for s in family.samples}
+            count = values.get("shop_pay_batch_size_count", 0)
+            return round(values["shop_pay_batch_size_sum"] / count, 1) if count else None
+    return None
 
 
 def warm_up(host: str, port: int, requests: int) -> None:
@@ -211,6 +230,7 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
             with sale_server(database_url, config) as server:
                 warm_up("127.0.0.1", server.port, 4 * config.workers * config.threads)
                 result = _storm(engine, config, item_ids, prefix, "127.0.0.1", server.port)
+                result.mean_batch_size = mean_batch_size("127.0.0.1", server.port)
 
         _check(shop, engine, item_ids, prefix, result, own_database)
         if config.ceiling and config.strategy != "naive":

@@ -128,3 +128,8 @@ def test_metrics_count_requests_and_pays(client, connection):
         "shop_db_timeouts_total",
     ):
         assert f"# TYPE {name.removesuffix('_bucket')}" in after, name
+
+
+def test_new_request_ids_are_unique(client):
+    ids = {client.get("/healthz").headers["X-Request-ID"] for _ in range(50)}
+    assert len(ids) == 50
