@@ -146,6 +146,12 @@ def _machine(database_url: str) -> dict[str, object]:
     "own). With --url, sale items, their orders and the ceiling's orders are written there.",
 )
 @click.option("--no-ceiling", is_flag=True, help="Skip the pgbench ceiling.")
+@click.option(
+    "--capacity",
+    is_flag=True,
+    help="Only measure the database: commit latency and buyers/s of one hot row with "
+    "1-64 buyers per commit (pgbench on scratch tables; docs/CAPACITY.md).",
+)
 @click.option("--ceiling-seconds", default=5.0, show_default=True, type=click.FloatRange(1))
 @click.option(
     "--out",
@@ -174,6 +180,7 @@ def flashsale(
     url: str | None,
     database_url: str | None,
     no_ceiling: bool,
+    capacity: bool,
     ceiling_seconds: float,
     out_dir: Path | None,
 ) -> None:
@@ -186,6 +193,14 @@ def flashsale(
     else:
         own_database = database_url is None
         database_url = database_url or _simulator_database(shop.db.url)
+
+    if capacity:
+        from ecommerce.flashsale import capacity as capacity_model
+
+        click.echo(
+            capacity_model.report(*capacity_model.measure(database_url, seconds=ceiling_seconds))
+        )
+        return
 
     base = SaleConfig(
         strategy=strategy,

@@ -164,3 +164,24 @@ def test_a_pay_only_sale_with_keys_reports_the_sold_out_phase(make_app, tmp_path
     assert run["label"] == "pay+keys" and run["correct"] is True
     assert run["paid"] == 10 and run["outcomes"]["sold_out"] == 70
     assert run["after_sold_out"]["n"] > 0 and run["storm_latency_ms"]["n"] == 80
+    assert run["mean_batch_size"] >= 1  # read from the server's /metrics
+
+
+def test_the_capacity_model_measures_the_database_alone(make_app, database_url):
+    result = (
+        make_app()
+        .test_cli_runner()
+        .invoke(flashsale, args=["--capacity", "--ceiling-seconds", "1"])
+    )
+    assert result.exit_code == 0, result.output
+    assert "ms per commit" in result.output
+    sweep = [line.split() for line in result.output.splitlines()[-5:]]
+    assert [int(row[0]) for row in sweep] == [1, 8, 16, 32, 64]
+    assert all(float(row[3]) > 0 for row in sweep)
+    from sqlalchemy import create_engine, make_url, text
+
+    own = make_url(database_url).set(database=f"{make_url(database_url).database}_flashsale")
+    engine = create_engine(own)
+    with engine.connect() as conn:  # the scratch tables are gone
+        assert conn.execute(text("SELECT to_regclass('capacity_probe_orders')")).scalar() is None
+    engine.dispose()
