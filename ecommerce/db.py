@@ -128,9 +128,11 @@ class Database:
                 self._engine.dispose(close=False)
                 self._engine = None
             if self._engine is None:
-                self._engine = self._create_engine()
+                # Published last: a thread that finds _engine set without the lock
+                # must find it complete.
+                engine = self._create_engine()
                 self._engine_pid = pid
-                self._sessions.configure(bind=self._engine)
+                self._engine = engine
         return self._engine
 
     def _create_engine(self) -> Engine:
@@ -162,8 +164,8 @@ class Database:
     def session(self) -> Session:
         if self._override is not None:
             return self._override()
-        self.engine  # noqa: B018 - binds the session factory to this process's engine
-        return self._sessions()
+        # Bound explicitly, per session: no shared factory state for threads to race on.
+        return self._sessions(bind=self.engine)
 
     @contextmanager
     def sessions_bound_to(self, connection: Connection) -> Iterator[None]:

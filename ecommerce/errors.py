@@ -39,6 +39,20 @@ class Conflict(ShopError):
     code = "conflict"
 
 
+class SaleNotStarted(ShopError):
+    code = "sale_not_started"
+
+
+class SaleEnded(ShopError):
+    code = "sale_ended"
+
+
+class LimitExceeded(ShopError):
+    """More units than the item's per-buyer limit, counting the buyer's orders."""
+
+    code = "limit_exceeded"
+
+
 class AmountMismatch(ShopError):
     code = "amount_mismatch"
 

@@ -27,6 +27,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from ecommerce.db import Base
 
 ORDER_STATUS_PAID = "paid"
+#: Orders whose lines hold stock (count against per-buyer limits).
+STATUSES_HOLDING_STOCK = (ORDER_STATUS_PAID,)
 # Why stock arrived; sales are not movements, they are the order lines.
 MOVEMENT_REASONS = ("initial", "restock")
 
@@ -36,12 +38,24 @@ class Item(Base):
     __table_args__ = (
         CheckConstraint("stock >= 0", name="stock_not_negative"),
         CheckConstraint("price >= 0", name="price_not_negative"),
+        CheckConstraint(
+            "per_user_limit IS NULL OR per_user_limit > 0", name="per_user_limit_positive"
+        ),
+        CheckConstraint(
+            "sale_starts_at IS NULL OR sale_ends_at IS NULL OR sale_ends_at > sale_starts_at",
+            name="sale_window_ordered",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(Text, nullable=False)
     price: Mapped[Decimal] = mapped_column(Numeric(10, 2), nullable=False)
     stock: Mapped[Decimal] = mapped_column(Numeric(10, 2), nullable=False)
+    # The most units one buyer may hold across their orders (NULL: no limit).
+    per_user_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # When the item may be paid for (NULL: open on that side).
+    sale_starts_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    sale_ends_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class CartLine(Base):

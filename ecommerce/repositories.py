@@ -46,6 +46,7 @@ from sqlalchemy.sql import Executable
 
 from ecommerce.db import FOREIGN_KEY_VIOLATION, sqlstate
 from ecommerce.models import (
+    STATUSES_HOLDING_STOCK,
     CartLine,
     IdempotencyKey,
     Item,
@@ -61,9 +62,30 @@ from ecommerce.models import (
 
 _ITEM_IDS = bindparam("item_ids", type_=ARRAY(Integer))
 
+#: An item as ItemRow holds it.
+_ITEM_COLUMNS = (
+    Item.id,
+    Item.name,
+    Item.price,
+    Item.stock,
+    Item.per_user_limit,
+    Item.sale_starts_at,
+    Item.sale_ends_at,
+)
+#: What a cart line carries of its item, after its quantity (CartLineRow).
+_LINE_ITEM_COLUMNS = (
+    Item.name,
+    CartLine.quantity,
+    Item.price,
+    Item.stock,
+    Item.per_user_limit,
+    Item.sale_starts_at,
+    Item.sale_ends_at,
+)
+
 #: A user's cart with each line's item name, price and current stock.
 CART_LINES = (
-    select(CartLine.item_id, Item.name, CartLine.quantity, Item.price, Item.stock)
+    select(CartLine.item_id, *_LINE_ITEM_COLUMNS)
     .join(Item, Item.id == CartLine.item_id)
     .where(CartLine.user_id == bindparam("user_id"))
     .order_by(CartLine.item_id)
@@ -89,12 +111,15 @@ ADD_TO_CART_LINE = (
         # SQLAlchemy does not correlate subqueries inside RETURNING, so spelled out:
         literal_column("(SELECT name FROM items WHERE items.id = carts.item_id)", Text),
         literal_column("(SELECT stock FROM items WHERE items.id = carts.item_id)", Numeric(10, 2)),
+        literal_column(
+            "(SELECT per_user_limit FROM items WHERE items.id = carts.item_id)", Integer
+        ),
     )
 )
 
 #: The user's cart lines, locked FOR UPDATE OF carts (items are only read here).
 LOCK_CART_FOR_PAY = (
-    select(CartLine.item_id, Item.name, CartLine.quantity, Item.price, Item.stock)
+    select(CartLine.item_id, *_LINE_ITEM_COLUMNS)
     .join(Item, Item.id == CartLine.item_id)
     .where(CartLine.user_id == bindparam("user_id"))
     .order_by(CartLine.item_id)
@@ -131,7 +156,7 @@ WRITE_PAID_ORDER = text(
 #: Combined pays: the cart lines of every user of a batch, in one statement (a
 #: plain read: the sold-out check before any lock).
 CARTS_OF_USERS = (
-    select(CartLine.user_id, CartLine.item_id, Item.name, CartLine.quantity, Item.price, Item.stock)
+    select(CartLine.user_id, CartLine.item_id, *_LINE_ITEM_COLUMNS)
     .join(Item, Item.id == CartLine.item_id)
     .where(CartLine.user_id == any_(bindparam("user_ids", type_=ARRAY(Text))))
     .order_by(CartLine.user_id, CartLine.item_id)
@@ -215,7 +240,7 @@ FIND_LIVE_KEYS = text(
 
 #: for_update: the design note's locking read, ascending id, FOR NO KEY UPDATE.
 LOCK_ITEMS = (
-    select(Item.id, Item.name, Item.price, Item.stock)
+    select(*_ITEM_COLUMNS)
     .where(Item.id == any_(_ITEM_IDS))
     .order_by(Item.id)
     .with_for_update(key_share=True)
@@ -247,13 +272,23 @@ TAKE_IF_AVAILABLE = (
     .returning(Item.id)
 )
 
-ALL_ITEMS = select(Item.id, Item.name, Item.price, Item.stock).order_by(Item.id)
+ALL_ITEMS = select(*_ITEM_COLUMNS).order_by(Item.id)
 
-READ_ITEMS = (
-    select(Item.id, Item.name, Item.price, Item.stock)
-    .where(Item.id == any_(_ITEM_IDS))
-    .order_by(Item.id)
+#: Per-buyer limits: units of some items some users hold in their orders.
+HELD_UNITS = text(
+    """
+    SELECT o.user_id, l.item_id, CAST(sum(l.quantity) AS integer) AS units
+    FROM orders o JOIN order_lines l ON l.order_id = o.id
+    WHERE o.user_id = ANY(:users) AND l.item_id = ANY(:items) AND o.status = ANY(:statuses)
+    GROUP BY o.user_id, l.item_id
+    """
+).bindparams(
+    bindparam("users", type_=ARRAY(Text)),
+    bindparam("items", type_=ARRAY(Integer)),
+    bindparam("statuses", type_=ARRAY(Text)),
 )
+
+READ_ITEMS = select(*_ITEM_COLUMNS).where(Item.id == any_(_ITEM_IDS)).order_by(Item.id)
 
 
 @dataclass(frozen=True)
@@ -264,17 +299,23 @@ class ItemRow:
     name: str
     price: Decimal
     stock: Decimal
+    per_user_limit: int | None = None
+    sale_starts_at: dt.datetime | None = None
+    sale_ends_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
 class CartLineRow:
-    """A cart line with its item's name, current price and current stock."""
+    """A cart line with its item's name, current price, stock and sale rules."""
 
     item_id: int
     name: str
     quantity: int
     price: Decimal
     stock: Decimal
+    per_user_limit: int | None = None
+    sale_starts_at: dt.datetime | None = None
+    sale_ends_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -284,6 +325,7 @@ class AddedLine:
     quantity: int
     name: str
     stock: Decimal
+    per_user_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -351,9 +393,6 @@ class _Repository:
         statement on the pay path (see docs/BENCHMARKS.md).
         """
         return self.session.connection().execute(statement, params)
-
-
-_ITEM_COLUMNS = (Item.id, Item.name, Item.price, Item.stock)
 
 
 class ItemRepository(_Repository):
@@ -512,6 +551,21 @@ def _orders_from_rows(rows: Iterable[Any]) -> list[OrderRecord]:
 
 
 class OrderRepository(_Repository):
+    def held_units(
+        self, user_ids: Iterable[str], item_ids: Iterable[int]
+    ) -> dict[tuple[str, int], int]:
+        """Units of each item each user holds in orders that hold stock:
+        {(user_id, item_id): units}, absent when none."""
+        rows = self._execute(
+            HELD_UNITS,
+            {
+                "users": sorted(set(user_ids)),
+                "items": sorted(set(item_ids)),
+                "statuses": list(STATUSES_HOLDING_STOCK),
+            },
+        )
+        return {(user, item): units for user, item, units in rows}
+
     def write_paid(
         self, user_id: str, total: Decimal, amount: Decimal, lines: Sequence[NewOrderLine]
     ) -> tuple[int, dt.datetime]:

@@ -5,6 +5,7 @@ Money is always a string with two decimals ("1.00"); times are ISO 8601.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from ecommerce.money import format_money
@@ -18,7 +19,14 @@ def item_json(item: ItemView) -> dict[str, Any]:
         "name": item.name,
         "price": format_money(item.price),
         "stock": format_money(item.stock),
+        "per_user_limit": item.per_user_limit,
+        "sale_starts_at": _time(item.sale_starts_at),
+        "sale_ends_at": _time(item.sale_ends_at),
     }
+
+
+def _time(at: dt.datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
 
 
 def line_json(line: LineView) -> dict[str, Any]:
@@ -59,6 +67,7 @@ def quote_json(cart: CartView) -> dict[str, Any]:
             | {
                 "available": format_money(cart.available[line.item_id]),
                 "in_stock": cart.in_stock(line),
+                "on_sale": cart.on_sale(line),
             }
             for line in cart.lines
         ],

@@ -85,6 +85,9 @@ class Item(_Answer):
     name: str
     price: Money
     stock: Money
+    per_user_limit: int | None = Field(description="Most units one buyer may hold; null: none.")
+    sale_starts_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    sale_ends_at: str | None = Field(json_schema_extra={"format": "date-time"})
 
 
 class Items(RootModel[list[Item]]):
@@ -108,6 +111,7 @@ class Cart(_Answer):
 class QuoteLine(Line):
     available: Money
     in_stock: bool
+    on_sale: bool
 
 
 class Quote(_Answer):

@@ -41,8 +41,9 @@ network call happens while locks are held.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -71,7 +72,7 @@ from ecommerce.repositories import (
     NewOrderLine,
     OrderRepository,
 )
-from ecommerce.services import Shop, idempotency
+from ecommerce.services import Shop, idempotency, rules
 from ecommerce.services.combining import Combiner
 from ecommerce.services.results import LineView, OrderView, encode, total_of
 from ecommerce.services.stock import insufficient, price_changed, shortage
@@ -180,22 +181,72 @@ def _short_lines(
     ]
 
 
+def _rule_refusal(
+    cart: Sequence[CartLineRow],
+    at: dt.datetime,
+    held: dict[int, int],
+    locked: dict[int, ItemRow] | None = None,
+) -> ShopError | None:
+    """The item's sale window, then its per-buyer limit (``held``: units of each
+    item the buyer already holds in orders), judged on the locked item rows when
+    there are any (an admin may have changed a rule since the cart was read)."""
+    for line in cart:
+        rules_of = _rules_of(line, locked)
+        refusal = rules.window_refusal(line.item_id, line.name, rules_of, at)
+        if refusal is not None:
+            return refusal
+    for line in cart:
+        limit = _rules_of(line, locked).per_user_limit
+        refusal = rules.limit_refusal(
+            line.item_id, line.name, limit, held.get(line.item_id, 0), line.quantity
+        )
+        if refusal is not None:
+            return refusal
+    return None
+
+
+def _rules_of(line: CartLineRow, locked: dict[int, ItemRow] | None) -> CartLineRow | ItemRow:
+    """The locked row's rules when the item is locked (items marked sold out are
+    not), else those read with the cart."""
+    return locked.get(line.item_id, line) if locked is not None else line
+
+
+def _held(
+    session: Session, users: Iterable[str], cart_lines: Iterable[CartLineRow]
+) -> dict[str, dict[int, int]]:
+    """Units held in orders, per user and item, for the lines that have a limit
+    (no statement when none has)."""
+    limited = {line.item_id for line in cart_lines if line.per_user_limit is not None}
+    if not limited:
+        return {}
+    held: dict[str, dict[int, int]] = {}
+    for (user, item), units in OrderRepository(session).held_units(users, limited).items():
+        held.setdefault(user, {})[item] = units
+    return held
+
+
 def _refusal(
     user_id: str,
     amount: Decimal,
     cart: Sequence[CartLineRow],
     available: dict[int, Decimal],
     locked: dict[int, ItemRow] | None,
+    at: dt.datetime,
+    held: dict[int, int],
 ) -> ShopError | None:
     """Why this buyer cannot pay now (None: they can), in the order a buyer is told:
-    empty cart, too large, wrong amount (short stock first), short stock, price
-    changed. ``available`` is the stock each line can take; ``locked`` the locked
-    item rows (None before they are locked)."""
+    empty cart, too large, outside the sale window, over the per-buyer limit,
+    wrong amount (short stock first), short stock, price changed. ``available``
+    is the stock each line can take; ``locked`` the locked item rows (None before
+    they are locked); ``held`` the buyer's units in orders, per item."""
     if not cart:
         return empty_cart(user_id)
     total = total_of(_lines_of(cart))
     if total > MAX_AMOUNT:
         return order_too_large(total)
+    ruled = _rule_refusal(cart, at, held, locked)
+    if ruled is not None:
+        return ruled
     short = _short_lines(cart, available)
     if short or amount != total:
         return insufficient(short) if short else amount_mismatch(total, amount)
@@ -214,6 +265,11 @@ def _pay(session: Session, shop: Shop, user_id: str, amount: Decimal) -> OrderVi
     total = total_of(lines)
     if total > MAX_AMOUNT:
         raise order_too_large(total)
+    # Two pays of this cart queue on its rows (locked above), so the units held
+    # in orders cannot change under this pay: the limit is decided here.
+    ruled = _rule_refusal(cart, rules.now(), _held(session, [user_id], cart).get(user_id, {}))
+    if ruled is not None:
+        raise ruled
     marked = shop.sold_out.marked(session, [line.item_id for line in cart])
     if amount != total or marked:
         # Before any item row is locked, the stock read with the cart (a plain
@@ -242,11 +298,14 @@ def _sold_out_refusal(
     user_id: str, amount: Decimal, cart: Sequence[CartLineRow], marked: dict[int, str]
 ) -> ShopError | None:
     """The answer to a buyer whose cart (read without a lock) holds an item marked
-    sold out: the one the locked path would give. None: no marked item in it."""
+    sold out: the one the locked path would give. None: no marked item in it, or
+    a line with a per-buyer limit (that answer needs the locked path)."""
     if not any(line.item_id in marked for line in cart):
         return None
+    if any(line.per_user_limit is not None for line in cart):
+        return None
     available = {ln.item_id: Decimal(0) if ln.item_id in marked else ln.stock for ln in cart}
-    return _refusal(user_id, amount, cart, available, None)
+    return _refusal(user_id, amount, cart, available, None, rules.now(), {})
 
 
 def _refuse_if_sold_out(session: Session, shop: Shop, user_id: str, amount: Decimal) -> None:
@@ -343,6 +402,13 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     locked = {row.id: row for row in ItemRepository(session).lock(to_lock)} if to_lock else {}
     available = {item_id: row.stock for item_id, row in locked.items()}
     available |= dict.fromkeys(marked, Decimal(0))
+    # Per-buyer limits: the cart rows are locked, so held units cannot change.
+    at = rules.now()
+    held = _held(
+        session,
+        (batch[n].user_id for n in active),
+        (line for n in active for line in carts.get(batch[n].user_id, [])),
+    )
 
     # 5. Allocate in arrival order; each buyer all or nothing.
     paid_users: set[str] = set()
@@ -352,7 +418,15 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     for n in active:
         request = batch[n]
         cart = [] if request.user_id in paid_users else carts.get(request.user_id, [])
-        refusal = _refusal(request.user_id, request.amount, cart, available, locked)
+        refusal = _refusal(
+            request.user_id,
+            request.amount,
+            cart,
+            available,
+            locked,
+            at,
+            held.get(request.user_id, {}),
+        )
         if refusal is not None:
             outcomes[n] = refusal
             continue

@@ -86,11 +86,14 @@ class OrderView:
 
 @dataclass(frozen=True)
 class CartView:
-    """A cart, and each line's item stock as read with it (for the checkout quote)."""
+    """A cart, and each line's item stock and whether its sale is open, as read with
+    it (for the checkout quote)."""
 
     user_id: str
     lines: list[LineView]
     available: dict[int, Decimal]
+    # Items whose sale window is closed right now (before it opens or after it ends).
+    off_sale: frozenset[int] = frozenset()
     replayed: bool = False
 
     @property
@@ -100,15 +103,21 @@ class CartView:
     def in_stock(self, line: LineView) -> bool:
         return self.available[line.item_id] >= line.quantity
 
+    def on_sale(self, line: LineView) -> bool:
+        return line.item_id not in self.off_sale
+
     @property
     def can_pay(self) -> bool:
-        return bool(self.lines) and all(self.in_stock(line) for line in self.lines)
+        return bool(self.lines) and all(
+            self.in_stock(line) and self.on_sale(line) for line in self.lines
+        )
 
     def record(self) -> dict[str, Any]:
         return {
             "user_id": self.user_id,
             "lines": [_line_record(line) for line in self.lines],
             "available": {str(k): format_money(v) for k, v in self.available.items()},
+            "off_sale": sorted(self.off_sale),
         }
 
     @classmethod
@@ -118,6 +127,7 @@ class CartView:
             user_id=r["user_id"],
             lines=[_line_of(line) for line in r["lines"]],
             available={int(k): Decimal(v) for k, v in r.get("available", {}).items()},
+            off_sale=frozenset(r.get("off_sale", [])),
             replayed=True,
         )
 

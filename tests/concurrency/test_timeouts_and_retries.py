@@ -198,3 +198,19 @@ def test_a_transaction_left_idle_loses_its_locks_after_the_bound(make_app, commi
         other.execute(text("SET lock_timeout = '100ms'"))
         other.execute(text("SELECT 1 FROM items WHERE id = :i FOR UPDATE"), {"i": hot})
         other.rollback()
+
+
+def test_the_first_requests_of_a_fresh_process_race_for_its_engine_safely(make_app, committed):
+    """The engine is built lazily by whichever thread comes first; the others
+    must wait for it complete, never get a session bound to nothing."""
+    for _ in range(5):
+        shop = make_app(pool_size=16).extensions["shop"]
+        results = run_together(
+            [
+                lambda shop=shop: shop.transaction(
+                    lambda s: s.execute(text("SELECT 1")).scalar(), "probe"
+                )
+            ]
+            * 16
+        )
+        assert results == [1] * 16, [r for r in results if r != 1][:1]
