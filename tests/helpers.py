@@ -45,6 +45,26 @@ def insert_item(conn: Connection, name: str, price: str | Decimal, stock: int | 
     return item_id
 
 
+def set_sale_rules(
+    conn: Connection,
+    item_id: int,
+    *,
+    per_user_limit: int | None = None,
+    starts_in_s: float | None = None,
+    ends_in_s: float | None = None,
+) -> None:
+    """Give an item a per-buyer limit and a sale window relative to now."""
+    conn.execute(
+        text(
+            "UPDATE items SET per_user_limit = :limit,"
+            " sale_starts_at = now() + make_interval(secs => CAST(:starts AS float)),"
+            " sale_ends_at = now() + make_interval(secs => CAST(:ends AS float))"
+            " WHERE id = :i"
+        ),
+        {"limit": per_user_limit, "starts": starts_in_s, "ends": ends_in_s, "i": item_id},
+    )
+
+
 def insert_cart_line(conn: Connection, user_id: str, item_id: int, quantity: int) -> None:
     conn.execute(
         text("INSERT INTO carts (user_id, item_id, quantity) VALUES (:u, :i, :q)"),
