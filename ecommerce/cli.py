@@ -98,8 +98,11 @@ def prune_idempotency_keys() -> None:
     click.echo(f"deleted {idempotency.prune_expired(_shop())} expired idempotency keys")
 
 
-@click.command("issue-token", help="Print a bearer token for USER_ID.")
+@click.command(
+    "issue-token", help="Print a bearer token for USER_ID (with --admin: an admin token for NAME)."
+)
 @click.argument("user_id")
+@click.option("--admin", is_flag=True, help="An admin token (the admin API), not a buyer's.")
 @click.option(
     "--ttl",
     default=tokens.DEFAULT_TTL_S,
@@ -108,10 +111,10 @@ def prune_idempotency_keys() -> None:
     help="Lifetime in seconds.",
 )
 @with_appcontext
-def issue_token(user_id: str, ttl: int) -> None:
+def issue_token(user_id: str, admin: bool, ttl: int) -> None:
     if not USER_ID_PATTERN.match(user_id):
         raise click.BadParameter(USER_ID_RULE, param_hint="USER_ID")
-    click.echo(tokens.issue_token(_settings().secret_key, user_id, ttl))
+    click.echo(tokens.issue_token(_settings().secret_key, user_id, ttl, admin=admin))
 
 
 @click.command("add-item", help="Add an item with its opening stock; prints its id.")
@@ -133,10 +136,10 @@ def add_item(name: str, price: str, stock: int) -> None:
 @with_appcontext
 def restock(item_id: int, quantity: int) -> None:
     try:
-        new_stock = inventory.restock(_shop(), item_id, Decimal(quantity))
+        item = inventory.restock(_shop(), item_id, Decimal(quantity))
     except ShopError as exc:
         raise click.UsageError(exc.message) from exc
-    click.echo(f"item {item_id} stock is now {new_stock:.2f}")
+    click.echo(f"item {item_id} stock is now {item.stock:.2f}")
 
 
 def init_app(app: Flask) -> None:

@@ -274,6 +274,25 @@ TAKE_IF_AVAILABLE = (
 
 ALL_ITEMS = select(*_ITEM_COLUMNS).order_by(Item.id)
 
+#: An item's stock and sales, by the status of the orders its lines are in, in
+#: one statement (one snapshot). No row: no such item.
+ITEM_SALES = text(
+    """
+    SELECT
+        i.stock AS available,
+        coalesce(sum(l.quantity) FILTER (WHERE o.status = 'pending'), 0) AS reserved,
+        coalesce(sum(l.quantity) FILTER (WHERE o.status = 'paid'), 0) AS sold,
+        coalesce(sum(l.quantity) FILTER (WHERE o.status = 'refunded'), 0) AS refunded,
+        coalesce(sum(l.quantity * l.unit_price) FILTER (WHERE o.status = 'paid'), 0) AS revenue,
+        count(DISTINCT o.id) FILTER (WHERE o.status IN ('pending', 'paid')) AS orders
+    FROM items i
+    LEFT JOIN order_lines l ON l.item_id = i.id
+    LEFT JOIN orders o ON o.id = l.order_id
+    WHERE i.id = :item_id
+    GROUP BY i.id
+    """
+)
+
 #: Per-buyer limits: units of some items some users hold in their orders.
 HELD_UNITS = text(
     """
@@ -302,6 +321,18 @@ class ItemRow:
     per_user_limit: int | None = None
     sale_starts_at: dt.datetime | None = None
     sale_ends_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class ItemSalesRow:
+    """An item's stock, its units in orders by status, and what the paid ones brought in."""
+
+    available: Decimal
+    reserved: int
+    sold: int
+    refunded: int
+    revenue: Decimal
+    orders: int
 
 
 @dataclass(frozen=True)
@@ -407,15 +438,31 @@ class ItemRepository(_Repository):
         row = self._execute(select(*_ITEM_COLUMNS).where(Item.name == name).limit(1), {}).first()
         return ItemRow(*row) if row else None
 
-    def add(self, name: str, price: Decimal, stock: Decimal) -> ItemRow:
-        """A new item; its opening stock is recorded in the stock ledger."""
-        row = self._execute(
-            insert(Item).values(name=name, price=price, stock=stock).returning(*_ITEM_COLUMNS), {}
-        ).one()
+    def add(
+        self, name: str, price: Decimal, stock: Decimal, rules: Mapping[str, Any] | None = None
+    ) -> ItemRow:
+        """A new item (``rules``: per_user_limit, sale_starts_at, sale_ends_at);
+        its opening stock is recorded in the stock ledger."""
+        values = {"name": name, "price": price, "stock": stock, **(rules or {})}
+        row = self._execute(insert(Item).values(values).returning(*_ITEM_COLUMNS), {}).one()
         item = ItemRow(*row)
         if stock > 0:
             self._record_arrival(item.id, stock, "initial")
         return item
+
+    def lock_one(self, item_id: int) -> ItemRow | None:
+        """One item row, FOR NO KEY UPDATE (an admin change: read, check, write)."""
+        rows = self.lock([item_id])
+        return rows[0] if rows else None
+
+    def change(self, item_id: int, values: Mapping[str, Any]) -> ItemRow:
+        """Write some of name, price, per_user_limit, sale_starts_at, sale_ends_at."""
+        stmt = update(Item).where(Item.id == item_id).values(dict(values))
+        return ItemRow(*self._execute(stmt.returning(*_ITEM_COLUMNS), {}).one())
+
+    def sales(self, item_id: int) -> ItemSalesRow | None:
+        row = self._execute(ITEM_SALES, {"item_id": item_id}).first()
+        return ItemSalesRow(*row) if row else None
 
     def restock(self, item_id: int, quantity: Decimal) -> Decimal | None:
         """Add units to stock and to the ledger; returns the new stock (None: no such item)."""

@@ -54,6 +54,7 @@ def init_app(app: Flask) -> None:
     register_error_handlers(app)
 
     from ecommerce.api import observe
+    from ecommerce.api.admin import bp as admin_bp
     from ecommerce.api.cart import bp as cart_bp
     from ecommerce.api.items import bp as items_bp
     from ecommerce.api.ops import bp as ops_bp
@@ -64,3 +65,4 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(cart_bp)
     app.register_blueprint(orders_bp)
     app.register_blueprint(ops_bp)
+    app.register_blueprint(admin_bp)

@@ -45,6 +45,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     body: type[BaseModel] | None = None
     token: bool = False  # a bearer token is needed when authentication is on
+    admin: bool = False  # an admin token, always
     user_scoped: bool = False  # ... and it must be the path's user
     idempotent: bool = False  # takes an Idempotency-Key header
     content_type: str = "application/json"
@@ -112,8 +113,10 @@ def _operation(operation: Operation) -> dict[str, Any]:
             "content": content,
         }
     errors = set(operation.errors) | {405, 503}
-    if operation.token or operation.user_scoped:
+    if operation.token or operation.user_scoped or operation.admin:
         errors.add(401)
+    if operation.admin:
+        errors.add(403)
     if operation.user_scoped:
         errors |= {400, 403}
     for status in sorted(errors):
@@ -132,6 +135,8 @@ def _operation(operation: Operation) -> dict[str, Any]:
         }
     if operation.token or operation.user_scoped:
         spec["security"] = [{}, {"bearer": []}]
+    if operation.admin:
+        spec["security"] = [{"bearer": []}]
     return spec
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from ecommerce.money import format_money
 from ecommerce.services.orders import OrderPage
-from ecommerce.services.results import CartView, ItemView, LineView, OrderView
+from ecommerce.services.results import CartView, ItemSalesView, ItemView, LineView, OrderView
 
 
 def item_json(item: ItemView) -> dict[str, Any]:
@@ -22,6 +22,18 @@ def item_json(item: ItemView) -> dict[str, Any]:
         "per_user_limit": item.per_user_limit,
         "sale_starts_at": _time(item.sale_starts_at),
         "sale_ends_at": _time(item.sale_ends_at),
+    }
+
+
+def item_sales_json(item_id: int, sales: ItemSalesView) -> dict[str, Any]:
+    return {
+        "item_id": item_id,
+        "available": format_money(sales.available),
+        "reserved": sales.reserved,
+        "sold": sales.sold,
+        "refunded": sales.refunded,
+        "revenue": format_money(sales.revenue),
+        "orders": sales.orders,
     }
 
 

@@ -7,6 +7,7 @@ schemathesis checks the live server against the document.
 
 from __future__ import annotations
 
+import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -24,10 +25,11 @@ from ecommerce.limits import (
     IDEMPOTENCY_KEY_PATTERN,
     MAX_AMOUNT,
     MAX_ID,
+    MAX_PRICE,
     MAX_QUANTITY,
     USER_ID_PATTERN,
 )
-from ecommerce.money import parse_amount
+from ecommerce.money import MoneyError, parse_amount
 
 #: Money in answers: a string with two decimals, such as "12.50".
 MONEY_PATTERN = r"^-?[0-9]+\.[0-9]{2}$"
@@ -48,6 +50,50 @@ Amount = Annotated[
         }
     ),
 ]
+
+
+def _parse_price(raw: object) -> Decimal:
+    price = parse_amount(raw)
+    if price > MAX_PRICE:
+        raise MoneyError(f"must not exceed {MAX_PRICE}")
+    return price
+
+
+#: An item's price: as an amount, at most MAX_PRICE.
+Price = Annotated[
+    Decimal,
+    BeforeValidator(_parse_price),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^[0-9]{1,8}(\.[0-9]{1,2})?$"},
+                {"type": "number", "minimum": 0, "maximum": float(MAX_PRICE)},
+            ],
+            "description": "A JSON number or a decimal string, at most two decimals.",
+        }
+    ),
+]
+
+
+def _parse_time(raw: object) -> dt.datetime:
+    if not isinstance(raw, str):
+        raise ValueError("must be an RFC 3339 time string")
+    try:
+        at = dt.datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise ValueError("must be an RFC 3339 time, such as 2026-12-12T00:00:00+08:00") from exc
+    if at.tzinfo is None:
+        raise ValueError("must have a UTC offset, such as 2026-12-12T00:00:00+08:00")
+    return at
+
+
+#: A moment: RFC 3339 with an offset ("Z" or "+08:00"); a time without one is refused.
+Time = Annotated[
+    dt.datetime,
+    BeforeValidator(_parse_time),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+Limit = Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY)]
 
 
 def _pattern(compiled: Any) -> str:
@@ -71,6 +117,29 @@ class AddToCart(_Body):
 
 class Pay(_Body):
     amount: Amount
+
+
+class NewItem(_Body):
+    name: str = Field(min_length=1, max_length=200)
+    price: Price
+    stock: StrictInt = Field(ge=0, le=MAX_QUANTITY)
+    per_user_limit: Limit | None = None
+    sale_starts_at: Time | None = None
+    sale_ends_at: Time | None = None
+
+
+class ItemChanges(_Body):
+    """Any of these; ``null`` clears a rule (name and price cannot be cleared)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    price: Price | None = None
+    per_user_limit: Limit | None = None
+    sale_starts_at: Time | None = None
+    sale_ends_at: Time | None = None
+
+
+class Restock(_Body):
+    quantity: StrictInt = Field(ge=1, le=MAX_QUANTITY)
 
 
 # --- Answers -----------------------------------------------------------------------
@@ -136,6 +205,16 @@ class OrderPage(_Answer):
     next_before: int | None = Field(
         default=None, description="Pass as ?before= for the next page; absent on the last."
     )
+
+
+class ItemSales(_Answer):
+    item_id: int
+    available: Money
+    reserved: int = Field(description="Units in pending orders (reserved, not yet paid).")
+    sold: int = Field(description="Units in paid orders.")
+    refunded: int
+    revenue: Money = Field(description="What the paid orders brought in for this item.")
+    orders: int = Field(description="Orders holding this item's stock (pending or paid).")
 
 
 class ErrorBody(_Answer):

@@ -7,6 +7,7 @@ API has always given ("quantity must be between 1 and 99999999").
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -68,18 +69,46 @@ def body(model: type[B], raw: dict[str, Any]) -> B:
 
 
 def _message(model: type[BaseModel], error: Any) -> str:
-    name = str(error["loc"][0])
     kind = error["type"]
+    if not error["loc"]:  # a rule across fields
+        return str(error["ctx"]["error"]) if kind == "value_error" else error["msg"]
+    name = str(error["loc"][0])
     if kind == "missing":
         return f"{name} is required"
     if kind == "int_type":
         return f"{name} must be a JSON integer"
     if kind in {"greater_than_equal", "less_than_equal"}:
-        bounds = {type(m).__name__: m for m in model.model_fields[name].metadata}
-        return f"{name} must be between {bounds['Ge'].ge} and {bounds['Le'].le}"
+        low, high = _bounds(model, name, "minimum", "maximum")
+        return f"{name} must be between {low} and {high}"
     if kind == "value_error":  # a parser's own reason, e.g. the amount's MoneyError
         return f"{name} {error['ctx']['error']}"
+    if kind == "string_type":
+        return f"{name} must be a string"
+    if kind in {"string_too_short", "string_too_long"}:
+        low, high = _bounds(model, name, "minLength", "maxLength")
+        return f"{name} must be {low} to {high} characters"
     return f"{name} is not valid"
+
+
+@functools.cache
+def _bounds(model: type[BaseModel], name: str, low: str, high: str) -> tuple[Any, Any]:
+    """A field's bounds as its JSON Schema states them (the document's own words),
+    looking inside ``anyOf`` for optional fields."""
+    schema = model.model_json_schema()["properties"][name]
+    for option in [schema, *schema.get("anyOf", [])]:
+        if low in option or high in option:
+            return option.get(low), option.get(high)
+    return None, None
+
+
+def item_changes(raw: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a PATCH that were sent (``null`` clears a rule)."""
+    changes = body(schemas.ItemChanges, raw)
+    sent = {name: getattr(changes, name) for name in changes.model_fields_set}
+    for required in ("name", "price"):
+        if required in sent and sent[required] is None:
+            raise InvalidRequest(f"{required} cannot be cleared")
+    return sent
 
 
 def add_to_cart(raw: dict[str, Any]) -> tuple[int, int]:

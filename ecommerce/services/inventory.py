@@ -1,15 +1,19 @@
-"""Stock that arrives: new items and restocks, always through the stock ledger."""
+"""The catalogue's owner: new items, their sale rules, restocks (always through the
+stock ledger), and an item's sales. The admin API and the CLI call these."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from ecommerce.errors import InvalidRequest, NotFound
 from ecommerce.limits import MAX_PRICE, MAX_QUANTITY
 from ecommerce.money import CENT
-from ecommerce.repositories import ItemRepository, ItemRow
+from ecommerce.repositories import ItemRepository, ItemRow, ItemSalesRow
 from ecommerce.services import Shop
 
 
@@ -20,11 +24,66 @@ def _check(price: Decimal | None, stock: Decimal) -> None:
         raise InvalidRequest(f"stock must be a whole number from 0 to {MAX_QUANTITY}")
 
 
-def add_item(shop: Shop, name: str, price: Decimal, stock: Decimal) -> ItemRow:
+#: The sale rules an item may have (None: no rule).
+RULES = ("per_user_limit", "sale_starts_at", "sale_ends_at")
+#: What an admin may change on an item.
+CHANGEABLE = ("name", "price", *RULES)
+
+
+def _check_window(starts: dt.datetime | None, ends: dt.datetime | None) -> None:
+    if starts is not None and ends is not None and ends <= starts:
+        raise InvalidRequest("sale_ends_at must be after sale_starts_at")
+
+
+def add_item(
+    shop: Shop, name: str, price: Decimal, stock: Decimal, rules: Mapping[str, Any] | None = None
+) -> ItemRow:
+    """A new item with its opening stock (through the ledger) and sale rules."""
     if not name.strip():
         raise InvalidRequest("name must not be empty")
     _check(price, stock)
-    return shop.transaction(lambda s: ItemRepository(s).add(name, price, stock), "add_item")
+    rules = dict(rules or {})
+    if set(rules) - set(RULES):
+        raise InvalidRequest(f"unknown rules: {sorted(set(rules) - set(RULES))}")
+    _check_window(rules.get("sale_starts_at"), rules.get("sale_ends_at"))
+    return shop.transaction(lambda s: ItemRepository(s).add(name, price, stock, rules), "add_item")
+
+
+def change_item(shop: Shop, item_id: int, changes: Mapping[str, Any]) -> ItemRow:
+    """Change some of an item's name, price and sale rules (None clears a rule).
+    The row is locked while the new window is checked against the stored one."""
+    unknown = set(changes) - set(CHANGEABLE)
+    if unknown:
+        raise InvalidRequest(f"cannot change {sorted(unknown)}")
+    if "name" in changes and not str(changes["name"]).strip():
+        raise InvalidRequest("name must not be empty")
+    if "price" in changes:
+        _check(changes["price"], Decimal(0))
+
+    def work(session: Session) -> ItemRow:
+        items = ItemRepository(session)
+        current = items.lock_one(item_id)
+        if current is None:
+            raise NotFound(f"item {item_id} does not exist")
+        _check_window(
+            changes.get("sale_starts_at", current.sale_starts_at),
+            changes.get("sale_ends_at", current.sale_ends_at),
+        )
+        return items.change(item_id, changes) if changes else current
+
+    return shop.transaction(work, "change_item")
+
+
+def item_sales(shop: Shop, item_id: int) -> ItemSalesRow:
+    """Stock and sales of one item, from the database (one statement, one snapshot)."""
+
+    def work(session: Session) -> ItemSalesRow:
+        sales = ItemRepository(session).sales(item_id)
+        if sales is None:
+            raise NotFound(f"item {item_id} does not exist")
+        return sales
+
+    return shop.transaction(work, "item_sales")
 
 
 def add_missing_items(shop: Shop, items: list[tuple[str, Decimal, Decimal]]) -> list[str]:
@@ -45,20 +104,23 @@ def add_missing_items(shop: Shop, items: list[tuple[str, Decimal, Decimal]]) -> 
     return shop.transaction(work, "add_missing_items")
 
 
-def restock(shop: Shop, item_id: int, quantity: Decimal) -> Decimal:
-    """Add ``quantity`` units to an item's stock; returns the new stock."""
+def restock(shop: Shop, item_id: int, quantity: Decimal) -> ItemRow:
+    """Add ``quantity`` units to an item's stock; returns the item."""
     _check(None, quantity)
     if quantity == 0:
         raise InvalidRequest("quantity must be positive")
 
-    def work(session: Session) -> Decimal:
-        new_stock = ItemRepository(session).restock(item_id, quantity)
+    def work(session: Session) -> ItemRow:
+        items = ItemRepository(session)
+        new_stock = items.restock(item_id, quantity)
         if new_stock is None:
             raise NotFound(f"item {item_id} does not exist")
         if new_stock > MAX_QUANTITY:
             raise InvalidRequest(f"stock would exceed {MAX_QUANTITY}")
-        return new_stock
+        item = items.get(item_id)
+        assert item is not None
+        return item
 
-    new_stock = shop.transaction(work, "restock")
+    item = shop.transaction(work, "restock")
     shop.sold_out.clear(item_id)  # other processes see it at their next re-check
-    return new_stock
+    return item

@@ -41,14 +41,17 @@ def schemathesis(port: int, *headers: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("auth", ["off", "on"])
+@pytest.mark.parametrize("auth", ["off", "on", "admin"])
 def test_the_live_server_keeps_its_document(database_url, committed, auth):
+    """off: no token; on: AUTH_REQUIRED with a buyer's token; admin: an admin
+    token, so the admin API is exercised past its 401/403."""
     env = {"AUTH_REQUIRED": "true" if auth == "on" else "false", "LOG_LEVEL": "warning"}
     server = Server(database_url, **env)
     server.flask("seed")
     headers = []
-    if auth == "on":
-        token = server.flask("issue-token", "user1").stdout.split()[-1]
+    if auth != "off":
+        admin = ["--admin"] if auth == "admin" else []
+        token = server.flask("issue-token", *admin, "user1").stdout.split()[-1]
         headers.append(f"Authorization: Bearer {token}")
     with server:
         run = schemathesis(server.port, *headers)
