@@ -26,11 +26,29 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ecommerce.db import Base
 
+ORDER_STATUS_PENDING = "pending"  # stock reserved, the payment outstanding
 ORDER_STATUS_PAID = "paid"
-#: Orders whose lines hold stock (count against per-buyer limits).
-STATUSES_HOLDING_STOCK = (ORDER_STATUS_PAID,)
-# Why stock arrived; sales are not movements, they are the order lines.
-MOVEMENT_REASONS = ("initial", "restock")
+ORDER_STATUS_PAYMENT_FAILED = "payment_failed"
+ORDER_STATUS_EXPIRED = "expired"
+ORDER_STATUS_CANCELLED = "cancelled"
+ORDER_STATUS_REFUNDED = "refunded"
+ORDER_STATUSES = (
+    ORDER_STATUS_PENDING,
+    ORDER_STATUS_PAID,
+    ORDER_STATUS_PAYMENT_FAILED,
+    ORDER_STATUS_EXPIRED,
+    ORDER_STATUS_CANCELLED,
+    ORDER_STATUS_REFUNDED,
+)
+#: Orders whose lines hold stock (and count against per-buyer limits); the
+#: others gave their stock back through the ledger.
+STATUSES_HOLDING_STOCK = (ORDER_STATUS_PENDING, ORDER_STATUS_PAID)
+# Why stock moved into items.stock: it arrived ('initial', 'restock'), or an order
+# gave it back ('release': never paid; 'refund': paid, then refunded). Sales are
+# not movements, they are the order lines.
+ARRIVALS = ("initial", "restock")
+RETURNS = ("release", "refund")
+MOVEMENT_REASONS = ARRIVALS + RETURNS
 
 
 class Item(Base):
@@ -73,7 +91,10 @@ class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
         CheckConstraint("total >= 0", name="total_not_negative"),
-        CheckConstraint(f"status IN ('{ORDER_STATUS_PAID}')", name="status_known"),
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{s}'" for s in ORDER_STATUSES) + ")", name="status_known"
+        ),
+        CheckConstraint("status <> 'pending' OR expires_at IS NOT NULL", name="pending_expires"),
         Index("ix_orders_user_id_id", "user_id", "id"),
     )
 
@@ -84,6 +105,8 @@ class Order(Base):
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+    # While pending: when the reservation lapses (flask release-expired).
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     lines: Mapped[list[OrderLine]] = relationship(
         lazy="raise", order_by="OrderLine.item_id", back_populates="order"
@@ -119,11 +142,24 @@ class Payment(Base):
     )
 
 
+class Refund(Base):
+    __tablename__ = "refunds"
+    __table_args__ = (CheckConstraint("amount >= 0", name="amount_not_negative"),)
+
+    # One refund per order, of its total.
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), primary_key=True)
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2), nullable=False)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
 class StockMovement(Base):
     """The stock ledger: every unit that enters stock, other than by a sale's
-    rollback, is recorded here. For every item,
-    sum(movements) - units in order lines = items.stock
-    is the conservation invariant `flask check-invariants` verifies.
+    rollback, is recorded here: arrivals, and stock an order gave back. For every
+    item, arrivals - units in orders that hold stock (pending, paid) = items.stock
+    is the conservation invariant `flask check-invariants` verifies; each order
+    that gave its stock back has one return movement per line.
     """
 
     __tablename__ = "stock_movements"
@@ -133,6 +169,10 @@ class StockMovement(Base):
             "reason IN (" + ", ".join(f"'{r}'" for r in MOVEMENT_REASONS) + ")",
             name="reason_known",
         ),
+        CheckConstraint(
+            "(reason IN ('release', 'refund')) = (order_id IS NOT NULL)",
+            name="returns_name_their_order",
+        ),
         Index("ix_stock_movements_item_id", "item_id"),
     )
 
@@ -140,6 +180,8 @@ class StockMovement(Base):
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), nullable=False)
     quantity: Mapped[Decimal] = mapped_column(Numeric(10, 2), nullable=False)
     reason: Mapped[str] = mapped_column(Text, nullable=False)
+    # The order that gave the stock back (returns only).
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )

@@ -52,6 +52,7 @@ from ecommerce.models import (
     Item,
     Order,
     OrderLine,
+    Refund,
     StockMovement,
 )
 
@@ -253,6 +254,24 @@ DECREMENT_ITEMS = text(
     FROM unnest(CAST(:item_ids AS integer[]), CAST(:quantities AS integer[]))
          AS wanted (id, quantity)
     WHERE items.id = wanted.id
+    """
+).bindparams(
+    bindparam("item_ids", type_=ARRAY(Integer)),
+    bindparam("quantities", type_=ARRAY(Integer)),
+)
+
+#: An order's units back into stock, and into the ledger as returns of that order.
+RETURN_STOCK = text(
+    """
+    WITH back AS (
+        UPDATE items SET stock = items.stock + r.quantity
+        FROM unnest(CAST(:item_ids AS integer[]), CAST(:quantities AS integer[]))
+             AS r (id, quantity)
+        WHERE items.id = r.id
+        RETURNING items.id, r.quantity
+    )
+    INSERT INTO stock_movements (item_id, quantity, reason, order_id)
+    SELECT id, quantity, :reason, :order_id FROM back
     """
 ).bindparams(
     bindparam("item_ids", type_=ARRAY(Integer)),
@@ -492,6 +511,20 @@ class ItemRepository(_Repository):
         rows = self._execute(READ_ITEMS, {"item_ids": sorted(set(item_ids))})
         return [ItemRow(*row) for row in rows]
 
+    def give_back(self, order_id: int, quantities: Mapping[int, int], reason: str) -> None:
+        """Return an order's units to stock (rows already locked) and record each
+        line in the ledger as ``reason`` ('release' or 'refund') of that order."""
+        ids = sorted(quantities)
+        self._execute(
+            RETURN_STOCK,
+            {
+                "item_ids": ids,
+                "quantities": [quantities[i] for i in ids],
+                "order_id": order_id,
+                "reason": reason,
+            },
+        )
+
     def decrement(self, quantities: Mapping[int, int]) -> None:
         """Subtract quantities from stock in one statement (rows already locked)."""
         ids = sorted(quantities)
@@ -673,6 +706,22 @@ class OrderRepository(_Repository):
         stmt = _ORDER_WITH_LINES.where(Order.id == order_id).order_by(OrderLine.item_id)
         found = _orders_from_rows(self._execute(stmt, {}))
         return found[0] if found else None
+
+    def lock(self, order_id: int) -> OrderRecord | None:
+        """The order, its row locked FOR UPDATE (a change of status: the last word
+        between a cancel, a refund, a confirmation and an expiry), with its lines."""
+        locked = self._execute(
+            select(Order.id).where(Order.id == order_id).with_for_update(), {}
+        ).first()
+        return self.get(order_id) if locked else None
+
+    def set_status(self, order_id: int, status: str) -> None:
+        self._execute(
+            update(Order).where(Order.id == order_id).values(status=status, expires_at=None), {}
+        )
+
+    def add_refund(self, order_id: int, amount: Decimal) -> None:
+        self._execute(insert(Refund).values(order_id=order_id, amount=amount), {})
 
     def for_user(self, user_id: str, limit: int, before: int | None = None) -> list[OrderRecord]:
         """The user's newest orders first, ``limit`` at most, ids below ``before``."""

@@ -93,7 +93,8 @@ class ShopState:
     orders: int
     order_lines: int
     payments: int
-    orders_total: Decimal
+    charged_orders: int
+    charged_total: Decimal
     payments_total: Decimal
     orders_without_lines: int
     orders_per_user: dict[str, int]
@@ -114,11 +115,21 @@ def shop_state(source: Engine | Connection) -> ShopState:
     def one(sql: str) -> Any:
         return conn.execute(text(sql)).one()
 
-    orders, orders_total = one("SELECT count(*), coalesce(sum(total), 0) FROM orders")
+    orders = one("SELECT count(*) FROM orders")[0]
+    # Orders charged (paid, or paid and refunded since): each has one payment.
+    charged, charged_total = one(
+        "SELECT count(*), coalesce(sum(total), 0) FROM orders"
+        " WHERE status IN ('paid', 'refunded')"
+    )
     payments, payments_total = one("SELECT count(*), coalesce(sum(amount), 0) FROM payments")
     return ShopState(
         stock=pairs("SELECT id, stock FROM items"),
-        sold=pairs("SELECT item_id, sum(quantity) FROM order_lines GROUP BY item_id"),
+        # Units in orders that hold stock; ended orders gave theirs back.
+        sold=pairs(
+            "SELECT l.item_id, sum(l.quantity) FROM order_lines l"
+            " JOIN orders o ON o.id = l.order_id WHERE o.status IN ('pending', 'paid')"
+            " GROUP BY l.item_id"
+        ),
         carts={
             (user_id, item_id): quantity
             for user_id, item_id, quantity in conn.execute(
@@ -128,7 +139,8 @@ def shop_state(source: Engine | Connection) -> ShopState:
         orders=orders,
         order_lines=one("SELECT count(*) FROM order_lines")[0],
         payments=payments,
-        orders_total=orders_total,
+        charged_orders=charged,
+        charged_total=charged_total,
         payments_total=payments_total,
         orders_without_lines=one(
             "SELECT count(*) FROM orders o WHERE NOT EXISTS"
@@ -149,8 +161,8 @@ def assert_conserved(before: dict[int, Decimal], after: ShopState) -> None:
             f"item {item_id}: stock went {initial} -> {final} but "
             f"{after.sold.get(item_id, 0)} units are in orders"
         )
-    assert after.orders == after.payments, "every order has exactly one payment"
-    assert after.orders_total == after.payments_total, "payments add up to the order totals"
+    assert after.charged_orders == after.payments, "every charged order has exactly one payment"
+    assert after.charged_total == after.payments_total, "payments add up to the order totals"
     assert after.orders_without_lines == 0
 
 

@@ -12,8 +12,8 @@ from flask import Blueprint, Response, request
 
 from ecommerce.api import auth, current_shop, json_response, schemas, validation
 from ecommerce.api.openapi import Operation, documented
-from ecommerce.api.render import item_json, item_sales_json
-from ecommerce.services import inventory
+from ecommerce.api.render import item_json, item_sales_json, order_json
+from ecommerce.services import inventory, orders
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -69,6 +69,20 @@ def restock(item_id: int) -> Response:
     quantity = validation.body(schemas.Restock, validation.json_object(request)).quantity
     item = inventory.restock(current_shop(), item_id, Decimal(quantity))
     return json_response(item_json(item))
+
+
+@bp.post("/orders/<id:order_id>/refund")
+@documented(
+    Operation(
+        "Refund an order (as its owner's cancel): paid -> refunded, pending -> cancelled, "
+        "the stock back on sale.",
+        {200: schemas.Order},
+        errors=(404, 409),
+        admin=True,
+    )
+)
+def refund(order_id: int) -> Response:
+    return json_response(order_json(orders.refund_order(current_shop(), order_id)))
 
 
 @bp.get("/items/<id:item_id>/sales")

@@ -23,6 +23,21 @@ def get_order(order_id: int) -> Response:
     return json_response(order_json(orders.get_order(current_shop(), order_id, owner)))
 
 
+@bp.post("/orders/<id:order_id>/cancel")
+@documented(
+    Operation(
+        "Cancel an order: pending -> cancelled, paid -> refunded, the stock back on sale. "
+        "Again: unchanged; expired or payment_failed: 409.",
+        {200: schemas.Order},
+        (404, 409),
+        token=True,
+    )
+)
+def cancel(order_id: int) -> Response:
+    owner = auth.current_subject()
+    return json_response(order_json(orders.cancel_order(current_shop(), order_id, owner)))
+
+
 @bp.get("/users/<user_id>/orders")
 @documented(
     Operation(

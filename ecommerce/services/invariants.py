@@ -2,10 +2,15 @@
 the simulator and the tests all use this module).
 
 * stock is never negative;
-* conservation: for every item, units received (the stock ledger) minus units
-  in order lines equals current stock — no unit sold twice, none lost;
-* every order has lines, exactly one payment equal to its total, and a total
-  equal to the sum of its lines;
+* conservation: for every item, units received (arrivals in the stock ledger)
+  minus units in orders that hold stock (pending, paid) equals current stock —
+  no unit sold twice, none lost;
+* an order that gave its stock back (payment_failed, expired, cancelled,
+  refunded) has a return movement of exactly its units, per line; no other
+  order has one;
+* every order has lines and a total equal to the sum of its lines; a paid or
+  refunded order has exactly one payment of its total, other orders none; a
+  refunded order has a refund of its total, other orders none;
 * no cart line points at a missing item.
 """
 
@@ -18,17 +23,22 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from ecommerce.models import ARRIVALS, STATUSES_HOLDING_STOCK
 from ecommerce.services import Shop
 
-#: Per item: units received through the ledger, units in order lines, stock now.
-_BOOKS = """
+_HOLDING = ", ".join(f"'{s}'" for s in STATUSES_HOLDING_STOCK)
+_ARRIVALS = ", ".join(f"'{r}'" for r in ARRIVALS)
+
+#: Per item: units that arrived (ledger), units in orders holding stock, stock now.
+_BOOKS = f"""
     SELECT i.id AS item_id, coalesce(m.received, 0) AS received,
            coalesce(l.in_orders, 0) AS in_orders, i.stock
     FROM items i
     LEFT JOIN (SELECT item_id, sum(quantity) AS received FROM stock_movements
-               GROUP BY item_id) m ON m.item_id = i.id
-    LEFT JOIN (SELECT item_id, sum(quantity) AS in_orders FROM order_lines
-               GROUP BY item_id) l ON l.item_id = i.id
+               WHERE reason IN ({_ARRIVALS}) GROUP BY item_id) m ON m.item_id = i.id
+    LEFT JOIN (SELECT ol.item_id, sum(ol.quantity) AS in_orders
+               FROM order_lines ol JOIN orders o ON o.id = ol.order_id
+               WHERE o.status IN ({_HOLDING}) GROUP BY ol.item_id) l ON l.item_id = i.id
     WHERE CAST(:item_ids AS integer[]) IS NULL OR i.id = ANY (CAST(:item_ids AS integer[]))"""
 
 CHECKS: dict[str, str] = {
@@ -45,9 +55,27 @@ CHECKS: dict[str, str] = {
         FROM orders o JOIN order_lines l ON l.order_id = o.id
         GROUP BY o.id, o.total HAVING o.total <> sum(l.quantity * l.unit_price) ORDER BY o.id""",
     "payment_mismatch": """
-        SELECT o.id AS order_id, o.total, p.amount FROM orders o
+        SELECT o.id AS order_id, o.status, o.total, p.amount FROM orders o
         LEFT JOIN payments p ON p.order_id = o.id
-        WHERE p.amount IS DISTINCT FROM o.total ORDER BY o.id""",
+        WHERE CASE WHEN o.status IN ('paid', 'refunded') THEN p.amount IS DISTINCT FROM o.total
+                   ELSE p.order_id IS NOT NULL END
+        ORDER BY o.id""",
+    "refund_mismatch": """
+        SELECT o.id AS order_id, o.status, o.total, r.amount FROM orders o
+        LEFT JOIN refunds r ON r.order_id = o.id
+        WHERE CASE WHEN o.status = 'refunded' THEN r.amount IS DISTINCT FROM o.total
+                   ELSE r.order_id IS NOT NULL END
+        ORDER BY o.id""",
+    "stock_return_mismatch": f"""
+        SELECT o.id AS order_id, o.status, ol.item_id, ol.quantity,
+               coalesce(m.returned, 0) AS returned
+        FROM orders o JOIN order_lines ol ON ol.order_id = o.id
+        LEFT JOIN (SELECT order_id, item_id, sum(quantity) AS returned FROM stock_movements
+                   WHERE order_id IS NOT NULL GROUP BY order_id, item_id) m
+               ON m.order_id = o.id AND m.item_id = ol.item_id
+        WHERE coalesce(m.returned, 0)
+              <> CASE WHEN o.status IN ({_HOLDING}) THEN 0 ELSE ol.quantity END
+        ORDER BY o.id, ol.item_id""",
     "cart_line_for_missing_item": """
         SELECT c.user_id, c.item_id FROM carts c
         LEFT JOIN items i ON i.id = c.item_id WHERE i.id IS NULL""",

@@ -1,4 +1,14 @@
-"""Reading orders."""
+"""Orders: reading them, and ending them (a buyer's cancel, an admin's refund).
+
+Ending an order gives its stock back in the same transaction, through the
+ledger ('release' for an order never paid, 'refund' for a paid one), so the
+books balance at every commit. The order row is locked first (FOR UPDATE): a
+cancel, a refund, a confirmation and an expiry of one order queue there, and
+exactly one of them decides its final state; then its items, ascending, as a
+pay locks them. Repeating an end is harmless: an order already cancelled or
+refunded is answered unchanged; one that expired or whose payment failed has
+nothing left to end (409 conflict).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +16,14 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from ecommerce.errors import NotFound
-from ecommerce.repositories import OrderRepository
+from ecommerce.errors import Conflict, NotFound
+from ecommerce.models import (
+    ORDER_STATUS_CANCELLED,
+    ORDER_STATUS_PAID,
+    ORDER_STATUS_PENDING,
+    ORDER_STATUS_REFUNDED,
+)
+from ecommerce.repositories import ItemRepository, OrderRepository
 from ecommerce.services import Shop
 from ecommerce.services.results import OrderView
 
@@ -36,3 +52,50 @@ def list_orders(shop: Shop, user_id: str, limit: int, before: int | None) -> Ord
 
     found = shop.transaction(work, "list_orders")
     return OrderPage(found, found[-1].order_id if len(found) == limit else None)
+
+
+def cancel_order(shop: Shop, order_id: int, owner: str | None = None) -> OrderView:
+    """The buyer's cancel: pending -> cancelled, paid -> refunded; stock back.
+    With ``owner`` set, another user's order is reported as missing."""
+    return _end(shop, order_id, owner, "cancel_order")
+
+
+def refund_order(shop: Shop, order_id: int) -> OrderView:
+    """The admin's refund: the same end as a cancel, for any buyer's order."""
+    return _end(shop, order_id, None, "refund_order")
+
+
+#: What ending an order does, by its status: (new status, ledger reason).
+_ENDINGS = {
+    ORDER_STATUS_PENDING: (ORDER_STATUS_CANCELLED, "release"),
+    ORDER_STATUS_PAID: (ORDER_STATUS_REFUNDED, "refund"),
+}
+_ALREADY_ENDED = (ORDER_STATUS_CANCELLED, ORDER_STATUS_REFUNDED)
+
+
+def _end(shop: Shop, order_id: int, owner: str | None, name: str) -> OrderView:
+    def work(session: Session) -> OrderView:
+        orders = OrderRepository(session)
+        order = orders.lock(order_id)
+        if order is None or (owner is not None and order.user_id != owner):
+            raise NotFound(f"order {order_id} does not exist")
+        if order.status in _ALREADY_ENDED:
+            return OrderView.of(order)
+        if order.status not in _ENDINGS:
+            raise Conflict(f"order {order_id} is {order.status}: there is nothing to end")
+        new_status, reason = _ENDINGS[order.status]
+        quantities = {line.item_id: line.quantity for line in order.lines}
+        items = ItemRepository(session)
+        items.lock(quantities)  # ascending id, as a pay locks them
+        items.give_back(order_id, quantities, reason)
+        if order.status == ORDER_STATUS_PAID:
+            orders.add_refund(order_id, order.total)
+        orders.set_status(order_id, new_status)
+        ended = orders.get(order_id)
+        assert ended is not None
+        return OrderView.of(ended)
+
+    ended = shop.transaction(work, name)
+    for line in ended.lines:  # stock came back: no longer sold out here
+        shop.sold_out.clear(line.item_id)
+    return ended

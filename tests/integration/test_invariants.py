@@ -62,5 +62,5 @@ def test_broken_orders_are_named(runner, connection):
     assert code == 1
     assert f"order_without_lines: order_id={empty_order}" in output
     assert f"order_total_mismatch: order_id={unpaid}" in output
-    assert f"payment_mismatch: order_id={unpaid}, total=3.00, amount=None" in output
+    assert f"payment_mismatch: order_id={unpaid}, status=paid, total=3.00, amount=None" in output
     assert "stock_not_conserved" not in output
