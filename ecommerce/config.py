@@ -68,6 +68,11 @@ class Settings:
     pay_queue_wait_ms: int = 3000
     # How long a sold-out mark is trusted before a plain read re-checks it.
     sold_out_recheck_ms: int = 500
+    # The payment provider (ecommerce/gateway.py); None: "instant", paid at once.
+    payment_gateway_url: str | None = None
+    payment_gateway_timeout_ms: int = 2000
+    payment_webhook_secret: str | None = None
+    reservation_ttl_s: int = 900
     # JSON logs at this level (a line per request at info); Prometheus metrics.
     log_level: str = "info"
     metrics_enabled: bool = True
@@ -105,6 +110,12 @@ class Settings:
             pay_queue_max=_env_int("PAY_QUEUE_MAX", cls.pay_queue_max, env),
             pay_queue_wait_ms=_env_int("PAY_QUEUE_WAIT_MS", cls.pay_queue_wait_ms, env),
             sold_out_recheck_ms=_env_int("SOLD_OUT_RECHECK_MS", cls.sold_out_recheck_ms, env),
+            payment_gateway_url=env.get("PAYMENT_GATEWAY_URL") or None,
+            payment_gateway_timeout_ms=_env_int(
+                "PAYMENT_GATEWAY_TIMEOUT_MS", cls.payment_gateway_timeout_ms, env
+            ),
+            payment_webhook_secret=env.get("PAYMENT_WEBHOOK_SECRET") or None,
+            reservation_ttl_s=_env_int("RESERVATION_TTL_S", cls.reservation_ttl_s, env),
             log_level=(env.get("LOG_LEVEL") or cls.log_level).strip().lower(),
             metrics_enabled=_env_bool("METRICS", cls.metrics_enabled, env),
         )
@@ -122,6 +133,12 @@ class Settings:
             raise ValueError("IDEMPOTENCY_TTL_S must be positive")
         if self.pay_batch_max < 1 or self.pay_queue_max < 1 or self.pay_queue_wait_ms < 1:
             raise ValueError("PAY_BATCH_MAX, PAY_QUEUE_MAX and PAY_QUEUE_WAIT_MS must be positive")
+        if self.payment_gateway_url and not self.payment_gateway_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError("PAYMENT_GATEWAY_URL must be an http:// or https:// URL")
+        if self.payment_gateway_timeout_ms < 1 or self.reservation_ttl_s < 1:
+            raise ValueError("PAYMENT_GATEWAY_TIMEOUT_MS and RESERVATION_TTL_S must be positive")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         if self.sold_out_recheck_ms < 0:

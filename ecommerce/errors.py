@@ -53,6 +53,12 @@ class LimitExceeded(ShopError):
     code = "limit_exceeded"
 
 
+class PaymentDeclined(ShopError):
+    """The payment provider declined the charge; the reserved stock went back."""
+
+    code = "payment_declined"
+
+
 class AmountMismatch(ShopError):
     code = "amount_mismatch"
 

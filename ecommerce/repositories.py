@@ -52,6 +52,7 @@ from ecommerce.models import (
     Item,
     Order,
     OrderLine,
+    Payment,
     Refund,
     StockMovement,
 )
@@ -131,8 +132,9 @@ LOCK_CART_FOR_PAY = (
 WRITE_PAID_ORDER = text(
     """
     WITH new_order AS (
-        INSERT INTO orders (user_id, status, total)
-        VALUES (:user_id, 'paid', :total)
+        INSERT INTO orders (user_id, status, total, expires_at)
+        VALUES (:user_id, :status, :total, CASE WHEN :status = 'pending'
+                THEN now() + make_interval(secs => :reserve_s) END)
         RETURNING id, created_at
     ), new_lines AS (
         INSERT INTO order_lines (order_id, item_id, quantity, unit_price)
@@ -142,6 +144,7 @@ WRITE_PAID_ORDER = text(
                         AS line (item_id, quantity, unit_price)
     ), new_payment AS (
         INSERT INTO payments (order_id, amount) SELECT id, :amount FROM new_order
+        WHERE :status = 'paid'
     ), paid_lines AS (
         DELETE FROM carts
         WHERE user_id = :user_id AND item_id = ANY (CAST(:item_ids AS integer[]))
@@ -180,8 +183,9 @@ NEXT_ORDER_IDS = text(
 WRITE_PAID_ORDERS = text(
     """
     WITH new_orders AS (
-        INSERT INTO orders (id, user_id, status, total, created_at)
-        SELECT o.id, o.user_id, 'paid', o.total, now()
+        INSERT INTO orders (id, user_id, status, total, created_at, expires_at)
+        SELECT o.id, o.user_id, :status, o.total, now(), CASE WHEN :status = 'pending'
+               THEN now() + make_interval(secs => :reserve_s) END
         FROM unnest(CAST(:o_ids AS integer[]), CAST(:o_users AS text[]),
                     CAST(:o_totals AS numeric[])) AS o (id, user_id, total)
         RETURNING id
@@ -196,7 +200,7 @@ WRITE_PAID_ORDERS = text(
         INSERT INTO payments (order_id, amount)
         SELECT o.id, o.total
         FROM unnest(CAST(:o_ids AS integer[]), CAST(:o_totals AS numeric[])) AS o (id, total)
-        WHERE o.id IN (SELECT id FROM new_orders)
+        WHERE o.id IN (SELECT id FROM new_orders) AND :status = 'paid'
     ), paid_lines AS (
         DELETE FROM carts USING unnest(CAST(:l_users AS text[]), CAST(:l_items AS integer[]))
                                 AS l (user_id, item_id)
@@ -400,6 +404,7 @@ class OrderRecord:
     status: str
     total: Decimal
     created_at: dt.datetime
+    expires_at: dt.datetime | None
     lines: list[OrderLineRecord]
 
 
@@ -608,6 +613,7 @@ _ORDER_WITH_LINES = (
         Order.status,
         Order.total,
         Order.created_at,
+        Order.expires_at,
         OrderLine.item_id,
         Item.name,
         OrderLine.quantity,
@@ -624,7 +630,7 @@ def _orders_from_rows(rows: Iterable[Any]) -> list[OrderRecord]:
         order = orders.get(row.id)
         if order is None:
             order = orders[row.id] = OrderRecord(
-                row.id, row.user_id, row.status, row.total, row.created_at, []
+                row.id, row.user_id, row.status, row.total, row.created_at, row.expires_at, []
             )
         order.lines.append(OrderLineRecord(row.item_id, row.name, row.quantity, row.unit_price))
     return list(orders.values())
@@ -647,13 +653,22 @@ class OrderRepository(_Repository):
         return {(user, item): units for user, item, units in rows}
 
     def write_paid(
-        self, user_id: str, total: Decimal, amount: Decimal, lines: Sequence[NewOrderLine]
+        self,
+        user_id: str,
+        total: Decimal,
+        amount: Decimal,
+        lines: Sequence[NewOrderLine],
+        reserve_s: int | None = None,
     ) -> tuple[int, dt.datetime]:
         """Write the order, its lines and its payment, and delete the paid cart lines
-        (only those: a line added meanwhile stays). Returns (order id, created_at)."""
+        (only those: a line added meanwhile stays). Returns (order id, created_at).
+        With ``reserve_s`` the order is pending instead, for that long, with no
+        payment yet (a payment provider charges it next)."""
         row = self._execute(
             WRITE_PAID_ORDER,
             {
+                "status": "pending" if reserve_s is not None else "paid",
+                "reserve_s": reserve_s or 0,
                 "user_id": user_id,
                 "total": total,
                 "amount": amount,
@@ -675,15 +690,19 @@ class OrderRepository(_Repository):
         keys: Sequence[NewKeyRecord],
         key_ttl_s: int,
         taken: Mapping[int, int],
+        reserve_s: int | None = None,
     ) -> None:
         """Write every order with its lines and payment, delete exactly the paid cart
         lines, store the idempotency keys, and take ``taken`` ({item_id: units})
-        from the item rows the caller has locked: one statement."""
+        from the item rows the caller has locked: one statement. With
+        ``reserve_s`` the orders are pending that long, with no payments yet."""
         lines = [(order, line) for order in orders for line in order.lines]
         items = sorted(taken)
         self._execute(
             WRITE_PAID_ORDERS,
             {
+                "status": "pending" if reserve_s is not None else "paid",
+                "reserve_s": reserve_s or 0,
                 "o_ids": [o.id for o in orders],
                 "o_users": [o.user_id for o in orders],
                 "o_totals": [o.total for o in orders],
@@ -714,6 +733,21 @@ class OrderRepository(_Repository):
             select(Order.id).where(Order.id == order_id).with_for_update(), {}
         ).first()
         return self.get(order_id) if locked else None
+
+    def pending_ids(self, limit: int, *, expired: bool) -> list[int]:
+        """Pending orders (oldest first); only those past their expiry with ``expired``."""
+        stmt = select(Order.id).where(Order.status == "pending")
+        if expired:
+            stmt = stmt.where(Order.expires_at <= func.now())
+        return list(self._execute(stmt.order_by(Order.id).limit(limit), {}).scalars())
+
+    def refunded_since(self, age: dt.timedelta) -> list[tuple[int, Decimal]]:
+        """(order id, refund) of the orders refunded within ``age``."""
+        stmt = select(Refund.order_id, Refund.amount).where(Refund.created_at > func.now() - age)
+        return [(order_id, amount) for order_id, amount in self._execute(stmt, {})]
+
+    def add_payment(self, order_id: int, amount: Decimal) -> None:
+        self._execute(insert(Payment).values(order_id=order_id, amount=amount), {})
 
     def set_status(self, order_id: int, status: str) -> None:
         self._execute(

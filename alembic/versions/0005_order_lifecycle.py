@@ -40,6 +40,12 @@ def upgrade() -> None:
         "orders",
         "status <> 'pending' OR expires_at IS NOT NULL",
     )
+    op.create_index(
+        op.f("ix_orders_pending_expires_at"),
+        "orders",
+        ["expires_at"],
+        postgresql_where=sa.text("status = 'pending'"),
+    )
     op.create_table(
         "refunds",
         sa.Column(
@@ -87,6 +93,7 @@ def downgrade() -> None:
         "reason IN ('initial', 'restock')",
     )
     op.drop_table("refunds")
+    op.drop_index(op.f("ix_orders_pending_expires_at"), "orders")
     op.drop_constraint(op.f("ck_orders_pending_expires"), "orders", type_="check")
     op.drop_column("orders", "expires_at")
     op.drop_constraint(op.f("ck_orders_status_known"), "orders", type_="check")

@@ -30,6 +30,7 @@ STATUS: dict[type[errors.ShopError], int] = {
     errors.SaleEnded: 409,
     errors.LimitExceeded: 409,
     errors.IdempotencyKeyInUse: 409,
+    errors.PaymentDeclined: 402,
     errors.AmountMismatch: 422,
     errors.OrderTooLarge: 422,
     errors.IdempotencyKeyReused: 422,

@@ -59,7 +59,7 @@ def order_json(order: OrderView) -> dict[str, Any]:
         "total": format_money(order.total),
         "created_at": order.created_at.isoformat(),
         "lines": [line_json(line) for line in order.lines],
-    }
+    } | ({"expires_at": order.expires_at.isoformat()} if order.expires_at else {})
 
 
 def cart_json(cart: CartView) -> dict[str, Any]:

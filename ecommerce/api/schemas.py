@@ -197,6 +197,11 @@ class Order(_Answer):
     total: Money
     created_at: str = Field(json_schema_extra={"format": "date-time"})
     lines: list[Line]
+    expires_at: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="While pending: when the reservation lapses and the stock goes back.",
+    )
 
 
 class OrderPage(_Answer):

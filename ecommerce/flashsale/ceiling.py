@@ -51,7 +51,8 @@ def pay_script(strategy: str, first_item: int, last_item: int, price: str) -> st
         f" quote_literal('{{1}}') AS quantities, quote_literal('{{{price}}}') AS unit_prices,"
         f" {price} AS total, {price} AS amount, :item AS take_id, 1 AS take_quantity,"
         f" {price} AS expected_price, quote_literal('3000ms') AS lock,"
-        " quote_literal('10000ms') AS stmt, quote_literal('15000ms') AS idle"
+        " quote_literal('10000ms') AS stmt, quote_literal('15000ms') AS idle,"
+        " quote_literal('paid') AS status, 0 AS reserve_s"
     )
     lines = [
         r"\set n random(1, 2000000000)",

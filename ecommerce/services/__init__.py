@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from ecommerce.config import Settings
 from ecommerce.db import Database
+from ecommerce.gateway import HttpGateway
 from ecommerce.services.combining import Combiner, CombiningPolicy
 from ecommerce.services.soldout import SoldOutMarks
 from ecommerce.services.stock import StockStrategy, strategy_named
@@ -37,6 +38,9 @@ class Shop:
     sold_out: SoldOutMarks = field(default_factory=SoldOutMarks)
     # Created by the first pay in the process that runs it (after gunicorn's fork).
     combiner: Combiner | None = field(default=None, repr=False)
+    # The payment provider; None: "instant", a pay is paid in its own transaction.
+    gateway: HttpGateway | None = None
+    reservation_ttl_s: int = 900
 
     def transaction(self, work: Callable[[Session], T], name: str) -> T:
         with self.db.session() as session:
@@ -72,4 +76,10 @@ def build_shop(settings: Settings) -> Shop:
         idempotency_ttl_s=settings.idempotency_ttl_s,
         combining=combining,
         sold_out=SoldOutMarks(settings.sold_out_recheck_ms / 1000),
+        gateway=(
+            HttpGateway(settings.payment_gateway_url, settings.payment_gateway_timeout_ms / 1000)
+            if settings.payment_gateway_url
+            else None
+        ),
+        reservation_ttl_s=settings.reservation_ttl_s,
     )

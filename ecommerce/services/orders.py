@@ -16,15 +16,17 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from ecommerce.errors import Conflict, NotFound
+from ecommerce.errors import Conflict, NotFound, ServiceBusy
+from ecommerce.gateway import GatewayUnavailable
 from ecommerce.models import (
     ORDER_STATUS_CANCELLED,
+    ORDER_STATUS_EXPIRED,
     ORDER_STATUS_PAID,
     ORDER_STATUS_PENDING,
     ORDER_STATUS_REFUNDED,
 )
-from ecommerce.repositories import ItemRepository, OrderRepository
-from ecommerce.services import Shop
+from ecommerce.repositories import ItemRepository, OrderRecord, OrderRepository
+from ecommerce.services import Shop, rules
 from ecommerce.services.results import OrderView
 
 
@@ -84,18 +86,62 @@ def _end(shop: Shop, order_id: int, owner: str | None, name: str) -> OrderView:
         if order.status not in _ENDINGS:
             raise Conflict(f"order {order_id} is {order.status}: there is nothing to end")
         new_status, reason = _ENDINGS[order.status]
-        quantities = {line.item_id: line.quantity for line in order.lines}
-        items = ItemRepository(session)
-        items.lock(quantities)  # ascending id, as a pay locks them
-        items.give_back(order_id, quantities, reason)
         if order.status == ORDER_STATUS_PAID:
             orders.add_refund(order_id, order.total)
-        orders.set_status(order_id, new_status)
-        ended = orders.get(order_id)
-        assert ended is not None
-        return OrderView.of(ended)
+        return give_back(session, order, new_status, reason)
 
+    if shop.gateway is not None:
+        # A paid order's money goes back through the provider first, with no
+        # transaction open (its idempotency key makes a repeat harmless); the
+        # transaction then records it.
+        current = get_order(shop, order_id, owner)
+        if current.status == ORDER_STATUS_PAID:
+            try:
+                shop.gateway.refund(order_id, current.total)
+            except GatewayUnavailable as unknown:
+                raise ServiceBusy(
+                    "the payment provider did not confirm the refund; retry",
+                    retry_after_s=shop.policy.retry_after_s,
+                ) from unknown
     ended = shop.transaction(work, name)
     for line in ended.lines:  # stock came back: no longer sold out here
         shop.sold_out.clear(line.item_id)
     return ended
+
+
+def give_back(session: Session, order: OrderRecord, new_status: str, reason: str) -> OrderView:
+    """Inside the caller's transaction, with the order row locked: return its
+    units to stock through the ledger (``reason``) and set ``new_status``."""
+    quantities = {line.item_id: line.quantity for line in order.lines}
+    items = ItemRepository(session)
+    items.lock(quantities)  # ascending id, as a pay locks them
+    items.give_back(order.id, quantities, reason)
+    orders = OrderRepository(session)
+    orders.set_status(order.id, new_status)
+    ended = orders.get(order.id)
+    assert ended is not None
+    return OrderView.of(ended)
+
+
+def release_expired(shop: Shop, limit: int = 1000) -> int:
+    """Pending orders past their expiry become expired and give their stock back;
+    returns how many. Each in a transaction of its own, under its row lock, so a
+    confirmation racing with it is decided once. Safe to run again at any time."""
+    due = shop.transaction(lambda s: OrderRepository(s).pending_ids(limit, expired=True), "due")
+
+    def expire(session: Session, order_id: int) -> bool:
+        order = OrderRepository(session).lock(order_id)
+        if order is None or order.status != ORDER_STATUS_PENDING or not _expired(order):
+            return False
+        give_back(session, order, ORDER_STATUS_EXPIRED, "release")
+        return True
+
+    released = 0
+    for order_id in due:
+        if shop.transaction(lambda s, o=order_id: expire(s, o), "release_expired"):
+            released += 1
+    return released
+
+
+def _expired(order: OrderRecord) -> bool:
+    return order.expires_at is not None and order.expires_at <= rules.now()

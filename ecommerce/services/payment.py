@@ -42,24 +42,36 @@ network call happens while locks are held.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from ecommerce import metrics
+from ecommerce import gateway, metrics
 from ecommerce.errors import (
     AmountMismatch,
+    Conflict,
     EmptyCart,
     InsufficientStock,
+    NotFound,
     OrderTooLarge,
+    PaymentDeclined,
     ServiceBusy,
     ShopError,
 )
+from ecommerce.gateway import GatewayUnavailable
 from ecommerce.limits import MAX_AMOUNT
-from ecommerce.models import ORDER_STATUS_PAID
+from ecommerce.models import (
+    ORDER_STATUS_CANCELLED,
+    ORDER_STATUS_EXPIRED,
+    ORDER_STATUS_PAID,
+    ORDER_STATUS_PAYMENT_FAILED,
+    ORDER_STATUS_PENDING,
+    ORDER_STATUS_REFUNDED,
+)
 from ecommerce.money import format_money
 from ecommerce.repositories import (
     CartLineRow,
@@ -72,10 +84,12 @@ from ecommerce.repositories import (
     NewOrderLine,
     OrderRepository,
 )
-from ecommerce.services import Shop, idempotency, rules
+from ecommerce.services import Shop, idempotency, orders, rules
 from ecommerce.services.combining import Combiner
 from ecommerce.services.results import LineView, OrderView, encode, total_of
 from ecommerce.services.stock import insufficient, price_changed, shortage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -100,6 +114,8 @@ def pay(shop: Shop, user_id: str, amount: Decimal, idempotency_key: str | None =
             # process: 409 at once, as the advisory lock answers across processes.
             key = (user_id, idempotency_key) if idempotency_key is not None else None
             order = _combiner(shop).submit(request, key)
+        if shop.gateway is not None:
+            order = _charge_and_confirm(shop, order)
     except ServiceBusy:
         metrics.count_pay("busy", ServiceBusy.code)
         raise
@@ -109,8 +125,129 @@ def pay(shop: Shop, user_id: str, amount: Decimal, idempotency_key: str | None =
     except ShopError as refused:
         metrics.count_pay("refused", refused.code)
         raise
-    metrics.count_pay("paid", "replayed" if order.replayed else "")
+    if order.status == ORDER_STATUS_PENDING:
+        metrics.count_pay("pending", "")
+    else:
+        metrics.count_pay("paid", "replayed" if order.replayed else "")
     return order
+
+
+# --- With a payment provider: reserve, charge with no lock held, confirm -------------
+
+
+def _charge_and_confirm(shop: Shop, order: OrderView) -> OrderView:
+    """The reserved (pending) order charged at the provider, with no transaction
+    open, then confirmed or released. A replayed pay asks again: the provider
+    answers a repeated idempotency key with the first outcome, never a second
+    charge. No answer in time: the order stays pending (202); the webhook,
+    `flask reconcile-payments` or `flask release-expired` settles it."""
+    assert shop.gateway is not None
+    if order.replayed:
+        current = orders.get_order(shop, order.order_id)
+        order = replace(current, replayed=True)
+    if order.status != ORDER_STATUS_PENDING:
+        return _answer(order)
+    try:
+        outcome = shop.gateway.charge(order.order_id, order.total)
+    except GatewayUnavailable as unknown:
+        log.warning("order %s: %s; it stays pending", order.order_id, unknown)
+        return order
+    confirmed = confirm_payment(shop, order.order_id, outcome)
+    return _answer(replace(confirmed, replayed=order.replayed))
+
+
+def _answer(order: OrderView) -> OrderView:
+    if order.status == ORDER_STATUS_PAYMENT_FAILED:
+        raise PaymentDeclined(
+            f"the payment for order {order.order_id} was declined; its stock went back on sale",
+            details={"order_id": order.order_id},
+        )
+    if order.status in (ORDER_STATUS_PAID, ORDER_STATUS_PENDING):
+        return order
+    raise Conflict(
+        f"order {order.order_id} is {order.status}: the reservation ended before the payment "
+        "was confirmed (a charge that arrives late is refunded)",
+        details={"order_id": order.order_id, "status": order.status},
+    )
+
+
+def confirm_payment(shop: Shop, order_id: int, outcome: str) -> OrderView:
+    """Record the provider's outcome for an order (the pay itself, the webhook,
+    reconcile-payments). Under the order's row lock: a pending order becomes paid
+    (with its payment) or payment_failed (its stock back through the ledger).
+    An order no longer pending is left as it is, except a success that arrives
+    after the reservation ended: that charge is refunded at the provider and the
+    order recorded as refunded (its stock already went back), never sold twice."""
+
+    def work(session: Session) -> tuple[OrderView, bool]:
+        repository = OrderRepository(session)
+        order = repository.lock(order_id)
+        if order is None:
+            raise NotFound(f"order {order_id} does not exist")
+        if order.status == ORDER_STATUS_PENDING:
+            if outcome == gateway.SUCCEEDED:
+                repository.add_payment(order_id, order.total)
+                repository.set_status(order_id, ORDER_STATUS_PAID)
+                paid = repository.get(order_id)
+                assert paid is not None
+                return OrderView.of(paid), False
+            return orders.give_back(session, order, ORDER_STATUS_PAYMENT_FAILED, "release"), False
+        late = outcome == gateway.SUCCEEDED and order.status in (
+            ORDER_STATUS_EXPIRED,
+            ORDER_STATUS_CANCELLED,
+        )
+        if late:
+            repository.add_payment(order_id, order.total)
+            repository.add_refund(order_id, order.total)
+            repository.set_status(order_id, ORDER_STATUS_REFUNDED)
+            refunded = repository.get(order_id)
+            assert refunded is not None
+            return OrderView.of(refunded), True
+        return OrderView.of(order), False
+
+    view, refund_late_charge = shop.transaction(work, "confirm_payment")
+    if refund_late_charge and shop.gateway is not None:
+        try:
+            shop.gateway.refund(order_id, view.total)
+        except GatewayUnavailable:
+            # Recorded as refunded; the provider refund is repeated by
+            # `flask reconcile-payments` (same idempotency key, one refund).
+            log.error("order %s: the refund of a late charge was not confirmed", order_id)
+    if view.status == ORDER_STATUS_PAYMENT_FAILED:
+        for line in view.lines:
+            shop.sold_out.clear(line.item_id)
+    return view
+
+
+def reconcile_payments(shop: Shop, limit: int = 1000) -> dict[str, int]:
+    """Ask the provider about every pending order and settle what it knows; resend
+    the refunds of orders refunded in the shop (idempotent at the provider)."""
+    assert shop.gateway is not None
+    pending = shop.transaction(
+        lambda s: OrderRepository(s).pending_ids(limit, expired=False), "pending_orders"
+    )
+    counts = {"paid": 0, "payment_failed": 0, "unknown": 0, "refunds_resent": 0}
+    for order_id in pending:
+        try:
+            outcome = shop.gateway.lookup(order_id)
+        except GatewayUnavailable:
+            counts["unknown"] += 1
+            continue
+        if outcome is None:  # never reached the provider: expiry will release it
+            counts["unknown"] += 1
+            continue
+        status = confirm_payment(shop, order_id, outcome).status
+        if status in counts:
+            counts[status] += 1
+    for order_id, total in shop.transaction(
+        lambda s: OrderRepository(s).refunded_since(dt.timedelta(days=1)), "refunded_orders"
+    ):
+        try:
+            shop.gateway.refund(order_id, total)
+            counts["refunds_resent"] += 1
+        except GatewayUnavailable:
+            counts["unknown"] += 1
+    return counts
 
 
 _combiner_lock = threading.Lock()
@@ -280,15 +417,38 @@ def _pay(session: Session, shop: Shop, user_id: str, amount: Decimal) -> OrderVi
         if short:
             raise insufficient(short)
         raise amount_mismatch(total, amount)
+    reserve_s = _reserve_s(shop)
     order_id, created_at = OrderRepository(session).write_paid(
         user_id,
         total,
         amount,
         [NewOrderLine(line.item_id, line.quantity, line.unit_price) for line in lines],
+        reserve_s,
     )
     wanted = {line.item_id: line.quantity for line in cart}
     shop.stock.take(session, wanted, {line.item_id: line.price for line in cart})
-    return OrderView(order_id, user_id, ORDER_STATUS_PAID, total, created_at, lines)
+    return _new_order(order_id, user_id, total, created_at, lines, reserve_s)
+
+
+def _reserve_s(shop: Shop) -> int | None:
+    """With a payment provider, orders are written pending for this long."""
+    return shop.reservation_ttl_s if shop.gateway is not None else None
+
+
+def _new_order(
+    order_id: int,
+    user_id: str,
+    total: Decimal,
+    created_at: dt.datetime,
+    lines: list[LineView],
+    reserve_s: int | None,
+) -> OrderView:
+    if reserve_s is None:
+        return OrderView(order_id, user_id, ORDER_STATUS_PAID, total, created_at, lines)
+    expires_at = created_at + dt.timedelta(seconds=reserve_s)  # as the database computed it
+    return OrderView(
+        order_id, user_id, ORDER_STATUS_PENDING, total, created_at, lines, expires_at=expires_at
+    )
 
 
 # --- Combined pays --------------------------------------------------------------
@@ -390,9 +550,9 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     )
 
     # 3. Order ids for every buyer who might win, before any item row is locked.
-    orders = OrderRepository(session)
+    order_rows = OrderRepository(session)
     candidates = sum(1 for n in active if carts.get(batch[n].user_id))
-    drawn, created_at = orders.next_ids(candidates) if candidates else ([], None)
+    drawn, created_at = order_rows.next_ids(candidates) if candidates else ([], None)
     order_ids = iter(drawn)
 
     # 4. Lock the items (ascending id); sold-out marked ones are not touched.
@@ -411,6 +571,7 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     )
 
     # 5. Allocate in arrival order; each buyer all or nothing.
+    reserve_s = _reserve_s(shop)
     paid_users: set[str] = set()
     new_orders: list[NewOrder] = []
     new_keys: list[NewKeyRecord] = []
@@ -432,8 +593,8 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
             continue
         lines = _lines_of(cart)
         assert created_at is not None
-        order = OrderView(
-            next(order_ids), request.user_id, ORDER_STATUS_PAID, total_of(lines), created_at, lines
+        order = _new_order(
+            next(order_ids), request.user_id, total_of(lines), created_at, lines, reserve_s
         )
         for line in cart:
             available[line.item_id] -= line.quantity
@@ -455,7 +616,7 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
 
     # 6. One statement writes it all (COMMIT follows in shop.transaction).
     if new_orders:
-        orders.write_paid_many(new_orders, new_keys, shop.idempotency_ttl_s, taken)
+        order_rows.write_paid_many(new_orders, new_keys, shop.idempotency_ttl_s, taken, reserve_s)
 
     sold_out = {i: row.name for i, row in locked.items() if available[i] == 0}
     assert all(o is not None for o in outcomes)

@@ -50,9 +50,10 @@ class OrderView:
     created_at: dt.datetime
     lines: list[LineView]
     replayed: bool = False
+    expires_at: dt.datetime | None = None  # while pending: when the reservation lapses
 
     @classmethod
-    def of(cls, order: OrderRecord) -> OrderView:
+    def of(cls, order: OrderRecord, replayed: bool = False) -> OrderView:
         return cls(
             order_id=order.id,
             user_id=order.user_id,
@@ -60,6 +61,8 @@ class OrderView:
             total=order.total,
             created_at=order.created_at,
             lines=[LineView(ln.item_id, ln.name, ln.quantity, ln.unit_price) for ln in order.lines],
+            replayed=replayed,
+            expires_at=order.expires_at,
         )
 
     def record(self) -> dict[str, Any]:

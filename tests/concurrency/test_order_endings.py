@@ -43,7 +43,8 @@ def test_many_ends_of_one_order_give_its_stock_back_once(storm_shop, committed):
         ).scalar_one()
     assert refunds == 1 and returns == 3
     after = shop_state(committed)
-    # 10 units: the refunded 3 came back, so up to 10 of the 12 buyers could pay.
-    assert after.stock[hot] == 10 - len(paid) and len(paid) == 10
+    # 7 units left after the first order; its 3 come back once, at some point
+    # of the storm: 7 to 10 of the 12 buyers pay, and stock is what they left.
+    assert 7 <= len(paid) <= 10 and after.stock[hot] == 10 - len(paid)
     assert_conserved({hot: Decimal(10)}, after)
     assert_invariants(committed)
