@@ -19,7 +19,7 @@ from ecommerce.config import Settings
 from ecommerce.errors import ShopError
 from ecommerce.limits import MAX_ID, MAX_QUANTITY, USER_ID_PATTERN, USER_ID_RULE
 from ecommerce.money import MoneyError, parse_amount
-from ecommerce.services import Shop, idempotency, invariants, inventory
+from ecommerce.services import Shop, idempotency, invariants, inventory, orders, payment
 
 # The design note's sample data: name, price, stock.
 SAMPLE_ITEMS = [
@@ -99,6 +99,29 @@ def prune_idempotency_keys() -> None:
 
 
 @click.command(
+    "release-expired",
+    help="Expire pending orders past their reservation and put their stock back (cron: every "
+    "minute).",
+)
+@with_appcontext
+def release_expired() -> None:
+    click.echo(f"released {orders.release_expired(_shop())} expired reservations")
+
+
+@click.command(
+    "reconcile-payments",
+    help="Ask the payment provider about every pending order and settle it; resend recent refunds.",
+)
+@with_appcontext
+def reconcile_payments() -> None:
+    shop = _shop()
+    if shop.gateway is None:
+        raise click.UsageError("PAYMENT_GATEWAY_URL is not set: every pay is settled at once")
+    counts = payment.reconcile_payments(shop)
+    click.echo(", ".join(f"{name} {count}" for name, count in counts.items()))
+
+
+@click.command(
     "issue-token", help="Print a bearer token for USER_ID (with --admin: an admin token for NAME)."
 )
 @click.argument("user_id")
@@ -149,6 +172,8 @@ def init_app(app: Flask) -> None:
         embedded_group,
         check_invariants,
         prune_idempotency_keys,
+        release_expired,
+        reconcile_payments,
         issue_token,
         add_item,
         restock,

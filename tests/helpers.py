@@ -118,8 +118,7 @@ def shop_state(source: Engine | Connection) -> ShopState:
     orders = one("SELECT count(*) FROM orders")[0]
     # Orders charged (paid, or paid and refunded since): each has one payment.
     charged, charged_total = one(
-        "SELECT count(*), coalesce(sum(total), 0) FROM orders"
-        " WHERE status IN ('paid', 'refunded')"
+        "SELECT count(*), coalesce(sum(total), 0) FROM orders WHERE status IN ('paid', 'refunded')"
     )
     payments, payments_total = one("SELECT count(*), coalesce(sum(amount), 0) FROM payments")
     return ShopState(

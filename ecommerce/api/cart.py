@@ -4,7 +4,7 @@ from flask import Blueprint, Response, request
 
 from ecommerce.api import auth, current_shop, effect_response, json_response, schemas, validation
 from ecommerce.api.openapi import Operation, documented
-from ecommerce.api.render import cart_json, order_json, quote_json
+from ecommerce.api.render import cart_json, order_json, pending_json, quote_json
 from ecommerce.services import cart, payment
 
 bp = Blueprint("cart", __name__, url_prefix="/cart/<user_id>")
@@ -65,9 +65,11 @@ def checkout(user_id: str) -> Response:
 @bp.post("/pay")
 @documented(
     Operation(
-        "Pay exactly the cart total: the order is written and the stock taken, or nothing.",
-        {201: schemas.Order},
-        errors=(409, 413, 422),
+        "Pay exactly the cart total: the order is written and the stock taken, or nothing. "
+        "With a payment provider: 201 paid, 202 still pending (the provider did not answer "
+        "in time), 402 declined (the stock went back).",
+        {201: schemas.Order, 202: schemas.PendingOrder},
+        errors=(402, 409, 413, 422),
         body=schemas.Pay,
         user_scoped=True,
         idempotent=True,
@@ -77,4 +79,6 @@ def pay(user_id: str) -> Response:
     amount = validation.payment_amount(validation.json_object(request))
     key = validation.idempotency_key(request)
     order = payment.pay(current_shop(), user_id, amount, key)
+    if order.status == "pending":  # the provider's answer is outstanding
+        return effect_response(pending_json(order), 202, replayed=order.replayed)
     return effect_response(order_json(order), 201, replayed=order.replayed)

@@ -26,6 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: What each error status means, for the document.
 ERRORS = {
     400: "Invalid request (invalid_request): the message names the field at fault.",
+    402: "The payment provider declined the charge (payment_declined); the stock went back.",
     401: "No valid bearer token (unauthorized), when authentication is on.",
     403: "The token belongs to another user (forbidden).",
     404: "No such item, order or path (not_found).",

@@ -62,6 +62,14 @@ def order_json(order: OrderView) -> dict[str, Any]:
     } | ({"expires_at": order.expires_at.isoformat()} if order.expires_at else {})
 
 
+def pending_json(order: OrderView) -> dict[str, Any]:
+    """202: the order is reserved, its payment not confirmed yet."""
+    body: dict[str, Any] = {"order_id": order.order_id, "status": order.status}
+    if order.expires_at is not None:
+        body["expires_at"] = order.expires_at.isoformat()
+    return body
+
+
 def cart_json(cart: CartView) -> dict[str, Any]:
     return {
         "user_id": cart.user_id,

@@ -204,6 +204,17 @@ class Order(_Answer):
     )
 
 
+class PendingOrder(_Answer):
+    order_id: int
+    status: str = Field(examples=["pending"])
+    expires_at: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+
+
+class WebhookEvent(_Body):
+    reference: str = Field(min_length=1, max_length=64, examples=["order-42"])
+    status: str = Field(pattern="^(succeeded|declined)$")
+
+
 class OrderPage(_Answer):
     user_id: str
     orders: list[Order]
