@@ -22,7 +22,6 @@ from tests.helpers import (
     commit_item,
     run_together,
     shop_state,
-    wait_until_a_backend_waits_on_a_lock,
 )
 
 SECRET = "webhook-secret-for-tests"
