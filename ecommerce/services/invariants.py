@@ -11,7 +11,9 @@ the simulator and the tests all use this module).
 * every order has lines and a total equal to the sum of its lines; a paid or
   refunded order has exactly one payment of its total, other orders none; a
   refunded order has a refund of its total, other orders none;
-* no cart line points at a missing item.
+* no cart line points at a missing item;
+* no order is still pending more than :data:`SWEEP_GRACE` after its expiry
+  (`flask release-expired` runs every minute from cron, see the README).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from sqlalchemy.orm import Session
 
 from ecommerce.models import ARRIVALS, STATUSES_HOLDING_STOCK
 from ecommerce.services import Shop
+
+#: How long past its expiry a pending order may wait for the sweep: the cron
+#: interval of `flask release-expired` (a minute) with room to spare.
+SWEEP_GRACE = "5 minutes"
 
 _HOLDING = ", ".join(f"'{s}'" for s in STATUSES_HOLDING_STOCK)
 _ARRIVALS = ", ".join(f"'{r}'" for r in ARRIVALS)
@@ -76,6 +82,10 @@ CHECKS: dict[str, str] = {
         WHERE coalesce(m.returned, 0)
               <> CASE WHEN o.status IN ({_HOLDING}) THEN 0 ELSE ol.quantity END
         ORDER BY o.id, ol.item_id""",
+    "pending_past_expiry": f"""
+        SELECT o.id AS order_id, o.expires_at FROM orders o
+        WHERE o.status = 'pending' AND o.expires_at < now() - interval '{SWEEP_GRACE}'
+        ORDER BY o.id""",
     "cart_line_for_missing_item": """
         SELECT c.user_id, c.item_id FROM carts c
         LEFT JOIN items i ON i.id = c.item_id WHERE i.id IS NULL""",

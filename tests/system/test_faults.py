@@ -2,6 +2,7 @@
 database restarting under a storm. Only a PostgreSQL this test starts itself is
 ever restarted."""
 
+import contextlib
 import os
 import signal
 import threading
@@ -164,3 +165,69 @@ def test_database_restart_during_a_storm(tmp_path: Path, combining: str):
     finally:
         engine.dispose()
         stop_server(instance)
+
+
+def test_worker_killed_between_reserve_and_confirm(database_url, committed):
+    """The worker dies while it waits for the payment provider: the reservation
+    stays pending, `flask release-expired` gives its stock back, nothing is lost
+    or sold twice, and the restarted worker sells again."""
+    from ecommerce.flashsale.fake_gateway import start_in_thread
+
+    provider, _ = start_in_thread()
+    hot = commit_item(committed, "Hot", "1.14", 3)  # the fake never answers *.14
+    commit_cart_lines(committed, [("victim", hot, 1), ("next", hot, 2)])
+    server = Server(
+        database_url,
+        PAYMENT_GATEWAY_URL=f"http://127.0.0.1:{provider.server_address[1]}",
+        PAYMENT_GATEWAY_TIMEOUT_MS="30000",
+        RESERVATION_TTL_S="1",
+        WEB_CONCURRENCY="1",
+    )
+    try:
+        with server:
+            waiting = threading.Thread(
+                target=lambda: _quietly(
+                    lambda: HttpClient(server.port, reconnect=False).request(
+                        "POST", "/cart/victim/pay", {"amount": "1.14"}
+                    )
+                )
+            )
+            waiting.start()
+            deadline = time.monotonic() + 20
+            while shop_state(committed).orders == 0:
+                assert time.monotonic() < deadline, "the reservation was never written"
+                time.sleep(0.05)
+            for pid in server.worker_pids():
+                os.kill(pid, signal.SIGKILL)
+            waiting.join(30)
+
+            with committed.connect() as conn:
+                status = conn.execute(text("SELECT status FROM orders")).scalar_one()
+            assert status == "pending" and shop_state(committed).stock[hot] == 2
+            time.sleep(1.1)
+            assert "released 1" in server.flask("release-expired").stdout
+            assert shop_state(committed).stock[hot] == 3
+
+            deadline = time.monotonic() + 20
+            while True:  # gunicorn starts a new worker; the next buyer is served
+                try:
+                    # 2 units: 2.28, which the fake provider charges at once.
+                    paid = HttpClient(server.port).request(
+                        "POST", "/cart/next/pay", {"amount": "2.28"}
+                    )
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)
+            assert paid.status == 201, paid.body
+    finally:
+        provider.shutdown()
+    after = shop_state(committed)
+    assert after.stock[hot] == 1
+    assert_invariants(committed)
+
+
+def _quietly(call) -> None:
+    # The worker is killed under this request: no answer is expected.
+    with contextlib.suppress(Exception):
+        call()
