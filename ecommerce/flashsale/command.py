@@ -85,6 +85,13 @@ def _machine(database_url: str) -> dict[str, object]:
     help="PAY_COMBINING of the server started.",
 )
 @click.option(
+    "--gateway-latency-ms",
+    default=None,
+    type=click.IntRange(0, 60_000),
+    help="Pay through a fake payment provider that answers after this many ms "
+    "(reserve, charge with no lock held, confirm); reports orders by status.",
+)
+@click.option(
     "--metrics/--no-metrics",
     default=True,
     show_default=True,
@@ -168,6 +175,7 @@ def flashsale(
     mode: str,
     keys: bool,
     combining: bool,
+    gateway_latency_ms: int | None,
     metrics: bool,
     stock: int,
     buyers: int,
@@ -219,6 +227,7 @@ def flashsale(
         keys=keys,
         combining=combining,
         metrics=metrics,
+        gateway_latency_ms=gateway_latency_ms,
     )
     if suite:
         configs = suite_configs(base)

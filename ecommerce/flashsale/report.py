@@ -31,6 +31,10 @@ def table(results: list[dict[str, Any]]) -> str:
             f"{batch:>7}  {verdict}"
         )
     for r in results:
+        if r["config"].get("gateway_latency_ms") is not None:
+            statuses = ", ".join(f"{k} {v}" for k, v in sorted(r["order_statuses"].items()))
+            rows.append(f"{r['label']}: orders by status: {statuses or 'none'}")
+    for r in results:
         after = r.get("after_sold_out") or {}
         if after.get("n"):
             storm = r["storm_latency_ms"]

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from ecommerce.config import Settings
 from ecommerce.flashsale.ceiling import DEFAULT_CLIENTS, measure_ceiling
+from ecommerce.flashsale.fake_gateway import start_in_thread
 from ecommerce.flashsale.loadgen import ADD, PAY, TRANSPORT_ERROR, LoadPlan, run_load_in_process
 from ecommerce.flashsale.server import GunicornProcess
 from ecommerce.models import table_names
@@ -38,12 +39,15 @@ class SaleConfig:
     keys: bool = False  # an Idempotency-Key on every pay
     combining: bool = True  # PAY_COMBINING of the server started
     metrics: bool = True  # METRICS of the server started
+    # A fake payment provider answering after this many ms (None: the instant one).
+    gateway_latency_ms: int | None = None
 
     @property
     def label(self) -> str:
         label = f"{self.mode}{'+keys' if self.keys else ''}"
         label += f" {self.strategy}" if self.strategy != "for_update" else ""
         label += "" if self.combining else " alone"
+        label += "" if self.gateway_latency_ms is None else f" gw{self.gateway_latency_ms}ms"
         return label + ("" if self.metrics else " no-metrics")
 
     url: str | None = None  # a running server to target instead of starting gunicorn
@@ -80,6 +84,8 @@ class SaleResult:
     storm_latency_ms: dict[str, float] = field(default_factory=dict)  # every request
     # Buyers per combined-pay transaction, from the server's /metrics (None: not known).
     mean_batch_size: float | None = None
+    # The sale's orders by status (with a payment provider: pending, payment_failed...).
+    order_statuses: dict[str, int] = field(default_factory=dict)
     timeline: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -113,9 +119,20 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[index]
 
 
-def sale_server(database_url: str, config: SaleConfig) -> GunicornProcess:
+def sale_server(
+    database_url: str, config: SaleConfig, gateway_url: str | None = None
+) -> GunicornProcess:
+    provider = {}
+    if gateway_url is not None:
+        assert config.gateway_latency_ms is not None
+        provider = {
+            "PAYMENT_GATEWAY_URL": gateway_url,
+            # Long enough that a slow provider still answers; a hang would 202.
+            "PAYMENT_GATEWAY_TIMEOUT_MS": str(max(2000, 5 * config.gateway_latency_ms)),
+        }
     return GunicornProcess(
         {
+            **provider,
             "DATABASE_URL": database_url,
             "STOCK_STRATEGY": config.strategy,
             "ALLOW_UNSAFE_STRATEGY": "true" if config.strategy == "naive" else "false",
@@ -227,12 +244,29 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
             host, port = target.hostname or "127.0.0.1", target.port or 80
             result = _storm(engine, config, item_ids, prefix, host, port)
         else:
-            with sale_server(database_url, config) as server:
-                warm_up("127.0.0.1", server.port, 4 * config.workers * config.threads)
-                result = _storm(engine, config, item_ids, prefix, "127.0.0.1", server.port)
-                result.mean_batch_size = mean_batch_size("127.0.0.1", server.port)
+            provider = None
+            if config.gateway_latency_ms is not None:
+                provider, _ = start_in_thread(config.gateway_latency_ms)
+            gateway_url = f"http://127.0.0.1:{provider.server_address[1]}" if provider else None
+            try:
+                with sale_server(database_url, config, gateway_url) as server:
+                    warm_up("127.0.0.1", server.port, 4 * config.workers * config.threads)
+                    result = _storm(engine, config, item_ids, prefix, "127.0.0.1", server.port)
+                    result.mean_batch_size = mean_batch_size("127.0.0.1", server.port)
+            finally:
+                if provider is not None:
+                    provider.shutdown()
 
         _check(shop, engine, item_ids, prefix, result, own_database)
+        with engine.connect() as conn:
+            result.order_statuses = dict(
+                conn.execute(
+                    text(
+                        "SELECT status, count(*) FROM orders WHERE user_id LIKE :p GROUP BY status"
+                    ),
+                    {"p": prefix + "%"},
+                ).all()
+            )
         if config.ceiling and config.strategy != "naive":
             ceiling_ids = create_sale_items(shop, 99_999_999, config.items, f"Ceiling {tag}")
             if ceiling_ids != list(range(ceiling_ids[0], ceiling_ids[-1] + 1)):
