@@ -68,7 +68,9 @@ class Settings:
     pay_queue_wait_ms: int = 3000
     # How long a sold-out mark is trusted before a plain read re-checks it.
     sold_out_recheck_ms: int = 500
-    # The payment provider (ecommerce/gateway.py); None: "instant", paid at once.
+    # The payment provider (ecommerce/gateway.py): "instant" (paid at once, no
+    # outside call) or "http" (PAYMENT_GATEWAY_URL; the default when it is set).
+    payment_gateway: str = "instant"
     payment_gateway_url: str | None = None
     payment_gateway_timeout_ms: int = 2000
     payment_webhook_secret: str | None = None
@@ -110,6 +112,12 @@ class Settings:
             pay_queue_max=_env_int("PAY_QUEUE_MAX", cls.pay_queue_max, env),
             pay_queue_wait_ms=_env_int("PAY_QUEUE_WAIT_MS", cls.pay_queue_wait_ms, env),
             sold_out_recheck_ms=_env_int("SOLD_OUT_RECHECK_MS", cls.sold_out_recheck_ms, env),
+            payment_gateway=(
+                env.get("PAYMENT_GATEWAY")
+                or ("http" if env.get("PAYMENT_GATEWAY_URL") else cls.payment_gateway)
+            )
+            .strip()
+            .lower(),
             payment_gateway_url=env.get("PAYMENT_GATEWAY_URL") or None,
             payment_gateway_timeout_ms=_env_int(
                 "PAYMENT_GATEWAY_TIMEOUT_MS", cls.payment_gateway_timeout_ms, env
@@ -133,6 +141,10 @@ class Settings:
             raise ValueError("IDEMPOTENCY_TTL_S must be positive")
         if self.pay_batch_max < 1 or self.pay_queue_max < 1 or self.pay_queue_wait_ms < 1:
             raise ValueError("PAY_BATCH_MAX, PAY_QUEUE_MAX and PAY_QUEUE_WAIT_MS must be positive")
+        if self.payment_gateway not in ("instant", "http"):
+            raise ValueError("PAYMENT_GATEWAY must be instant or http")
+        if (self.payment_gateway == "http") != bool(self.payment_gateway_url):
+            raise ValueError("PAYMENT_GATEWAY=http needs PAYMENT_GATEWAY_URL, and only it uses one")
         if self.payment_gateway_url and not self.payment_gateway_url.startswith(
             ("http://", "https://")
         ):

@@ -78,7 +78,7 @@ def build_shop(settings: Settings) -> Shop:
         sold_out=SoldOutMarks(settings.sold_out_recheck_ms / 1000),
         gateway=(
             HttpGateway(settings.payment_gateway_url, settings.payment_gateway_timeout_ms / 1000)
-            if settings.payment_gateway_url
+            if settings.payment_gateway == "http" and settings.payment_gateway_url
             else None
         ),
         reservation_ttl_s=settings.reservation_ttl_s,

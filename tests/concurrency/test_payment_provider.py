@@ -41,6 +41,7 @@ def gateway_shop(storm_shop, provider):
     def make(buyers: int = 8, **overrides):
         overrides.setdefault("payment_gateway_timeout_ms", 400)
         overrides.setdefault("payment_gateway_url", url)
+        overrides.setdefault("payment_gateway", "http")
         return storm_shop(buyers, payment_webhook_secret=SECRET, **overrides)
 
     return make
@@ -193,7 +194,10 @@ def test_the_webhook_settles_a_pending_order_once_and_refuses_bad_signatures(
 ):
     url, _ = provider
     app = make_app(
-        payment_gateway_url=url, payment_gateway_timeout_ms=200, payment_webhook_secret=SECRET
+        payment_gateway="http",
+        payment_gateway_url=url,
+        payment_gateway_timeout_ms=200,
+        payment_webhook_secret=SECRET,
     )
     client = app.test_client()
     hot = commit_item(committed, "Hot", "1.14", 5)

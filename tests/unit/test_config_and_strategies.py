@@ -85,3 +85,20 @@ def test_plain_postgresql_urls_use_psycopg2():
     assert normalize_database_url("postgresql+psycopg2://h/db") == "postgresql+psycopg2://h/db"
     with pytest.raises(ValueError, match="PostgreSQL"):
         normalize_database_url("mysql+pymysql://u@h/shop")
+
+
+def test_the_payment_provider_settings():
+    from ecommerce.config import Settings
+
+    assert Settings.from_env({}).payment_gateway == "instant"
+    with_url = Settings.from_env({"PAYMENT_GATEWAY_URL": "http://127.0.0.1:8090"})
+    assert with_url.payment_gateway == "http"
+    with_url.validate()
+    for env in (
+        {"PAYMENT_GATEWAY": "http"},  # no URL
+        {"PAYMENT_GATEWAY": "instant", "PAYMENT_GATEWAY_URL": "http://127.0.0.1:8090"},
+        {"PAYMENT_GATEWAY": "paypal"},
+        {"PAYMENT_GATEWAY_URL": "ftp://127.0.0.1"},
+    ):
+        with pytest.raises(ValueError):
+            Settings.from_env(env).validate()
