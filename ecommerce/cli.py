@@ -19,7 +19,15 @@ from ecommerce.config import Settings
 from ecommerce.errors import ShopError
 from ecommerce.limits import MAX_ID, MAX_QUANTITY, USER_ID_PATTERN, USER_ID_RULE
 from ecommerce.money import MoneyError, parse_amount
-from ecommerce.services import Shop, idempotency, invariants, inventory, orders, payment
+from ecommerce.services import (
+    Shop,
+    console,
+    idempotency,
+    invariants,
+    inventory,
+    orders,
+    payment,
+)
 
 # The design note's sample data: name, price, stock.
 SAMPLE_ITEMS = [
@@ -99,6 +107,25 @@ def prune_idempotency_keys() -> None:
 
 
 @click.command(
+    "console-link", help="Print a one-time sign-in URL of the operator's console (last word)."
+)
+@click.option("--admin", "admin", default="operator", show_default=True, help="Who signs in.")
+@click.option(
+    "--ttl", default=600, show_default=True, type=click.IntRange(1, 86400), help="Seconds."
+)
+@click.option(
+    "--base-url",
+    default=None,
+    help="Where the console is served (default: http://localhost:PORT).",
+)
+@with_appcontext
+def console_link(admin: str, ttl: int, base_url: str | None) -> None:
+    nonce = console.issue_link(_shop(), admin, ttl)
+    base = (base_url or f"http://localhost:{_settings().port}").rstrip("/")
+    click.echo(f"{base}/console/login?link={nonce}")
+
+
+@click.command(
     "release-expired",
     help="Expire pending orders past their reservation and put their stock back (cron: every "
     "minute).",
@@ -174,6 +201,7 @@ def init_app(app: Flask) -> None:
         prune_idempotency_keys,
         release_expired,
         reconcile_payments,
+        console_link,
         issue_token,
         add_item,
         restock,

@@ -13,6 +13,7 @@ METRICS=false turns the recording off (the benchmark compares both).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import (
@@ -119,3 +120,64 @@ def exposition() -> tuple[bytes, str]:
     from prometheus_client import REGISTRY
 
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True)
+class PayFigures:
+    """The pay metrics summed over the workers, cumulative since they started."""
+
+    outcomes: dict[tuple[str, str], float]  # (outcome, code) -> pays
+    latency_buckets: list[tuple[float, float]]  # (upper bound s, cumulative count) of pays
+    batch_sum: float
+    batch_count: float
+
+
+PAY_ENDPOINT = "/cart/<user_id>/pay"
+
+
+def pay_figures() -> PayFigures:
+    """Read back what the workers recorded (the console's source of truth for
+    refusals, latency and batch sizes: no second bookkeeping)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    scrape, _ = exposition()
+    outcomes: dict[tuple[str, str], float] = {}
+    buckets: dict[float, float] = {}
+    batch_sum = batch_count = 0.0
+    for family in text_string_to_metric_families(scrape.decode()):
+        for sample in family.samples:
+            if family.name == "shop_pays":
+                if sample.name.endswith("_total"):
+                    key = (sample.labels["outcome"], sample.labels["code"])
+                    outcomes[key] = outcomes.get(key, 0) + sample.value
+            elif family.name == "shop_http_request_duration_seconds":
+                if (
+                    sample.name.endswith("_bucket")
+                    and sample.labels.get("endpoint") == PAY_ENDPOINT
+                ):
+                    bound = float(sample.labels["le"])
+                    buckets[bound] = buckets.get(bound, 0) + sample.value
+            elif family.name == "shop_pay_batch_size":
+                if sample.name.endswith("_sum"):
+                    batch_sum += sample.value
+                elif sample.name.endswith("_count"):
+                    batch_count += sample.value
+    return PayFigures(outcomes, sorted(buckets.items()), batch_sum, batch_count)
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """The q-quantile of a (non-cumulative-differenced) histogram given as
+    cumulative (upper bound, count) pairs, interpolated inside its bucket."""
+    total = buckets[-1][1] if buckets else 0
+    if total <= 0:
+        return None
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            share = (rank - lower_count) / (count - lower_count) if count > lower_count else 0
+            return lower_bound + (bound - lower_bound) * share
+        lower_bound, lower_count = bound, count
+    return lower_bound

@@ -216,6 +216,17 @@ class IdempotencyKey(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 
+class ConsoleLink(Base):
+    """A one-time sign-in link of the console: redeemed once, before it expires."""
+
+    __tablename__ = "console_links"
+
+    nonce: Mapped[str] = mapped_column(Text, primary_key=True)
+    admin: Mapped[str] = mapped_column(Text, nullable=False)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 def table_names() -> list[str]:
     """Every table of the schema, parents first (for TRUNCATE in tests and the simulator)."""
     return [table.name for table in Base.metadata.sorted_tables]

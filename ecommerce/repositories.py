@@ -48,6 +48,7 @@ from ecommerce.db import FOREIGN_KEY_VIOLATION, sqlstate
 from ecommerce.models import (
     STATUSES_HOLDING_STOCK,
     CartLine,
+    ConsoleLink,
     IdempotencyKey,
     Item,
     Order,
@@ -825,6 +826,78 @@ class IdempotencyRepository(_Repository):
             {},
         )
         return len(result.all())
+
+
+class ConsoleLinkRepository(_Repository):
+    def add(self, nonce: str, admin: str, ttl_s: int) -> None:
+        self._execute(
+            insert(ConsoleLink).values(
+                nonce=nonce, admin=admin, expires_at=func.now() + dt.timedelta(seconds=ttl_s)
+            ),
+            {},
+        )
+
+    def redeem(self, nonce: str) -> str | None:
+        """Mark the link used; its admin, or None if unknown, used or expired."""
+        stmt = (
+            update(ConsoleLink)
+            .where(
+                ConsoleLink.nonce == nonce,
+                ConsoleLink.used_at.is_(None),
+                ConsoleLink.expires_at > func.now(),
+            )
+            .values(used_at=func.now())
+            .returning(ConsoleLink.admin)
+        )
+        return self._execute(stmt, {}).scalar_one_or_none()
+
+
+#: The console's picture of the shop: every item with its stock, its units in
+#: orders by status, units paid in the last 10 s, and its sale rules.
+CONSOLE_ITEMS = text(
+    """
+    SELECT i.id, i.name, i.price, i.stock AS available,
+           coalesce(sum(l.quantity) FILTER (WHERE o.status = 'pending'), 0) AS reserved,
+           coalesce(sum(l.quantity) FILTER (WHERE o.status = 'paid'), 0) AS sold,
+           coalesce(sum(l.quantity) FILTER (WHERE o.status = 'refunded'), 0) AS refunded,
+           coalesce(sum(l.quantity) FILTER (WHERE o.status IN ('paid', 'pending')
+                    AND o.created_at > now() - interval '10 seconds'), 0) AS recent,
+           i.per_user_limit, i.sale_starts_at, i.sale_ends_at
+    FROM items i
+    LEFT JOIN order_lines l ON l.item_id = i.id
+    LEFT JOIN orders o ON o.id = l.order_id
+    GROUP BY i.id
+    ORDER BY i.id
+    LIMIT :limit
+    """
+)
+
+#: Pending reservations: how many, and when the next one lapses.
+CONSOLE_PENDING = text("SELECT count(*), min(expires_at) FROM orders WHERE status = 'pending'")
+
+
+@dataclass(frozen=True)
+class ConsoleItemRow:
+    id: int
+    name: str
+    price: Decimal
+    available: Decimal
+    reserved: int
+    sold: int
+    refunded: int
+    recent: int  # units paid or reserved in the last 10 s
+    per_user_limit: int | None
+    sale_starts_at: dt.datetime | None
+    sale_ends_at: dt.datetime | None
+
+
+class ConsoleRepository(_Repository):
+    def items(self, limit: int) -> list[ConsoleItemRow]:
+        return [ConsoleItemRow(*row) for row in self._execute(CONSOLE_ITEMS, {"limit": limit})]
+
+    def pending(self) -> tuple[int, dt.datetime | None]:
+        count, next_expiry = self._execute(CONSOLE_PENDING, {}).one()
+        return count, next_expiry
 
 
 class SchemaRepository(_Repository):

@@ -53,7 +53,7 @@ def init_app(app: Flask) -> None:
     app.url_map.converters["id"] = IdConverter
     register_error_handlers(app)
 
-    from ecommerce.api import observe
+    from ecommerce.api import console, observe
     from ecommerce.api.admin import bp as admin_bp
     from ecommerce.api.cart import bp as cart_bp
     from ecommerce.api.items import bp as items_bp
@@ -68,3 +68,5 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(ops_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(payments_bp)
+    console.init_app(app)
+    app.register_blueprint(console.bp)

@@ -61,6 +61,12 @@ def documented(operation: Operation) -> Callable[[F], F]:
     return attach
 
 
+def not_in_the_api(view: F) -> F:
+    """A route for browsers (the console), not part of the API contract."""
+    view.openapi = None  # type: ignore[attr-defined]
+    return view
+
+
 _PARAM = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
 
 
@@ -148,7 +154,9 @@ def document(app: Flask) -> dict[str, Any]:
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint == "static":
             continue
-        operation: Operation = app.view_functions[rule.endpoint].openapi
+        operation: Operation | None = app.view_functions[rule.endpoint].openapi
+        if operation is None:
+            continue
         path, params = _path(rule.rule)
         common = [
             {"name": "X-Request-ID", "in": "header", "schema": schemas.REQUEST_ID_SCHEMA},

@@ -24,8 +24,8 @@ def test_the_document_is_valid_openapi_3_1(document):
 
 def test_every_route_and_method_is_in_the_document(app, document):
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+        if rule.endpoint == "static" or app.view_functions[rule.endpoint].openapi is None:
+            continue  # the console's pages, for browsers, are marked as not in the API
         path = rule.rule.replace("<id:", "<").replace("<", "{").replace(">", "}")
         assert path in document["paths"], path
         for method in rule.methods - {"HEAD", "OPTIONS"}:

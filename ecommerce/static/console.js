@@ -1,0 +1,129 @@
+// The sale-night console: live numbers over Server-Sent Events, small SVG
+// charts, actions that carry the session's CSRF token. No build step, nothing
+// fetched from elsewhere.
+"use strict";
+
+const csrf = document.querySelector('meta[name="csrf-token"]').content;
+const HISTORY = 180; // points per chart: three minutes at one a second
+const history = new Map(); // item id -> {stock: [], rate: []}
+const cards = new Map(); // item id -> its article element
+
+function text(el, value) { el.textContent = value === null || value === undefined ? "–" : String(value); }
+
+function draw(svg, values) {
+  const line = svg.querySelector("polyline");
+  if (values.length < 2) { line.setAttribute("points", ""); return; }
+  const max = Math.max(...values, 1e-9), min = Math.min(...values, 0);
+  const span = max - min || 1;
+  const points = values.map((v, i) => {
+    const x = (i / (HISTORY - 1)) * 300;
+    const y = 58 - ((v - min) / span) * 56;
+    return `${x.toFixed(1)},${y.toFixed(1)}`;
+  });
+  line.setAttribute("points", points.join(" "));
+}
+
+function windowText(item) {
+  if (!item.sale_starts_at && !item.sale_ends_at) return "always open";
+  const fmt = (t) => (t ? new Date(t).toLocaleString() : "…");
+  return `${fmt(item.sale_starts_at)} → ${fmt(item.sale_ends_at)}`;
+}
+
+async function act(itemId, path, body, card) {
+  const result = card.querySelector(".result");
+  result.className = "result";
+  result.textContent = "…";
+  try {
+    const response = await fetch(`/console/items/${itemId}${path}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify(body),
+      credentials: "same-origin",
+    });
+    const answer = await response.json();
+    if (!response.ok) {
+      result.className = "result error";
+      result.textContent = answer.error ? answer.error.message : `HTTP ${response.status}`;
+      return;
+    }
+    result.textContent = `done: stock ${answer.stock}, price ${answer.price}, limit ${answer.per_user_limit ?? "none"}`;
+  } catch (error) {
+    result.className = "result error";
+    result.textContent = `no answer: ${error}`;
+  }
+}
+
+function card(item) {
+  let article = cards.get(item.id);
+  if (article) return article;
+  article = document.getElementById("item-template").content.firstElementChild.cloneNode(true);
+  article.dataset.itemId = item.id;
+  const form = article.querySelector(".actions");
+  form.addEventListener("click", (event) => {
+    const action = event.target.dataset && event.target.dataset.action;
+    if (!action) return;
+    const value = (name) => form.querySelector(`[name="${name}"]`).value.trim();
+    if (action === "open") act(item.id, "/sale", { open: true }, article);
+    if (action === "close") act(item.id, "/sale", { open: false }, article);
+    if (action === "restock") act(item.id, "/restock", { quantity: Number(value("quantity")) }, article);
+    if (action === "limit") {
+      const limit = value("limit");
+      act(item.id, "", { per_user_limit: limit === "" ? null : Number(limit) }, article);
+    }
+    if (action === "price") act(item.id, "", { price: value("price") }, article);
+  });
+  document.getElementById("items").appendChild(article);
+  cards.set(item.id, article);
+  history.set(item.id, { stock: [], rate: [] });
+  return article;
+}
+
+function show(snapshot) {
+  text(document.getElementById("pays"), snapshot.pays_per_s);
+  const lat = snapshot.pay_latency_ms;
+  text(document.getElementById("latency"), lat.p50 === null ? null : `${lat.p50} / ${lat.p99} ms`);
+  text(document.getElementById("batch"), snapshot.batch_size);
+  const next = snapshot.next_expiry ? `, next lapses ${new Date(snapshot.next_expiry).toLocaleTimeString()}` : "";
+  text(document.getElementById("pending"), `${snapshot.pending}${next}`);
+  const refusals = Object.entries(snapshot.refusals_per_s).filter(([, v]) => v > 0);
+  text(document.getElementById("refusals"), refusals.length ? refusals.map(([k, v]) => `${k} ${v}`).join(" · ") : "none");
+  for (const item of snapshot.items) {
+    const article = card(item);
+    const q = (cls) => article.querySelector(cls);
+    text(q(".name"), item.name);
+    const state = q(".sale-state");
+    state.textContent = item.on_sale ? "on sale" : "closed";
+    state.className = item.on_sale ? "sale-state" : "sale-state off";
+    text(q(".available"), item.available);
+    text(q(".reserved"), item.reserved);
+    text(q(".sold"), item.sold);
+    text(q(".refunded"), item.refunded);
+    text(q(".rate"), item.pays_per_s);
+    text(q(".price"), item.price);
+    text(q(".limit"), item.per_user_limit ?? "none");
+    text(q(".window"), windowText(item));
+    const h = history.get(item.id);
+    h.stock.push(Number(item.available));
+    h.rate.push(item.pays_per_s);
+    if (h.stock.length > HISTORY) { h.stock.shift(); h.rate.shift(); }
+    draw(q(".stock-chart"), h.stock);
+    draw(q(".rate-chart"), h.rate);
+  }
+}
+
+function connect() {
+  const status = document.getElementById("connection");
+  const source = new EventSource("/console/events");
+  source.addEventListener("open", () => { status.textContent = "live"; status.className = "connection live"; });
+  source.addEventListener("snapshot", (event) => show(JSON.parse(event.data)));
+  source.addEventListener("trouble", (event) => { status.textContent = JSON.parse(event.data); status.className = "connection down"; });
+  // EventSource reconnects by itself (after a restart too); say so meanwhile.
+  source.addEventListener("error", () => { status.textContent = "reconnecting…"; status.className = "connection down"; });
+}
+
+document.getElementById("signout").addEventListener("click", async () => {
+  await fetch("/console/logout", { method: "POST", headers: { "X-CSRF-Token": csrf }, credentials: "same-origin" });
+  window.location.reload();
+});
+
+connect();

@@ -1,0 +1,125 @@
+"""The operator's console through the test client: sign-in by one-time link,
+CSRF on every action, the live stream and its cap."""
+
+import json
+
+import pytest
+from sqlalchemy import text
+
+from ecommerce.api import console as console_api
+from tests.helpers import insert_item, shop_state
+
+
+def link(runner, *args):
+    result = runner.invoke(args=["console-link", *args])
+    assert result.exit_code == 0, result.output
+    url = result.output.split()[-1]
+    return url[url.index("/console/login") :]
+
+
+@pytest.fixture
+def signed_in(client, runner):
+    answer = client.get(link(runner))
+    assert answer.status_code == 303 and answer.headers["Location"] == "/console"
+    page = client.get("/console")
+    csrf = page.get_data(as_text=True).split('name="csrf-token" content="')[1].split('"')[0]
+    return {"X-CSRF-Token": csrf}
+
+
+def test_a_one_time_link_signs_in_with_a_strict_cookie(client, runner):
+    path = link(runner, "--admin", "ops")
+    answer = client.get(path)
+    assert answer.status_code == 303
+    cookie = answer.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
+    assert "Secure" not in cookie  # plain HTTP here; over HTTPS the cookie is Secure
+    page = client.get("/console")
+    assert page.status_code == 200 and "signed in as <b>ops</b>" in page.get_data(as_text=True)
+    nonce = path.split("link=")[1]
+    assert nonce not in page.get_data(as_text=True)
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
+
+    again = client.get(path)  # used once already
+    assert again.status_code == 401 and "already used" in again.get_data(as_text=True)
+
+
+def test_an_expired_or_forged_link_is_a_clear_page(client, runner, connection):
+    path = link(runner)
+    connection.execute(text("UPDATE console_links SET expires_at = now() - interval '1 second'"))
+    for attempt in (path, "/console/login?link=forged", "/console/login"):
+        answer = client.get(attempt)
+        assert answer.status_code == 401
+        assert answer.mimetype == "text/html" and "flask console-link" in answer.get_data(
+            as_text=True
+        )
+
+
+def test_without_a_session_nothing_is_shown_or_changed(client, connection):
+    item = insert_item(connection, "Lamp", "1.00", 5)
+    assert client.get("/console").status_code == 401
+    events = client.get("/console/events")
+    assert events.status_code == 401 and events.get_json()["error"]["code"] == "unauthorized"
+    refused = client.post(f"/console/items/{item}/restock", json={"quantity": 5})
+    assert refused.status_code == 401
+    assert shop_state(connection).stock[item] == 5
+
+
+def test_actions_need_the_csrf_token(client, signed_in, connection):
+    item = insert_item(connection, "Lamp", "1.00", 5)
+    for headers in ({}, {"X-CSRF-Token": "forged"}):
+        forged = client.post(
+            f"/console/items/{item}/restock", json={"quantity": 5}, headers=headers
+        )
+        assert forged.status_code == 403 and forged.get_json()["error"]["code"] == "forbidden"
+    assert shop_state(connection).stock[item] == 5
+
+    restocked = client.post(
+        f"/console/items/{item}/restock", json={"quantity": 5}, headers=signed_in
+    )
+    assert restocked.status_code == 200 and restocked.get_json()["stock"] == "10.00"
+    closed = client.post(f"/console/items/{item}/sale", json={"open": False}, headers=signed_in)
+    assert closed.get_json()["sale_ends_at"] is not None
+    opened = client.post(f"/console/items/{item}/sale", json={"open": True}, headers=signed_in)
+    assert (
+        opened.get_json()["sale_starts_at"] is not None
+        and opened.get_json()["sale_ends_at"] is None
+    )
+    limited = client.post(f"/console/items/{item}", json={"per_user_limit": 2}, headers=signed_in)
+    assert limited.get_json()["per_user_limit"] == 2
+    priced = client.post(f"/console/items/{item}", json={"price": "2.50"}, headers=signed_in)
+    assert priced.get_json()["price"] == "2.50"
+    bad = client.post(f"/console/items/{item}", json={"price": "-1"}, headers=signed_in)
+    assert bad.status_code == 400 and bad.get_json()["error"]["message"]
+    renamed = client.post(f"/console/items/{item}", json={"name": "x"}, headers=signed_in)
+    assert renamed.status_code == 400
+
+    assert client.post("/console/logout", headers=signed_in).status_code == 200
+    assert client.get("/console").status_code == 401
+
+
+def test_the_stream_sends_snapshots_and_is_capped(client, signed_in, connection, monkeypatch):
+    insert_item(connection, "Lamp", "1.00", 5)
+    stream = client.get("/console/events")
+    assert stream.status_code == 200 and stream.mimetype == "text/event-stream"
+    chunks = iter(stream.response)
+    assert next(chunks).startswith(b"retry:")
+    event = next(chunks).decode()
+    assert event.startswith("event: snapshot\n")
+    snapshot = json.loads(event.split("data: ", 1)[1])
+    lamp = next(i for i in snapshot["items"] if i["name"] == "Lamp")
+    assert (lamp["available"], lamp["sold"], lamp["on_sale"]) == ("5.00", 0, True)
+    assert {"pays_per_s", "refusals_per_s", "pay_latency_ms", "batch_size", "pending"} <= set(
+        snapshot
+    )
+
+    held = [stream] + [
+        client.get("/console/events") for _ in range(console_api.CONSOLE_MAX_STREAMS - 1)
+    ]
+    try:
+        for response in held[1:]:
+            next(iter(response.response))  # started: each holds its place
+        beyond = client.get("/console/events")
+        assert beyond.status_code == 503 and "Retry-After" in beyond.headers
+    finally:
+        for response in held:
+            response.close()
