@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import urllib.request
@@ -19,7 +20,7 @@ from ecommerce.flashsale.fake_gateway import start_in_thread
 from ecommerce.flashsale.loadgen import ADD, PAY, TRANSPORT_ERROR, LoadPlan, run_load_in_process
 from ecommerce.flashsale.server import GunicornProcess
 from ecommerce.models import table_names
-from ecommerce.services import Shop, build_shop, invariants, inventory
+from ecommerce.services import Shop, build_shop, console, invariants, inventory
 
 SALE_PRICE = "9.99"
 
@@ -251,6 +252,12 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
             try:
                 with sale_server(database_url, config, gateway_url) as server:
                     warm_up("127.0.0.1", server.port, 4 * config.workers * config.threads)
+                    nonce = console.issue_link(shop, "rehearsal", int(config.duration_s) + 600)
+                    print(
+                        f"  watch it live: http://127.0.0.1:{server.port}/console/login?link={nonce}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     result = _storm(engine, config, item_ids, prefix, "127.0.0.1", server.port)
                     result.mean_batch_size = mean_batch_size("127.0.0.1", server.port)
             finally:

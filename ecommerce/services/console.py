@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,13 +44,18 @@ def _time(at: Any) -> str | None:
     return at.isoformat() if at is not None else None
 
 
+#: The window the rates, latencies and batch sizes are taken over.
+WINDOW_S = 10.0
+
+
 @dataclass
 class Feed:
-    """One viewer's stream of snapshots (a second apart)."""
+    """One viewer's stream of snapshots (a second apart). Counters are cumulative
+    in the metrics; the feed keeps the last WINDOW_S of readings to turn them into
+    rates and recent latencies."""
 
     shop: Shop
-    previous: metrics.PayFigures | None = None
-    previous_at: float = field(default_factory=time.monotonic)
+    readings: deque[tuple[float, metrics.PayFigures]] = field(default_factory=deque)
 
     def snapshot(self) -> dict[str, Any]:
         def read(session: Any) -> tuple[Any, Any]:
@@ -59,10 +65,12 @@ class Feed:
         items, (pending, next_expiry) = self.shop.transaction(read, "console_snapshot")
         now = rules.now()
         figures = metrics.pay_figures()
-        started = time.monotonic()
-        interval = max(started - self.previous_at, 1e-3)
-        before = self.previous or figures
-        self.previous, self.previous_at = figures, started
+        taken = time.monotonic()
+        self.readings.append((taken, figures))
+        while len(self.readings) > 1 and taken - self.readings[0][0] > WINDOW_S:
+            self.readings.popleft()
+        then, before = self.readings[0]
+        interval = max(taken - then, 1.0)
 
         refusals: dict[str, float] = {}
         for (outcome, code), count in figures.outcomes.items():

@@ -16,7 +16,7 @@ function draw(svg, values) {
   const max = Math.max(...values, 1e-9), min = Math.min(...values, 0);
   const span = max - min || 1;
   const points = values.map((v, i) => {
-    const x = (i / (HISTORY - 1)) * 300;
+    const x = (i / (values.length - 1)) * 300;
     const y = 58 - ((v - min) / span) * 56;
     return `${x.toFixed(1)},${y.toFixed(1)}`;
   });

@@ -1,0 +1,96 @@
+"""The console in a real browser (Debian's Chromium through Playwright): sign in
+with a one-time link, watch a small storm move the numbers, restock from the
+page, and see a forged CSRF token refused. Saves docs/console.png."""
+
+import os
+import threading
+import time
+
+import pytest
+
+from ecommerce.config import PROJECT_ROOT
+from tests.helpers import commit_cart_lines, commit_item, shop_state
+from tests.system.server import HttpClient, Server
+
+CHROMIUM = "/usr/bin/chromium"
+
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM),
+        reason="Chromium is not installed (apt-get install chromium; .ci/run installs it)",
+    ),
+]
+
+
+def test_the_console_in_a_browser(database_url, committed):
+    hot = commit_item(committed, "Flash-sale phone", "9.00", 300)
+    buyers = [f"fan{n}" for n in range(150)]
+    commit_cart_lines(committed, [(u, hot, 1) for u in buyers])
+    server = Server(database_url, LOG_LEVEL="warning", WEB_CONCURRENCY="2", GUNICORN_THREADS="8")
+    with server:
+        base = f"http://127.0.0.1:{server.port}"
+        link = server.flask("console-link", "--base-url", base).stdout.split()[-1]
+
+        def storm() -> None:  # a steady trickle of buyers for a few seconds
+            http = HttpClient(server.port)
+            for user in buyers:
+                http.request("POST", f"/cart/{user}/pay", {"amount": "9.00"})
+                time.sleep(0.04)
+            http.close()
+
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(link)
+            assert page.url == f"{base}/console"
+            page.wait_for_selector(".connection.live", timeout=15_000)
+            card = page.locator(f'article.item[data-item-id="{hot}"]')
+            card.wait_for(timeout=15_000)
+            assert card.locator(".available").inner_text() == "300.00"
+
+            buying = threading.Thread(target=storm)
+            buying.start()
+            page.wait_for_function(
+                f"""() => {{
+                    const c = document.querySelector('article.item[data-item-id="{hot}"]');
+                    return c && Number(c.querySelector('.sold').textContent) > 0
+                        && Number(c.querySelector('.rate').textContent) > 0;
+                }}""",
+                timeout=20_000,
+            )
+            assert float(page.locator("#pays").inner_text()) > 0
+            time.sleep(2)  # mid-storm: the picture for the README
+            page.screenshot(path=str(PROJECT_ROOT / "docs" / "console.png"), full_page=True)
+            buying.join(60)
+            sold = shop_state(committed).sold[hot]
+            assert sold == len(buyers)
+
+            # Restock from the page: available rises by 50 (from what the storm left).
+            before = shop_state(committed).stock[hot]
+            card.locator('input[name="quantity"]').fill("50")
+            card.locator('button[data-action="restock"]').click()
+            card.locator(".result").filter(has_text="done").wait_for(timeout=10_000)
+            expected = before + 50
+            page.wait_for_function(
+                f"""() => Number(document.querySelector(
+                    'article.item[data-item-id="{hot}"] .available').textContent) >= {expected}""",
+                timeout=10_000,
+            )
+
+            # A forged CSRF token changes nothing.
+            status = page.evaluate(
+                f"""async () => (await fetch('/console/items/{hot}/restock', {{
+                    method: 'POST', credentials: 'same-origin',
+                    headers: {{'Content-Type': 'application/json', 'X-CSRF-Token': 'forged'}},
+                    body: JSON.stringify({{quantity: 1000}})}})).status"""
+            )
+            assert status == 403
+            assert shop_state(committed).stock[hot] == 300 - len(buyers) + 50
+
+            # Readable on a phone: nothing wider than the screen.
+            page.set_viewport_size({"width": 390, "height": 844})
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 390, width
+            browser.close()
