@@ -43,7 +43,8 @@ HTTP_LATENCY = Histogram(
 )
 PAYS = Counter(
     "shop_pays_total",
-    "Pays by outcome: paid, sold_out (insufficient_stock), refused (by code), busy (503).",
+    "Pays by outcome: paid, pending (provider's answer outstanding), sold_out "
+    "(insufficient_stock), refused (by code), busy (503).",
     ["outcome", "code"],
 )
 PAY_BATCH_SIZE = Histogram(
