@@ -123,3 +123,9 @@ def test_the_stream_sends_snapshots_and_is_capped(client, signed_in, connection,
     finally:
         for response in held:
             response.close()
+
+
+def test_over_https_the_cookie_is_secure(client, runner):
+    answer = client.get(link(runner), base_url="https://localhost")
+    assert answer.status_code == 303
+    assert "Secure" in answer.headers["Set-Cookie"]
