@@ -112,15 +112,20 @@ def count_timeout(kind: str) -> None:
         DB_TIMEOUTS.labels(kind).inc()
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text format for a scrape, and its content type."""
+def _registry() -> CollectorRegistry:
+    """Every worker's samples (multiprocess mode), or this process's own."""
     if os.environ.get(MULTIPROC_DIR_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
+        return registry
     from prometheus_client import REGISTRY
 
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    return REGISTRY
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text format for a scrape, and its content type."""
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
 
 
 @dataclass(frozen=True)
@@ -139,13 +144,10 @@ PAY_ENDPOINT = "/cart/<user_id>/pay"
 def pay_figures() -> PayFigures:
     """Read back what the workers recorded (the console's source of truth for
     refusals, latency and batch sizes: no second bookkeeping)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    scrape, _ = exposition()
     outcomes: dict[tuple[str, str], float] = {}
     buckets: dict[float, float] = {}
     batch_sum = batch_count = 0.0
-    for family in text_string_to_metric_families(scrape.decode()):
+    for family in _registry().collect():  # the samples themselves, no text round trip
         for sample in family.samples:
             if family.name == "shop_pays":
                 if sample.name.endswith("_total"):
