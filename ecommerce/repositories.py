@@ -298,22 +298,28 @@ TAKE_IF_AVAILABLE = (
 
 ALL_ITEMS = select(*_ITEM_COLUMNS).order_by(Item.id)
 
-#: An item's stock and sales, by the status of the orders its lines are in, in
-#: one statement (one snapshot). No row: no such item.
-ITEM_SALES = text(
+#: Items' accounts (GET /admin/items/<id>/sales, the console): stock, units in
+#: orders by status, what the paid ones brought in, units sold or reserved in the
+#: last 10 s, and the sale rules, in one statement (one snapshot). :item_id NULL:
+#: every item, up to :limit.
+ITEM_ACCOUNTS = text(
     """
-    SELECT
-        i.stock AS available,
+    SELECT i.id, i.name, i.price, i.stock AS available,
         coalesce(sum(l.quantity) FILTER (WHERE o.status = 'pending'), 0) AS reserved,
         coalesce(sum(l.quantity) FILTER (WHERE o.status = 'paid'), 0) AS sold,
         coalesce(sum(l.quantity) FILTER (WHERE o.status = 'refunded'), 0) AS refunded,
         coalesce(sum(l.quantity * l.unit_price) FILTER (WHERE o.status = 'paid'), 0) AS revenue,
-        count(DISTINCT o.id) FILTER (WHERE o.status IN ('pending', 'paid')) AS orders
+        count(DISTINCT o.id) FILTER (WHERE o.status IN ('pending', 'paid')) AS orders,
+        coalesce(sum(l.quantity) FILTER (WHERE o.status IN ('paid', 'pending')
+                 AND o.created_at > now() - interval '10 seconds'), 0) AS recent,
+        i.per_user_limit, i.sale_starts_at, i.sale_ends_at
     FROM items i
     LEFT JOIN order_lines l ON l.item_id = i.id
     LEFT JOIN orders o ON o.id = l.order_id
-    WHERE i.id = :item_id
+    WHERE CAST(:item_id AS integer) IS NULL OR i.id = :item_id
     GROUP BY i.id
+    ORDER BY i.id
+    LIMIT :limit
     """
 )
 
@@ -348,15 +354,23 @@ class ItemRow:
 
 
 @dataclass(frozen=True)
-class ItemSalesRow:
-    """An item's stock, its units in orders by status, and what the paid ones brought in."""
+class ItemAccountRow:
+    """An item's stock, its units in orders by status, what the paid ones brought
+    in, its recent sales and its sale rules (ITEM_ACCOUNTS)."""
 
+    id: int
+    name: str
+    price: Decimal
     available: Decimal
     reserved: int
     sold: int
     refunded: int
     revenue: Decimal
     orders: int
+    recent: int  # units paid or reserved in the last 10 s
+    per_user_limit: int | None
+    sale_starts_at: dt.datetime | None
+    sale_ends_at: dt.datetime | None
 
 
 @dataclass(frozen=True)
@@ -485,9 +499,14 @@ class ItemRepository(_Repository):
         stmt = update(Item).where(Item.id == item_id).values(dict(values))
         return ItemRow(*self._execute(stmt.returning(*_ITEM_COLUMNS), {}).one())
 
-    def sales(self, item_id: int) -> ItemSalesRow | None:
-        row = self._execute(ITEM_SALES, {"item_id": item_id}).first()
-        return ItemSalesRow(*row) if row else None
+    def account(self, item_id: int) -> ItemAccountRow | None:
+        found = self.accounts(1, item_id)
+        return found[0] if found else None
+
+    def accounts(self, limit: int, item_id: int | None = None) -> list[ItemAccountRow]:
+        """Every item's account (ITEM_ACCOUNTS), in id order; or just ``item_id``'s."""
+        rows = self._execute(ITEM_ACCOUNTS, {"item_id": item_id, "limit": limit})
+        return [ItemAccountRow(*row) for row in rows]
 
     def restock(self, item_id: int, quantity: Decimal) -> Decimal | None:
         """Add units to stock and to the ledger; returns the new stock (None: no such item)."""
@@ -852,49 +871,11 @@ class ConsoleLinkRepository(_Repository):
         return self._execute(stmt, {}).scalar_one_or_none()
 
 
-#: The console's picture of the shop: every item with its stock, its units in
-#: orders by status, units paid in the last 10 s, and its sale rules.
-CONSOLE_ITEMS = text(
-    """
-    SELECT i.id, i.name, i.price, i.stock AS available,
-           coalesce(sum(l.quantity) FILTER (WHERE o.status = 'pending'), 0) AS reserved,
-           coalesce(sum(l.quantity) FILTER (WHERE o.status = 'paid'), 0) AS sold,
-           coalesce(sum(l.quantity) FILTER (WHERE o.status = 'refunded'), 0) AS refunded,
-           coalesce(sum(l.quantity) FILTER (WHERE o.status IN ('paid', 'pending')
-                    AND o.created_at > now() - interval '10 seconds'), 0) AS recent,
-           i.per_user_limit, i.sale_starts_at, i.sale_ends_at
-    FROM items i
-    LEFT JOIN order_lines l ON l.item_id = i.id
-    LEFT JOIN orders o ON o.id = l.order_id
-    GROUP BY i.id
-    ORDER BY i.id
-    LIMIT :limit
-    """
-)
-
 #: Pending reservations: how many, and when the next one lapses.
 CONSOLE_PENDING = text("SELECT count(*), min(expires_at) FROM orders WHERE status = 'pending'")
 
 
-@dataclass(frozen=True)
-class ConsoleItemRow:
-    id: int
-    name: str
-    price: Decimal
-    available: Decimal
-    reserved: int
-    sold: int
-    refunded: int
-    recent: int  # units paid or reserved in the last 10 s
-    per_user_limit: int | None
-    sale_starts_at: dt.datetime | None
-    sale_ends_at: dt.datetime | None
-
-
 class ConsoleRepository(_Repository):
-    def items(self, limit: int) -> list[ConsoleItemRow]:
-        return [ConsoleItemRow(*row) for row in self._execute(CONSOLE_ITEMS, {"limit": limit})]
-
     def pending(self) -> tuple[int, dt.datetime | None]:
         count, next_expiry = self._execute(CONSOLE_PENDING, {}).one()
         return count, next_expiry

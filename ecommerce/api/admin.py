@@ -95,4 +95,4 @@ def refund(order_id: int) -> Response:
     )
 )
 def sales(item_id: int) -> Response:
-    return json_response(item_sales_json(item_id, inventory.item_sales(current_shop(), item_id)))
+    return json_response(item_sales_json(inventory.item_sales(current_shop(), item_id)))

@@ -36,7 +36,7 @@ from flask.sessions import SecureCookieSessionInterface
 
 from ecommerce.api import current_shop, json_response, schemas, validation
 from ecommerce.api.openapi import not_in_the_api
-from ecommerce.api.render import item_json
+from ecommerce.api.render import console_json, item_json
 from ecommerce.errors import Forbidden, ServiceBusy, ShopError, Unauthorized
 from ecommerce.services import console, inventory
 
@@ -141,7 +141,7 @@ def events() -> Response:
         yield "retry: 2000\n\n"
         while time.monotonic() < ends:
             try:
-                data = json.dumps(feed.snapshot(), separators=(",", ":"))
+                data = json.dumps(console_json(feed.snapshot()), separators=(",", ":"))
                 yield f"event: snapshot\ndata: {data}\n\n"
             except ShopError as trouble:  # the database is busy or away: say so, go on
                 yield f"event: trouble\ndata: {json.dumps(trouble.message)}\n\n"

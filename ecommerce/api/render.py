@@ -9,8 +9,15 @@ import datetime as dt
 from typing import Any
 
 from ecommerce.money import format_money
+from ecommerce.services.console import WINDOW_S, Snapshot
 from ecommerce.services.orders import OrderPage
-from ecommerce.services.results import CartView, ItemSalesView, ItemView, LineView, OrderView
+from ecommerce.services.results import (
+    CartView,
+    ItemAccountView,
+    ItemView,
+    LineView,
+    OrderView,
+)
 
 
 def item_json(item: ItemView) -> dict[str, Any]:
@@ -25,9 +32,9 @@ def item_json(item: ItemView) -> dict[str, Any]:
     }
 
 
-def item_sales_json(item_id: int, sales: ItemSalesView) -> dict[str, Any]:
+def item_sales_json(sales: ItemAccountView) -> dict[str, Any]:
     return {
-        "item_id": item_id,
+        "item_id": sales.id,
         "available": format_money(sales.available),
         "reserved": sales.reserved,
         "sold": sales.sold,
@@ -35,6 +42,41 @@ def item_sales_json(item_id: int, sales: ItemSalesView) -> dict[str, Any]:
         "revenue": format_money(sales.revenue),
         "orders": sales.orders,
     }
+
+
+def console_json(snapshot: Snapshot) -> dict[str, Any]:
+    """One event of the console's stream (ecommerce/static/console.js reads it)."""
+    p50, p99 = snapshot.pay_latency_s
+    return {
+        "at": snapshot.at.isoformat(),
+        "items": [
+            {
+                "id": i.id,
+                "name": i.name,
+                "price": format_money(i.price),
+                "available": format_money(i.available),
+                "reserved": i.reserved,
+                "sold": i.sold,
+                "refunded": i.refunded,
+                "pays_per_s": round(i.recent / WINDOW_S, 1),
+                "per_user_limit": i.per_user_limit,
+                "sale_starts_at": _time(i.sale_starts_at),
+                "sale_ends_at": _time(i.sale_ends_at),
+                "on_sale": i.id not in snapshot.off_sale,
+            }
+            for i in snapshot.items
+        ],
+        "pays_per_s": round(sum(i.recent for i in snapshot.items) / WINDOW_S, 1),
+        "refusals_per_s": {k: round(v, 1) for k, v in snapshot.refusals_per_s.items()},
+        "pay_latency_ms": {"p50": _ms(p50), "p99": _ms(p99)},
+        "batch_size": round(snapshot.batch_size, 1) if snapshot.batch_size is not None else None,
+        "pending": snapshot.pending,
+        "next_expiry": _time(snapshot.next_expiry),
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return round(seconds * 1000, 1) if seconds is not None else None
 
 
 def _time(at: dt.datetime | None) -> str | None:

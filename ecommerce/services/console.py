@@ -9,16 +9,23 @@ figures for one viewer.
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from ecommerce import metrics
 from ecommerce.errors import Unauthorized
-from ecommerce.money import format_money
-from ecommerce.repositories import ConsoleLinkRepository, ConsoleRepository
+from ecommerce.repositories import (
+    ConsoleLinkRepository,
+    ConsoleRepository,
+    ItemAccountRow,
+    ItemRepository,
+)
 from ecommerce.services import Shop, rules
 
 #: Items shown at most.
@@ -40,12 +47,22 @@ def redeem_link(shop: Shop, nonce: str) -> str:
     return admin
 
 
-def _time(at: Any) -> str | None:
-    return at.isoformat() if at is not None else None
-
-
 #: The window the rates, latencies and batch sizes are taken over.
 WINDOW_S = 10.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The shop at one moment, as the console shows it (rendered by the API)."""
+
+    at: dt.datetime
+    items: list[ItemAccountRow]
+    off_sale: frozenset[int]  # items whose sale window is closed right now
+    refusals_per_s: dict[str, float]  # by code ("busy" for 503s), over the window
+    pay_latency_s: tuple[float | None, float | None]  # p50, p99 over the window
+    batch_size: float | None  # mean buyers per combined pay over the window
+    pending: int
+    next_expiry: dt.datetime | None
 
 
 @dataclass
@@ -57,10 +74,10 @@ class Feed:
     shop: Shop
     readings: deque[tuple[float, metrics.PayFigures]] = field(default_factory=deque)
 
-    def snapshot(self) -> dict[str, Any]:
-        def read(session: Any) -> tuple[Any, Any]:
-            repository = ConsoleRepository(session)
-            return repository.items(MAX_ITEMS), repository.pending()
+    def snapshot(self) -> Snapshot:
+        def read(session: Session) -> tuple[list[ItemAccountRow], tuple[int, Any]]:
+            items = ItemRepository(session).accounts(MAX_ITEMS)
+            return items, ConsoleRepository(session).pending()
 
         items, (pending, next_expiry) = self.shop.transaction(read, "console_snapshot")
         now = rules.now()
@@ -82,38 +99,16 @@ class Feed:
         earlier = dict(before.latency_buckets)
         recent_buckets = [(b, c - earlier.get(b, 0)) for b, c in figures.latency_buckets]
         batches = figures.batch_count - before.batch_count
-        return {
-            "at": now.isoformat(),
-            "items": [
-                {
-                    "id": i.id,
-                    "name": i.name,
-                    "price": format_money(i.price),
-                    "available": format_money(i.available),
-                    "reserved": i.reserved,
-                    "sold": i.sold,
-                    "refunded": i.refunded,
-                    "pays_per_s": round(i.recent / 10, 1),
-                    "per_user_limit": i.per_user_limit,
-                    "sale_starts_at": _time(i.sale_starts_at),
-                    "sale_ends_at": _time(i.sale_ends_at),
-                    "on_sale": rules.on_sale(i, now),
-                }
-                for i in items
-            ],
-            "pays_per_s": round(sum(i.recent for i in items) / 10, 1),
-            "refusals_per_s": {k: round(v / interval, 1) for k, v in sorted(refusals.items())},
-            "pay_latency_ms": {
-                "p50": _ms(metrics.quantile(recent_buckets, 0.5)),
-                "p99": _ms(metrics.quantile(recent_buckets, 0.99)),
-            },
-            "batch_size": round((figures.batch_sum - before.batch_sum) / batches, 1)
-            if batches
-            else None,
-            "pending": pending,
-            "next_expiry": _time(next_expiry),
-        }
-
-
-def _ms(seconds: float | None) -> float | None:
-    return round(seconds * 1000, 1) if seconds is not None else None
+        return Snapshot(
+            at=now,
+            items=items,
+            off_sale=frozenset(i.id for i in items if not rules.on_sale(i, now)),
+            refusals_per_s={k: v / interval for k, v in sorted(refusals.items())},
+            pay_latency_s=(
+                metrics.quantile(recent_buckets, 0.5),
+                metrics.quantile(recent_buckets, 0.99),
+            ),
+            batch_size=(figures.batch_sum - before.batch_sum) / batches if batches else None,
+            pending=pending,
+            next_expiry=next_expiry,
+        )

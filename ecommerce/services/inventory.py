@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from ecommerce.errors import InvalidRequest, NotFound
 from ecommerce.limits import MAX_PRICE, MAX_QUANTITY
 from ecommerce.money import CENT
-from ecommerce.repositories import ItemRepository, ItemRow, ItemSalesRow
+from ecommerce.repositories import ItemAccountRow, ItemRepository, ItemRow
 from ecommerce.services import Shop
 
 
@@ -74,11 +74,11 @@ def change_item(shop: Shop, item_id: int, changes: Mapping[str, Any]) -> ItemRow
     return shop.transaction(work, "change_item")
 
 
-def item_sales(shop: Shop, item_id: int) -> ItemSalesRow:
+def item_sales(shop: Shop, item_id: int) -> ItemAccountRow:
     """Stock and sales of one item, from the database (one statement, one snapshot)."""
 
-    def work(session: Session) -> ItemSalesRow:
-        sales = ItemRepository(session).sales(item_id)
+    def work(session: Session) -> ItemAccountRow:
+        sales = ItemRepository(session).account(item_id)
         if sales is None:
             raise NotFound(f"item {item_id} does not exist")
         return sales

@@ -17,12 +17,12 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from ecommerce.money import format_money
-from ecommerce.repositories import ItemRow, ItemSalesRow, OrderRecord
+from ecommerce.repositories import ItemAccountRow, ItemRow, OrderRecord
 
 #: An item as the catalogue shows it: the repository's row is already a frozen value.
 ItemView = ItemRow
-#: An item's stock and sales (GET /admin/items/<id>/sales): likewise.
-ItemSalesView = ItemSalesRow
+#: An item's stock, sales and rules (admin sales figures, the console): likewise.
+ItemAccountView = ItemAccountRow
 
 
 @dataclass(frozen=True)
