@@ -112,6 +112,12 @@ def test_the_stream_sends_snapshots_and_is_capped(client, signed_in, connection,
         snapshot
     )
 
+    # The next snapshot sees a refusal made meanwhile, from the shop's own metrics.
+    assert client.post("/cart/nobody/pay", json={"amount": "1.00"}).status_code == 409
+    later = json.loads(next(chunks).decode().split("data: ", 1)[1])
+    assert later["refusals_per_s"].get("empty_cart", 0) > 0
+    assert later["pay_latency_ms"]["p50"] is not None
+
     held = [stream] + [
         client.get("/console/events") for _ in range(console_api.CONSOLE_MAX_STREAMS - 1)
     ]
