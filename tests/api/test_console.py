@@ -92,6 +92,18 @@ def test_actions_need_the_csrf_token(client, signed_in, connection):
     assert bad.status_code == 400 and bad.get_json()["error"]["message"]
     renamed = client.post(f"/console/items/{item}", json={"name": "x"}, headers=signed_in)
     assert renamed.status_code == 400
+    before = shop_state(connection)
+    for path, body in [
+        ("/sale", {"open": "yes"}),
+        ("/restock", {"quantity": "5"}),
+        ("/restock", {"quantity": 0}),
+        ("", {"per_user_limit": 0}),
+    ]:
+        refused = client.post(f"/console/items/{item}{path}", json=body, headers=signed_in)
+        assert refused.status_code == 400 and refused.get_json()["error"]["message"], body
+    missing = client.post("/console/items/999999/restock", json={"quantity": 1}, headers=signed_in)
+    assert missing.status_code == 404
+    assert shop_state(connection) == before
 
     assert client.post("/console/logout", headers=signed_in).status_code == 200
     assert client.get("/console").status_code == 401
