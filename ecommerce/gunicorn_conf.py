@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import os
 
+import gevent
+import gunicorn.workers.ggevent as ggevent
+from gevent.server import StreamServer
 from gunicorn.glogging import Logger
+from gunicorn.workers.ggevent import GeventWorker
 from gunicorn.workers.gthread import ThreadWorker
 
 from ecommerce import logs, metrics_dir
@@ -18,15 +22,18 @@ from ecommerce.config import Settings
 _settings = Settings.from_env()
 
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{_settings.port}"
-# gthread: each worker serves GUNICORN_THREADS requests at once. Pays do not hold
-# a connection each: they queue for the worker's pay combiner, whose one thread
-# runs them in batches on one connection; adds, checkouts and reads use the
-# request thread's pooled connection (DB_POOL_SIZE defaults to threads + 1).
-# Many threads per worker let batches form (a batch is what arrives while the
-# previous one runs); one worker per core keeps the batches large and the GIL
-# contention per process low. Measured on 2 cores, one hot item, 64 connections
-# (docs/BENCHMARKS.md): 2 x 32 and 2 x 64 sold most, 4 x 8 and 8 x 8 less, and
-# one process per core beat two.
+# The worker model (docs/BENCHMARKS.md, "Worker model"): one process per core,
+# each serving its connections in greenlets (gevent) on one OS thread. A pay
+# queues for the worker's pay combiner, whose one greenlet runs the queued pays
+# as one transaction on one connection; adds, checkouts and reads use a pooled
+# connection (DB_POOL_SIZE, default GUNICORN_THREADS + 1 = 33 per worker: a
+# greenlet past it waits for one, at most DB_POOL_TIMEOUT_MS, then 503). psycopg2
+# waits for PostgreSQL through gevent's hub (ecommerce/cooperative.py).
+# Measured on 2 cores, one hot item, 64 connections: the same code sold ~1.5 x as
+# many pays with gevent as with 2 x 32 gthread threads, whose request threads
+# spent the difference switching and waiting for the GIL. One process per core
+# keeps batches large. GUNICORN_WORKER_CLASS=gthread gives the threaded model
+# (GUNICORN_THREADS threads per worker) with the same guarantees.
 
 
 class DrainingThreadWorker(ThreadWorker):
@@ -48,10 +55,54 @@ class DrainingThreadWorker(ThreadWorker):
             self.sockets = []
 
 
-_worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gthread"
-worker_class = DrainingThreadWorker if _worker_class == "gthread" else _worker_class
+class _ClosableServer(StreamServer):
+    """gevent's StreamServer, remembered by its worker and safe to close twice."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _servers.append(self)
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+
+
+_servers: list[_ClosableServer] = []  # this worker process's servers
+
+
+class DrainingGeventWorker(GeventWorker):
+    """gevent, with the same graceful stop: new connections refused at once.
+
+    gunicorn's gevent worker notices SIGTERM in its once-a-second loop and only
+    then closes its servers; until then it goes on accepting. This worker closes
+    them (stops accepting, closes its copies of the listeners) from a greenlet
+    spawned by the signal, then drains as gunicorn does.
+    """
+
+    def run(self) -> None:
+        # GeventWorker.run builds its servers from its module's StreamServer; in
+        # this worker process (forked, never the master) they are ours.
+        ggevent.StreamServer = _ClosableServer
+        super().run()
+
+    def handle_exit(self, sig, frame) -> None:
+        super().handle_exit(sig, frame)
+        gevent.spawn(_stop_accepting)
+
+
+def _stop_accepting() -> None:
+    for server in _servers:
+        server.close()
+
+
+_worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gevent"
+worker_class = {"gthread": DrainingThreadWorker, "gevent": DrainingGeventWorker}.get(
+    _worker_class, _worker_class
+)
 workers = int(os.environ.get("WEB_CONCURRENCY") or (os.cpu_count() or 1))
-threads = int(os.environ.get("GUNICORN_THREADS") or 32)
+threads = int(os.environ.get("GUNICORN_THREADS") or 32)  # gthread only
+# gevent: connections served at once per worker; beyond it they wait in the backlog.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or 1000)
 preload_app = False
 # The worker timeout sits above statement_timeout (10 s), which sits above
 # lock_timeout (3 s): the database gives up first and the client gets a 503.
@@ -100,6 +151,14 @@ def on_starting(server) -> None:
         from ecommerce.embedded_db import embedded_database_url
 
         embedded_database_url(_settings.instance_path)
+
+
+def post_fork(server, worker) -> None:
+    """In each worker, before the app is loaded and any connection is opened."""
+    if _worker_class == "gevent":
+        from ecommerce import cooperative
+
+        cooperative.install()
 
 
 def child_exit(server, worker) -> None:

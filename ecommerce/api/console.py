@@ -26,13 +26,14 @@ from typing import Any
 from flask import (
     Blueprint,
     Flask,
+    Request,
     Response,
     redirect,
     render_template,
     request,
     session,
 )
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 
 from ecommerce.api import current_shop, json_response, schemas, validation
 from ecommerce.api.openapi import not_in_the_api
@@ -51,7 +52,17 @@ _streams = threading.BoundedSemaphore(CONSOLE_MAX_STREAMS)
 
 
 class ConsoleSessions(SecureCookieSessionInterface):
-    """Flask's signed cookie session, Secure exactly when the request came over HTTPS."""
+    """Flask's signed cookie session, Secure exactly when the request came over HTTPS.
+
+    Only the console has a session (its cookie's path is /console): every other
+    request gets Flask's null session, so the shop's API does not build a cookie
+    signer per request (measured: ~5 % of a pay's CPU).
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        if request.path != bp.url_prefix and not request.path.startswith(f"{bp.url_prefix}/"):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
 
     def get_cookie_secure(self, app: Flask) -> bool:
         return request.is_secure

@@ -140,10 +140,14 @@ def _machine(database_url: str) -> dict[str, object]:
     default=32,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="gunicorn threads per worker (and pool size).",
+    help="gunicorn threads per worker with gthread; the pool size (threads + 1) with both.",
 )
 @click.option(
-    "--worker-class", default="gthread", show_default=True, type=click.Choice(["gthread", "sync"])
+    "--worker-class",
+    default="gevent",
+    show_default=True,
+    type=click.Choice(["gevent", "gthread", "sync"]),
+    help="gunicorn's worker class (gevent: greenlets on one thread per worker).",
 )
 @click.option("--url", default=None, help="Target a running server instead of starting one.")
 @click.option(

@@ -35,7 +35,7 @@ class SaleConfig:
     items: int = 1  # >1: the stock is spread over that many SKUs
     workers: int = 2
     threads: int = 32
-    worker_class: str = "gthread"
+    worker_class: str = "gevent"
     mode: str = "flow"  # "flow": add -> checkout -> pay; "pay": prepared carts, pay only
     keys: bool = False  # an Idempotency-Key on every pay
     combining: bool = True  # PAY_COMBINING of the server started

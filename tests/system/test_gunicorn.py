@@ -11,13 +11,21 @@ from tests.system.server import HttpClient, Server
 pytestmark = pytest.mark.slow
 
 
+# Both safe strategies, pays combined and alone, in the default gevent workers;
+# the threaded workers (GUNICORN_WORKER_CLASS=gthread) with the default strategy.
 @pytest.fixture(
-    params=[(s, c) for s in ("for_update", "atomic") for c in ("true", "false")],
-    ids=lambda p: f"{p[0]}-{'combined' if p[1] == 'true' else 'alone'}",
+    params=[(s, c, "gevent") for s in ("for_update", "atomic") for c in ("true", "false")]
+    + [("for_update", c, "gthread") for c in ("true", "false")],
+    ids=lambda p: f"{p[0]}-{'combined' if p[1] == 'true' else 'alone'}-{p[2]}",
 )
 def server(request, database_url, committed):
-    strategy, combining = request.param
-    server = Server(database_url, STOCK_STRATEGY=strategy, PAY_COMBINING=combining)
+    strategy, combining, worker_class = request.param
+    server = Server(
+        database_url,
+        STOCK_STRATEGY=strategy,
+        PAY_COMBINING=combining,
+        GUNICORN_WORKER_CLASS=worker_class,
+    )
     server.flask("db", "upgrade")
     server.flask("seed")
     server.start()

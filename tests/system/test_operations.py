@@ -103,11 +103,18 @@ def test_metrics_add_up_across_workers_and_logs_are_json(database_url, committed
     assert all(line["status"] == 201 and line["user_id"].startswith("m") for line in requests)
 
 
-def test_sigterm_mid_batch_answers_every_request_in_flight(database_url, committed):
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_sigterm_mid_batch_answers_every_request_in_flight(database_url, committed, worker_class):
     hot = commit_item(committed, "Hot", "1.00", 100)
     buyers = [f"g{n}" for n in range(10)]
     commit_cart_lines(committed, [(u, hot, 1) for u in buyers])
-    server = Server(database_url, PAY_COMBINING="true", WEB_CONCURRENCY="2", GUNICORN_THREADS="8")
+    server = Server(
+        database_url,
+        PAY_COMBINING="true",
+        WEB_CONCURRENCY="2",
+        GUNICORN_THREADS="8",
+        GUNICORN_WORKER_CLASS=worker_class,
+    )
     server.start()
     answers: dict[str, object] = {}
 
