@@ -7,6 +7,7 @@ and builds its own SQLAlchemy engine after the fork.
 
 from __future__ import annotations
 
+import gc
 import os
 
 import gevent
@@ -170,3 +171,12 @@ def child_exit(server, worker) -> None:
 def on_exit(server) -> None:
     if _made_metrics_dir:
         metrics_dir.remove(os.environ[metrics_dir.ENV])
+
+
+def post_worker_init(worker) -> None:
+    """The app is loaded in this worker: everything alive now (modules, the app,
+    its routes and models) leaves the cyclic collector's reach. A full collection
+    otherwise walks it all, and stalled a worker for 60-100 ms every few seconds
+    under a storm (docs/BENCHMARKS.md); the objects are never freed anyway."""
+    gc.collect()
+    gc.freeze()

@@ -124,9 +124,17 @@ class Combiner(Generic[Req, Out]):
                     self._queue.remove(pending)
                     raise self._busy("the shop is busy, please retry")
             pending.done.wait()  # in a running batch: the database bounds it
-        if isinstance(pending.outcome, BaseException):
-            raise pending.outcome
-        return pending.outcome  # type: ignore[return-value]
+        outcome, pending.outcome = pending.outcome, None
+        if isinstance(outcome, BaseException):
+            # Raised without a reference cycle (the exception's traceback holds
+            # this frame, which would hold the exception): a refusal storm would
+            # otherwise leave every request's frames for the cyclic collector,
+            # whose full passes stalled a worker for ~100 ms (docs/BENCHMARKS.md).
+            try:
+                raise outcome
+            finally:
+                del outcome, pending
+        return outcome  # type: ignore[return-value]
 
     def _loop(self) -> None:
         while True:
