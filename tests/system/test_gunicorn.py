@@ -1,11 +1,21 @@
 """The real thing: gunicorn with several workers, over HTTP, on real PostgreSQL."""
 
+import threading
 from collections import Counter
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import text
 
-from tests.helpers import assert_conserved, assert_invariants, commit_item, run_together, shop_state
+from tests.helpers import (
+    assert_conserved,
+    assert_invariants,
+    commit_cart_lines,
+    commit_item,
+    run_together,
+    shop_state,
+    wait_until_a_backend_waits_on_a_lock,
+)
 from tests.system.server import HttpClient, Server
 
 pytestmark = pytest.mark.slow
@@ -82,3 +92,48 @@ def test_storm_of_buyers_through_gunicorn(server, committed):
     assert after.stock[hot] == 0 and after.orders == stock
     assert_conserved({hot: Decimal(stock)}, after)
     assert_invariants(committed)
+
+
+@pytest.mark.parametrize("combining", ["true", "false"])
+def test_a_request_waiting_on_a_row_lock_does_not_stop_its_gevent_worker(
+    database_url, committed, combining
+):
+    # One gevent worker: psycopg2 waits for PostgreSQL through the hub
+    # (ecommerce/cooperative.py), so while one pay waits on a row lock, the same
+    # process goes on answering requests that need the database. Without it the
+    # worker's one thread would sit in the blocked pay until the lock was freed.
+    hot = commit_item(committed, "Held", "2.00", 5)
+    other = commit_item(committed, "Free", "1.00", 5)
+    commit_cart_lines(committed, [("waiter", hot, 1)])
+    server = Server(
+        database_url,
+        WEB_CONCURRENCY="1",
+        PAY_COMBINING=combining,
+        LOCK_TIMEOUT_MS="60000",
+        STATEMENT_TIMEOUT_MS="90000",
+        GUNICORN_TIMEOUT="120",
+    ).start()
+    paid: list[int] = []
+    try:
+        with committed.connect() as holder:
+            holder.execute(text("SELECT 1 FROM items WHERE id = :i FOR UPDATE"), {"i": hot})
+            waiter = threading.Thread(
+                target=lambda: paid.append(
+                    HttpClient(server.port)
+                    .request("POST", "/cart/waiter/pay", {"amount": "2.00"})
+                    .status
+                )
+            )
+            waiter.start()
+            wait_until_a_backend_waits_on_a_lock(committed)
+            http = HttpClient(server.port, timeout=10)
+            read = http.request("GET", f"/items/{other}")
+            added = http.request("POST", "/cart/other/add", {"item_id": other, "quantity": 1})
+            http.close()
+            assert read.status == 200 and added.status == 200
+            assert paid == []  # answered while the pay still waited, in the same worker
+            holder.rollback()
+        waiter.join(30)
+        assert paid == [201]
+    finally:
+        server.stop()
