@@ -218,6 +218,9 @@ def prepare_carts(engine: Engine, item_ids: list[int], prefix: str, buyers: int)
             ),
             {"prefix": prefix, "ids": item_ids, "count": len(item_ids), "buyers": buyers},
         )
+        # Statistics for the new rows now, as a shop's long-lived table would have
+        # them: planned on stale ones, a batch's cart lookup once became a scan.
+        conn.execute(text("ANALYZE carts"))
 
 
 def checking_shop(database_url: str) -> Shop:
