@@ -115,9 +115,13 @@ def make_server(host: str, port: int, provider: FakeProvider) -> ThreadingHTTPSe
             else:
                 self._send(HTTPStatus.NOT_FOUND, {"error": "no such endpoint"})
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        # A shop calls with a new connection per charge, dozens at once; the
+        # default backlog (5) made callers wait for SYN retries (~1 s each).
+        request_queue_size = 1024
+
+    return Server((host, port), Handler)
 
 
 def start_in_thread(
