@@ -8,6 +8,7 @@ and builds its own SQLAlchemy engine after the fork.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 
 import gevent
@@ -160,6 +161,17 @@ def post_fork(server, worker) -> None:
         from ecommerce import cooperative
 
         cooperative.install()
+
+
+def worker_exit(server, worker) -> None:
+    """In a gevent worker about to exit: flush and close the log handlers now and
+    drop logging's weak references to them. At interpreter teardown those
+    references call back into gevent's already cleared modules, and Python
+    prints "Exception ignored in: _removeHandlerRef" on stderr, a line that
+    breaks the JSON log."""
+    if _worker_class == "gevent":
+        logging.shutdown()
+        logging._handlerList.clear()  # type: ignore[attr-defined]
 
 
 def child_exit(server, worker) -> None:
