@@ -89,7 +89,14 @@ _request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
 def count_pay(outcome: str, code: str = "") -> None:
     if enabled:
-        PAYS.labels(outcome, code).inc()
+        child = _pay_children.get((outcome, code))
+        if child is None:
+            child = _pay_children[(outcome, code)] = PAYS.labels(outcome, code)
+        child.inc()
+
+
+# (outcome, error code) -> its child; bounded by the outcomes and codes there are.
+_pay_children: dict[tuple[str, str], Any] = {}
 
 
 def observe_batch(size: int) -> None:

@@ -44,31 +44,35 @@ _counter = itertools.count()
 
 
 def _start(endpoint: str | None, values: dict[str, Any] | None) -> None:
+    # One lookup through each context proxy per request, not one per attribute.
+    state = g._get_current_object()
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else _new_request_id()
-    g.request_started = time.perf_counter()
-    g.request_id_token = logs.request_id.set(g.request_id)
+    state.request_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else _new_request_id()
+    state.request_started = time.perf_counter()
+    state.request_id_token = logs.request_id.set(state.request_id)
 
 
 def _finish(response: Response) -> Response:
-    started = g.get("request_started")
+    state = g._get_current_object()
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    started = state.get("request_started")
     seconds = time.perf_counter() - started if started is not None else 0.0
-    endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
-    metrics.count_request(request.method, endpoint, response.status_code, seconds)
-    level = logging.DEBUG if request.endpoint in QUIET_ENDPOINTS else logging.INFO
+    endpoint = req.url_rule.rule if req.url_rule is not None else "unmatched"
+    response.headers[REQUEST_ID_HEADER] = state.get("request_id", "")
+    metrics.count_request(req.method, endpoint, response.status_code, seconds)
+    level = logging.DEBUG if req.endpoint in QUIET_ENDPOINTS else logging.INFO
     if log.isEnabledFor(level):
         fields: dict[str, Any] = {
-            "method": request.method,
+            "method": req.method,
             "endpoint": endpoint,
             "status": response.status_code,
             "duration_ms": round(seconds * 1000, 2),
         }
-        user = g.get("auth_subject") or (request.view_args or {}).get("user_id")
+        user = state.get("auth_subject") or (req.view_args or {}).get("user_id")
         if user is not None:
             fields["user_id"] = user
-        if "error_code" in g:
-            fields["error_code"] = g.error_code
+        if "error_code" in state:
+            fields["error_code"] = state.error_code
         log.log(level, "request", extra={"fields": fields})
     return response
 
