@@ -19,11 +19,10 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+from gevent.socket import wait_read, wait_write
 
 
 def wait_through_hub(conn: Any, timeout: float | None = None) -> None:
-    from gevent.socket import wait_read, wait_write
-
     while True:
         state = conn.poll()
         if state == psycopg2.extensions.POLL_OK:

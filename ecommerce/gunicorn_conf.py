@@ -24,18 +24,19 @@ from ecommerce.config import Settings
 _settings = Settings.from_env()
 
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{_settings.port}"
-# The worker model (docs/BENCHMARKS.md, "Worker model"): one process per core,
-# each serving its connections in greenlets (gevent) on one OS thread. A pay
-# queues for the worker's pay combiner, whose one greenlet runs the queued pays
-# as one transaction on one connection; adds, checkouts and reads use a pooled
-# connection (DB_POOL_SIZE, default GUNICORN_THREADS + 1 = 33 per worker: a
-# greenlet past it waits for one, at most DB_POOL_TIMEOUT_MS, then 503). psycopg2
-# waits for PostgreSQL through gevent's hub (ecommerce/cooperative.py).
-# Measured on 2 cores, one hot item, 64 connections: the same code sold ~1.5 x as
-# many pays with gevent as with 2 x 32 gthread threads, whose request threads
-# spent the difference switching and waiting for the GIL. One process per core
-# keeps batches large. GUNICORN_WORKER_CLASS=gthread gives the threaded model
-# (GUNICORN_THREADS threads per worker) with the same guarantees.
+# The worker model (docs/BENCHMARKS.md, "Sale night suite, gevent workers"):
+# one process per core, each serving its connections in greenlets (gevent) on
+# one OS thread. A pay queues for the worker's pay combiner, whose one greenlet
+# runs the queued pays as one transaction on one connection; adds, checkouts and
+# reads use a pooled connection (DB_POOL_SIZE, default GUNICORN_THREADS + 1 = 33
+# per worker: a greenlet past it waits for one, at most DB_POOL_TIMEOUT_MS, then
+# 503). psycopg2 waits for PostgreSQL through gevent's hub
+# (ecommerce/cooperative.py). Measured on 2 cores, one hot item, 64 connections:
+# the same code sold ~1.4 x as many pays with gevent as with 2 x 32 gthread
+# threads, whose request threads spent the difference switching and waiting for
+# the GIL. One process per core keeps batches large (3 workers did worse).
+# GUNICORN_WORKER_CLASS=gthread gives the threaded model (GUNICORN_THREADS
+# threads per worker) with the same guarantees.
 
 
 class DrainingThreadWorker(ThreadWorker):
@@ -157,10 +158,19 @@ def on_starting(server) -> None:
 
 def post_fork(server, worker) -> None:
     """In each worker, before the app is loaded and any connection is opened."""
-    if _worker_class == "gevent":
+    if _worker_class.startswith("gevent"):  # gevent, gevent_pywsgi, ...
         from ecommerce import cooperative
 
         cooperative.install()
+
+
+def post_worker_init(worker) -> None:
+    """The app is loaded in this worker: everything alive now (modules, the app,
+    its routes and models) leaves the cyclic collector's reach. A full collection
+    otherwise walks it all, and stalled a worker for 60-100 ms every few seconds
+    under a storm (docs/BENCHMARKS.md); the objects are never freed anyway."""
+    gc.collect()
+    gc.freeze()
 
 
 def worker_exit(server, worker) -> None:
@@ -169,7 +179,7 @@ def worker_exit(server, worker) -> None:
     references call back into gevent's already cleared modules, and Python
     prints "Exception ignored in: _removeHandlerRef" on stderr, a line that
     breaks the JSON log."""
-    if _worker_class == "gevent":
+    if _worker_class.startswith("gevent"):
         logging.shutdown()
         logging._handlerList.clear()  # type: ignore[attr-defined]
 
@@ -183,12 +193,3 @@ def child_exit(server, worker) -> None:
 def on_exit(server) -> None:
     if _made_metrics_dir:
         metrics_dir.remove(os.environ[metrics_dir.ENV])
-
-
-def post_worker_init(worker) -> None:
-    """The app is loaded in this worker: everything alive now (modules, the app,
-    its routes and models) leaves the cyclic collector's reach. A full collection
-    otherwise walks it all, and stalled a worker for 60-100 ms every few seconds
-    under a storm (docs/BENCHMARKS.md); the objects are never freed anyway."""
-    gc.collect()
-    gc.freeze()

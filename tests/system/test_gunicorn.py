@@ -108,6 +108,7 @@ def test_a_request_waiting_on_a_row_lock_does_not_stop_its_gevent_worker(
     server = Server(
         database_url,
         WEB_CONCURRENCY="1",
+        GUNICORN_WORKER_CLASS="gevent",
         PAY_COMBINING=combining,
         LOCK_TIMEOUT_MS="60000",
         STATEMENT_TIMEOUT_MS="90000",
