@@ -1,6 +1,7 @@
 """The real thing: gunicorn with several workers, over HTTP, on real PostgreSQL."""
 
 import threading
+import time
 from collections import Counter
 from decimal import Decimal
 
@@ -138,3 +139,78 @@ def test_a_request_waiting_on_a_row_lock_does_not_stop_its_gevent_worker(
         assert paid == [201]
     finally:
         server.stop()
+
+
+def _backends_waiting_on_locks(engine, count: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    with engine.connect() as conn:
+        while (
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+            < count
+        ):
+            conn.rollback()
+            assert time.monotonic() < deadline, f"fewer than {count} sessions ever waited"
+            time.sleep(0.01)
+
+
+def test_a_gevent_worker_bounds_the_pool_and_the_pay_queue(database_url, committed):
+    # One gevent worker whose pool (2) is taken by a pay batch and an add, both
+    # waiting on a row lock: a read that needs a connection and a pay that queues
+    # behind the batch are each answered 503 with Retry-After once their own
+    # bound runs out, while the lock is still held (no hang), and the blocked
+    # requests complete once it is released.
+    hot = commit_item(committed, "Held", "2.00", 5)
+    other = commit_item(committed, "Free", "1.00", 5)
+    commit_cart_lines(committed, [("batch", hot, 1), ("queued", other, 1)])
+    server = Server(
+        database_url,
+        WEB_CONCURRENCY="1",
+        GUNICORN_WORKER_CLASS="gevent",
+        PAY_COMBINING="true",
+        DB_POOL_SIZE="2",
+        DB_POOL_TIMEOUT_MS="300",
+        PAY_QUEUE_WAIT_MS="300",
+        LOCK_TIMEOUT_MS="20000",
+        STATEMENT_TIMEOUT_MS="25000",
+    ).start()
+    answers: dict[str, int] = {}
+
+    def call(name: str, method: str, path: str, body=None) -> None:
+        answers[name] = HttpClient(server.port).request(method, path, body).status
+
+    try:
+        with committed.connect() as holder:
+            holder.execute(text("SELECT 1 FROM items WHERE id = :i FOR UPDATE"), {"i": hot})
+            blocked = [
+                threading.Thread(
+                    target=call, args=("pay", "POST", "/cart/batch/pay", {"amount": "2.00"})
+                ),
+                # The cart row's foreign key check waits for the item row too.
+                threading.Thread(
+                    target=call,
+                    args=("add", "POST", "/cart/adder/add", {"item_id": hot, "quantity": 1}),
+                ),
+            ]
+            for t in blocked:
+                t.start()
+            _backends_waiting_on_locks(committed, 2)
+            http = HttpClient(server.port, timeout=10)
+            read = http.request("GET", f"/items/{other}")
+            queued = http.request("POST", "/cart/queued/pay", {"amount": "1.00"})
+            http.close()
+            assert (read.status, read.error_code) == (503, "busy"), read.body
+            assert (queued.status, queued.error_code) == (503, "busy"), queued.body
+            assert read.headers["Retry-After"] and queued.headers["Retry-After"]
+            assert answers == {}  # the blocked ones still wait on the lock
+            holder.rollback()
+        for t in blocked:
+            t.join(30)
+        assert answers == {"pay": 201, "add": 200}
+    finally:
+        server.stop()
+    assert_invariants(committed)
