@@ -172,18 +172,23 @@ def assert_invariants(engine: Engine) -> None:
     assert not violations, "\n".join(map(str, violations))
 
 
-def wait_until_a_backend_waits_on_a_lock(engine: Engine, timeout: float = 10) -> None:
-    """Poll pg_stat_activity until some session of this database is blocked on a lock."""
+def wait_until_a_backend_waits_on_a_lock(
+    engine: Engine, timeout: float = 10, count: int = 1
+) -> None:
+    """Poll pg_stat_activity until ``count`` sessions of this database are blocked on a lock."""
     deadline = time.monotonic() + timeout
     with engine.connect() as conn:
-        while not conn.execute(
-            text(
-                "SELECT 1 FROM pg_stat_activity"
-                " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-        ).first():
+        while (
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+            < count
+        ):
             conn.rollback()
-            assert time.monotonic() < deadline, "nothing ever waited on a lock"
+            assert time.monotonic() < deadline, "fewer sessions than expected waited on a lock"
             time.sleep(0.01)
 
 

@@ -1,7 +1,6 @@
 """The real thing: gunicorn with several workers, over HTTP, on real PostgreSQL."""
 
 import threading
-import time
 from collections import Counter
 from decimal import Decimal
 
@@ -141,23 +140,6 @@ def test_a_request_waiting_on_a_row_lock_does_not_stop_its_gevent_worker(
         server.stop()
 
 
-def _backends_waiting_on_locks(engine, count: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    with engine.connect() as conn:
-        while (
-            conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            ).scalar_one()
-            < count
-        ):
-            conn.rollback()
-            assert time.monotonic() < deadline, f"fewer than {count} sessions ever waited"
-            time.sleep(0.01)
-
-
 def test_a_gevent_worker_bounds_the_pool_and_the_pay_queue(database_url, committed):
     # One gevent worker whose pool (2) is taken by a pay batch and an add, both
     # waiting on a row lock: a read that needs a connection and a pay that queues
@@ -198,7 +180,7 @@ def test_a_gevent_worker_bounds_the_pool_and_the_pay_queue(database_url, committ
             ]
             for t in blocked:
                 t.start()
-            _backends_waiting_on_locks(committed, 2)
+            wait_until_a_backend_waits_on_a_lock(committed, count=2)
             http = HttpClient(server.port, timeout=10)
             read = http.request("GET", f"/items/{other}")
             queued = http.request("POST", "/cart/queued/pay", {"amount": "1.00"})
