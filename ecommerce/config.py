@@ -66,6 +66,9 @@ class Settings:
     pay_batch_max: int = 64
     pay_queue_max: int = 1024
     pay_queue_wait_ms: int = 3000
+    # Adds, and cart reads (the checkout quote, GET /cart/<user>), that arrive
+    # together are combined like pays, under the same bounds; on by default.
+    cart_combining: bool = True
     # How long a sold-out mark is trusted before a plain read re-checks it.
     sold_out_recheck_ms: int = 500
     # The payment provider (ecommerce/gateway.py): "instant" (paid at once, no
@@ -84,6 +87,7 @@ class Settings:
         env = dict(os.environ if environ is None else environ)
         threads = _env_int("GUNICORN_THREADS", 32, env)
         combining = _env_bool("PAY_COMBINING", cls.pay_combining, env)
+        cart_combining = _env_bool("CART_COMBINING", cls.cart_combining, env)
         environment = (env.get("APP_ENV") or cls.environment).strip().lower()
         return cls(
             database_url=env.get("DATABASE_URL") or None,
@@ -95,9 +99,12 @@ class Settings:
             idle_in_transaction_timeout_ms=_env_int(
                 "IDLE_IN_TRANSACTION_TIMEOUT_MS", cls.idle_in_transaction_timeout_ms, env
             ),
-            # One connection per request thread, plus one for the pay combiner's
-            # thread: more would only add waiting in front of a hot row.
-            pool_size=_env_int("DB_POOL_SIZE", threads + (1 if combining else 0), env),
+            # One connection per request thread, plus one for each combiner's
+            # thread (pays; cart adds and cart reads): more would only add
+            # waiting in front of a hot row.
+            pool_size=_env_int(
+                "DB_POOL_SIZE", threads + int(combining) + 2 * int(cart_combining), env
+            ),
             pool_max_overflow=_env_int("DB_POOL_MAX_OVERFLOW", 0, env),
             pool_timeout_s=float(_env_int("DB_POOL_TIMEOUT_MS", 5000, env)) / 1000.0,
             transaction_retries=_env_int("TRANSACTION_RETRIES", cls.transaction_retries, env),
@@ -108,6 +115,7 @@ class Settings:
             auth_required=_env_bool("AUTH_REQUIRED", environment == "production", env),
             idempotency_ttl_s=_env_int("IDEMPOTENCY_TTL_S", cls.idempotency_ttl_s, env),
             pay_combining=combining,
+            cart_combining=cart_combining,
             pay_batch_max=_env_int("PAY_BATCH_MAX", cls.pay_batch_max, env),
             pay_queue_max=_env_int("PAY_QUEUE_MAX", cls.pay_queue_max, env),
             pay_queue_wait_ms=_env_int("PAY_QUEUE_WAIT_MS", cls.pay_queue_wait_ms, env),

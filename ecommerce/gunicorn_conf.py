@@ -27,10 +27,11 @@ bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{_settings.port}"
 # The worker model (docs/BENCHMARKS.md, "Sale night suite, gevent workers"):
 # one process per core, each serving its connections in greenlets (gevent) on
 # one OS thread. A pay queues for the worker's pay combiner, whose one greenlet
-# runs the queued pays as one transaction on one connection; adds, checkouts and
-# reads use a pooled connection (DB_POOL_SIZE, default GUNICORN_THREADS + 1 = 33
-# per worker: a greenlet past it waits for one, at most DB_POOL_TIMEOUT_MS, then
-# 503). psycopg2 waits for PostgreSQL through gevent's hub
+# runs the queued pays as one transaction on one connection; adds and checkouts
+# likewise queue for the worker's cart combiners (one for adds, one for cart
+# reads); other reads use a pooled connection (DB_POOL_SIZE, default
+# GUNICORN_THREADS + 3 = 35 per worker: a greenlet past it waits for one, at most
+# DB_POOL_TIMEOUT_MS, then 503). psycopg2 waits for PostgreSQL through gevent's hub
 # (ecommerce/cooperative.py). Measured on 2 cores, one hot item, 64 connections:
 # the same code sold ~1.4 x as many pays with gevent as with 2 x 32 gthread
 # threads, whose request threads spent the difference switching and waiting for

@@ -120,6 +120,45 @@ ADD_TO_CART_LINE = (
     )
 )
 
+#: Combined adds: every add of a batch at once, one increment per (user, item)
+#: in ascending order (so two batches lock shared rows in the same order). Like
+#: ADD_TO_CART_LINE the upsert locks each row and returns its new quantity with
+#: the item's name, stock and limit; an add of an item that does not exist is
+#: left out (no row comes back for it) instead of failing the whole statement.
+ADD_TO_CART_LINES = text(
+    """
+    INSERT INTO carts (user_id, item_id, quantity)
+    SELECT a.user_id, a.item_id, a.quantity
+    FROM unnest(CAST(:users AS text[]), CAST(:items AS integer[]),
+                CAST(:quantities AS integer[])) AS a (user_id, item_id, quantity)
+    WHERE EXISTS (SELECT 1 FROM items WHERE items.id = a.item_id)
+    ORDER BY a.user_id, a.item_id
+    ON CONFLICT (user_id, item_id) DO UPDATE SET quantity = carts.quantity + excluded.quantity
+    RETURNING carts.user_id, carts.item_id, carts.quantity,
+        (SELECT name FROM items WHERE items.id = carts.item_id) AS name,
+        (SELECT stock FROM items WHERE items.id = carts.item_id) AS stock,
+        (SELECT per_user_limit FROM items WHERE items.id = carts.item_id) AS per_user_limit
+    """
+)
+
+#: Combined adds: the lines of refused adds taken back out (rows already locked
+#: by ADD_TO_CART_LINES): each (user, item) set to its quantity, a line at 0 deleted.
+SET_CART_QUANTITIES = text(
+    """
+    WITH wanted AS (
+        SELECT * FROM unnest(CAST(:users AS text[]), CAST(:items AS integer[]),
+                             CAST(:quantities AS integer[])) AS w (user_id, item_id, quantity)
+    ), gone AS (
+        DELETE FROM carts USING wanted
+        WHERE carts.user_id = wanted.user_id AND carts.item_id = wanted.item_id
+          AND wanted.quantity = 0
+    )
+    UPDATE carts SET quantity = wanted.quantity FROM wanted
+    WHERE carts.user_id = wanted.user_id AND carts.item_id = wanted.item_id
+      AND wanted.quantity > 0
+    """
+)
+
 #: The user's cart lines, locked FOR UPDATE OF carts (items are only read here).
 LOCK_CART_FOR_PAY = (
     select(CartLine.item_id, *_LINE_ITEM_COLUMNS)
@@ -178,11 +217,23 @@ NEXT_ORDER_IDS = text(
     " FROM generate_series(1, :n)"
 )
 
+#: Idempotency records with their results, from parallel k_* arrays; also a
+#: step of WRITE_PAID_ORDERS.
+_SAVE_KEYS_SQL = """
+        INSERT INTO idempotency_keys (user_id, key, fingerprint, result, expires_at)
+        SELECT k.user_id, k.key, k.fingerprint, k.result, now() + make_interval(secs => :ttl_s)
+        FROM unnest(CAST(:k_users AS text[]), CAST(:k_keys AS text[]),
+                    CAST(:k_fingerprints AS text[]), CAST(:k_results AS bytea[]))
+             AS k (user_id, key, fingerprint, result)
+        ON CONFLICT (user_id, key) DO UPDATE
+        SET fingerprint = excluded.fingerprint, result = excluded.result,
+            expires_at = excluded.expires_at, created_at = now()"""
+
 #: Combined pays: every winner's order, lines, payment, the paid cart lines gone,
 #: the idempotency records, and one decrement per item, in one statement. Arrays
 #: are parallel: per order (o_*), per order line (l_*), per key (k_*), per item (s_*).
 WRITE_PAID_ORDERS = text(
-    """
+    f"""
     WITH new_orders AS (
         INSERT INTO orders (id, user_id, status, total, created_at, expires_at)
         SELECT o.id, o.user_id, :status, o.total, now(), CASE WHEN :status = 'pending'
@@ -206,21 +257,17 @@ WRITE_PAID_ORDERS = text(
         DELETE FROM carts USING unnest(CAST(:l_users AS text[]), CAST(:l_items AS integer[]))
                                 AS l (user_id, item_id)
         WHERE carts.user_id = l.user_id AND carts.item_id = l.item_id
-    ), new_keys AS (
-        INSERT INTO idempotency_keys (user_id, key, fingerprint, result, expires_at)
-        SELECT k.user_id, k.key, k.fingerprint, k.result, now() + make_interval(secs => :ttl_s)
-        FROM unnest(CAST(:k_users AS text[]), CAST(:k_keys AS text[]),
-                    CAST(:k_fingerprints AS text[]), CAST(:k_results AS bytea[]))
-             AS k (user_id, key, fingerprint, result)
-        ON CONFLICT (user_id, key) DO UPDATE
-        SET fingerprint = excluded.fingerprint, result = excluded.result,
-            expires_at = excluded.expires_at, created_at = now()
+    ), new_keys AS ({_SAVE_KEYS_SQL}
     )
     UPDATE items SET stock = items.stock - s.quantity
     FROM unnest(CAST(:s_items AS integer[]), CAST(:s_quantities AS integer[])) AS s (id, quantity)
     WHERE items.id = s.id
     """
 )
+
+#: Idempotency records of a batch, each with its result (an expired row with the
+#: same key may still be there: it is replaced).
+SAVE_KEYS = text(_SAVE_KEYS_SQL)
 
 #: Idempotency keys of a batch: a transaction-scoped advisory lock on each
 #: (user, key) pair, tried without waiting; true where it was taken.
@@ -616,6 +663,33 @@ class CartRepository(_Repository):
             raise
         return AddedLine(*row)
 
+    def add_many(self, adds: Mapping[tuple[str, int], int]) -> dict[tuple[str, int], AddedLine]:
+        """:meth:`add` for many (user, item) lines in one statement, locking each
+        line; ``adds`` gives the units to add to each. A line whose item does not
+        exist is absent from the answer (and nothing is written for it)."""
+        pairs = sorted(adds)
+        rows = self._execute(
+            ADD_TO_CART_LINES,
+            {
+                "users": [user for user, _ in pairs],
+                "items": [item for _, item in pairs],
+                "quantities": [adds[pair] for pair in pairs],
+            },
+        )
+        return {(row.user_id, row.item_id): AddedLine(*row[2:]) for row in rows}
+
+    def set_quantities(self, quantities: Mapping[tuple[str, int], int]) -> None:
+        """Set locked lines to these quantities; a line set to 0 is deleted."""
+        pairs = sorted(quantities)
+        self._execute(
+            SET_CART_QUANTITIES,
+            {
+                "users": [user for user, _ in pairs],
+                "items": [item for _, item in pairs],
+                "quantities": [quantities[pair] for pair in pairs],
+            },
+        )
+
     def remove(self, user_id: str, item_id: int) -> bool:
         result = self._execute(
             delete(CartLine)
@@ -731,11 +805,7 @@ class OrderRepository(_Repository):
                 "l_items": [ln.item_id for _, ln in lines],
                 "l_quantities": [ln.quantity for _, ln in lines],
                 "l_prices": [ln.unit_price for _, ln in lines],
-                "k_users": [k.user_id for k in keys],
-                "k_keys": [k.key for k in keys],
-                "k_fingerprints": [k.fingerprint for k in keys],
-                "k_results": [k.result for k in keys],
-                "ttl_s": key_ttl_s,
+                **_key_params(keys, key_ttl_s),
                 "s_items": items,
                 "s_quantities": [taken[i] for i in items],
             },
@@ -837,6 +907,10 @@ class IdempotencyRepository(_Repository):
         )
         self._execute(stmt, {})
 
+    def save_many(self, keys: Sequence[NewKeyRecord], ttl_s: int) -> None:
+        """:meth:`save` for many keys in one statement."""
+        self._execute(SAVE_KEYS, _key_params(keys, ttl_s))
+
     def delete_expired(self) -> int:
         result = self._execute(
             delete(IdempotencyKey)
@@ -845,6 +919,16 @@ class IdempotencyRepository(_Repository):
             {},
         )
         return len(result.all())
+
+
+def _key_params(keys: Sequence[NewKeyRecord], ttl_s: int) -> dict[str, Any]:
+    return {
+        "k_users": [k.user_id for k in keys],
+        "k_keys": [k.key for k in keys],
+        "k_fingerprints": [k.fingerprint for k in keys],
+        "k_results": [k.result for k in keys],
+        "ttl_s": ttl_s,
+    }
 
 
 class ConsoleLinkRepository(_Repository):

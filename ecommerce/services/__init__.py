@@ -7,9 +7,10 @@ exception. Callers (the HTTP API, the CLI, the tests) never see a session.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -27,7 +28,7 @@ T = TypeVar("T")
 @dataclass
 class Shop:
     """Everything a use case needs: the database, how to run a transaction, how
-    stock is taken, and this process's pay combiner and sold-out marks."""
+    stock is taken, and this process's combiners and sold-out marks."""
 
     db: Database
     policy: TransactionPolicy
@@ -35,16 +36,27 @@ class Shop:
     idempotency_ttl_s: int = 24 * 3600
     # None: every pay is its own transaction (PAY_COMBINING=false, or naive stock).
     combining: CombiningPolicy | None = None
+    # None: every cart read is its own transaction (CART_COMBINING=false).
+    cart_combining: CombiningPolicy | None = None
     sold_out: SoldOutMarks = field(default_factory=SoldOutMarks)
-    # Created by the first pay in the process that runs it (after gunicorn's fork).
-    combiner: Combiner | None = field(default=None, repr=False)
     # The payment provider; None: "instant", a pay is paid in its own transaction.
     gateway: HttpGateway | None = None
     reservation_ttl_s: int = 900
+    # This process's combiners by name, each created by the first request that
+    # needs it, in the process that runs it (after gunicorn's fork).
+    _combiners: dict[str, Combiner[Any, Any]] = field(default_factory=dict, repr=False)
+    _combiners_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def transaction(self, work: Callable[[Session], T], name: str) -> T:
         with self.db.session() as session:
             return run_in_transaction(session, work, self.policy, name=name)
+
+    def combiner(self, name: str, build: Callable[[], Combiner[Any, Any]]) -> Combiner[Any, Any]:
+        """The combiner called ``name``, built by ``build`` the first time."""
+        with self._combiners_lock:
+            if name not in self._combiners:
+                self._combiners[name] = build()
+            return self._combiners[name]
 
 
 def build_shop(settings: Settings) -> Shop:
@@ -61,20 +73,20 @@ def build_shop(settings: Settings) -> Shop:
     )
     # The naive strategy is the unlocked read-then-write that oversold: it only
     # exists to be shown failing, one transaction per buyer as on 12.12.
-    combining = None
-    if settings.pay_combining and stock.safe:
-        combining = CombiningPolicy(
-            batch_max=settings.pay_batch_max,
-            queue_max=settings.pay_queue_max,
-            wait_s=settings.pay_queue_wait_ms / 1000,
-            retry_after_s=settings.retry_after_s,
-        )
+    combining_policy = CombiningPolicy(
+        batch_max=settings.pay_batch_max,
+        queue_max=settings.pay_queue_max,
+        wait_s=settings.pay_queue_wait_ms / 1000,
+        retry_after_s=settings.retry_after_s,
+    )
+    combining = combining_policy if settings.pay_combining and stock.safe else None
     return Shop(
         db=Database(settings),
         policy=policy,
         stock=stock,
         idempotency_ttl_s=settings.idempotency_ttl_s,
         combining=combining,
+        cart_combining=combining_policy if settings.cart_combining else None,
         sold_out=SoldOutMarks(settings.sold_out_recheck_ms / 1000),
         gateway=(
             HttpGateway(settings.payment_gateway_url, settings.payment_gateway_timeout_ms / 1000)

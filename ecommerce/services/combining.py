@@ -19,7 +19,8 @@ belongs to the worker, created after the fork (house rule 7); a forked child
 that inherited a combiner builds its own.
 
 This module knows nothing of the shop: the pay use case gives it ``run_batch``
-and ``run_alone`` (ecommerce/services/payment.py).
+and ``run_alone`` (ecommerce/services/payment.py), and so does the cart read
+(ecommerce/services/cart.py).
 """
 
 from __future__ import annotations
@@ -62,13 +63,14 @@ class Combiner(Generic[Req, Out]):
         policy: CombiningPolicy,
         run_batch: Callable[[Sequence[Req]], list[Out | BaseException]],
         run_alone: Callable[[Req], Out],
-        key_in_use: Callable[[], Exception],
+        key_in_use: Callable[[], Exception] | None = None,
         name: str = "combiner",
     ) -> None:
         """``run_batch`` returns one outcome (a value or an exception) per request,
         in order; if it raises ServiceBusy every request gets that answer, and if
         it raises anything else each request is re-run alone with ``run_alone``.
-        ``key_in_use`` is raised for a request whose key is already in flight."""
+        ``key_in_use`` is raised for a request whose key is already in flight
+        (a combiner without it takes no keys)."""
         self.policy = policy
         self.run_batch = run_batch
         self.run_alone = run_alone
@@ -98,6 +100,7 @@ class Combiner(Generic[Req, Out]):
             self._reset()  # inherited through fork: the parent's thread is not ours
         if key is None:
             return self._submit(request)
+        assert self.key_in_use is not None, f"{self.name} takes no keys"
         with self._lock:
             if key in self._keys_in_flight:
                 raise self.key_in_use()

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
-from ecommerce.errors import IdempotencyKeyInUse, IdempotencyKeyReused
+from ecommerce.errors import IdempotencyKeyInUse, IdempotencyKeyReused, ShopError
 from ecommerce.limits import IDEMPOTENCY_HEADER
 from ecommerce.repositories import IdempotencyRepository
 from ecommerce.services import Shop
@@ -113,6 +113,47 @@ def once(
     result = effect()
     keys.save(user_id, key, request_fingerprint, encode(result), ttl_s)
     return result
+
+
+class KeyedRequest(Protocol):
+    """A request of a combined batch, as the key step sees it."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def fingerprint(self) -> str: ...
+
+
+def claim_many(
+    session: Session, batch: Sequence[KeyedRequest], decode: Callable[[bytes], R]
+) -> list[R | ShopError | None]:
+    """:func:`once` for a combined batch, up to the effect: per request, its
+    replayed result or its refusal (in use, reused), or None where the effect
+    is still to run (no key, or a key not used yet, now locked for this
+    transaction). Two statements for the whole batch, none without keys. The
+    combiner lets one request per (user, key) be in flight, so a batch never
+    holds one key twice; the caller stores the new results."""
+    outcomes: list[R | ShopError | None] = [None] * len(batch)
+    first_with_key: dict[tuple[str, str], int] = {}
+    for n, request in enumerate(batch):
+        if request.key is not None:
+            first_with_key[(request.user_id, request.key)] = n
+    if not first_with_key:
+        return outcomes
+    keys = IdempotencyRepository(session)
+    pairs = list(first_with_key)
+    locked = [pair for pair, ok in zip(pairs, keys.try_lock_many(pairs), strict=True) if ok]
+    stored = keys.find_live_many(locked) if locked else {}
+    locked_set = set(locked)
+    for pair, n in first_with_key.items():
+        if pair not in locked_set:
+            outcomes[n] = in_use()
+        elif pair in stored:
+            same = stored[pair].fingerprint == batch[n].fingerprint
+            outcomes[n] = decode(stored[pair].result) if same else reused()
+    return outcomes
 
 
 def prune_expired(shop: Shop) -> int:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -76,7 +75,6 @@ from ecommerce.money import format_money
 from ecommerce.repositories import (
     CartLineRow,
     CartRepository,
-    IdempotencyRepository,
     ItemRepository,
     ItemRow,
     NewKeyRecord,
@@ -250,21 +248,19 @@ def reconcile_payments(shop: Shop, limit: int = 1000) -> dict[str, int]:
     return counts
 
 
-_combiner_lock = threading.Lock()
-
-
 def _combiner(shop: Shop) -> Combiner[PayRequest, OrderView]:
-    with _combiner_lock:
-        if shop.combiner is None:
-            assert shop.combining is not None
-            shop.combiner = Combiner(
-                shop.combining,
-                run_batch=lambda batch: _run_batch(shop, batch),
-                run_alone=lambda request: _pay_alone(shop, request),
-                key_in_use=idempotency.in_use,
-                name="pay-combiner",
-            )
-        return shop.combiner
+    assert shop.combining is not None
+    policy = shop.combining
+    return shop.combiner(
+        "pay-combiner",
+        lambda: Combiner(
+            policy,
+            run_batch=lambda batch: _run_batch(shop, batch),
+            run_alone=lambda request: _pay_alone(shop, request),
+            key_in_use=idempotency.in_use,
+            name="pay-combiner",
+        ),
+    )
 
 
 def _pay_alone(shop: Shop, request: PayRequest) -> OrderView:
@@ -511,30 +507,9 @@ def _run_batch(shop: Shop, batch: Sequence[PayRequest]) -> list[OrderView | Base
 
 
 def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _BatchResult:
-    outcomes: list[OrderView | ShopError | None] = [None] * len(batch)
-
     # 1. Idempotency-Keys (never twice in one batch: the combiner lets one
     # request per key be in flight).
-    first_with_key = {
-        (request.user_id, request.key): n
-        for n, request in enumerate(batch)
-        if request.key is not None
-    }
-    if first_with_key:
-        keys = IdempotencyRepository(session)
-        pairs = list(first_with_key)
-        got = keys.try_lock_many(pairs)
-        locked_keys = [pair for pair, ok in zip(pairs, got, strict=True) if ok]
-        stored = keys.find_live_many(locked_keys) if locked_keys else {}
-        locked_set = set(locked_keys)
-        for pair, n in first_with_key.items():
-            if pair not in locked_set:
-                outcomes[n] = idempotency.in_use()
-            elif pair in stored:
-                same = stored[pair].fingerprint == batch[n].fingerprint
-                outcomes[n] = (
-                    OrderView.decode(stored[pair].result) if same else idempotency.reused()
-                )
+    outcomes = idempotency.claim_many(session, batch, OrderView.decode)
 
     # 2. Carts, every user at once. After a sold-out mark, buyers whose cart holds
     # a marked item are refused from a plain read first: they take no lock, and a

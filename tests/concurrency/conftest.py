@@ -30,8 +30,8 @@ def storm_shop(make_app: Callable[..., Flask], committed) -> Callable[..., Shop]
 
 @pytest.fixture(params=[True, False], ids=["combined", "alone"])
 def pay_combining(request) -> bool:
-    """Every concurrency test that builds a shop runs with pays combined into
-    batches (the default) and with one transaction per pay."""
+    """Every concurrency test that builds a shop runs with pays, adds and cart
+    reads combined into batches (the default) and with one transaction each."""
     return request.param
 
 
@@ -39,6 +39,7 @@ def pay_combining(request) -> bool:
 def make_app(make_app: Callable[..., Flask], pay_combining: bool) -> Callable[..., Flask]:
     def make(**overrides: object) -> Flask:
         overrides.setdefault("pay_combining", pay_combining)
+        overrides.setdefault("cart_combining", pay_combining)
         return make_app(**overrides)
 
     return make

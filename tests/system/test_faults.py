@@ -55,6 +55,7 @@ def test_worker_killed_while_holding_the_row_locks(database_url, committed, tmp_
         WEB_CONCURRENCY="2",
         HOLD_LOCKS_USER="victim",
         PAY_COMBINING=combining,
+        CART_COMBINING=combining,
         HOLD_LOCKS_SIGNAL=str(signal_file),
     ).start()
     try:
@@ -110,6 +111,7 @@ def test_database_restart_during_a_storm(tmp_path: Path, combining: str):
         DB_POOL_TIMEOUT_MS="1000",
         PAY_QUEUE_WAIT_MS="1000",
         PAY_COMBINING=combining,
+        CART_COMBINING=combining,
     ).start()
     stop = threading.Event()
     events: list[tuple[float, str, int, str | None]] = []

@@ -21,7 +21,7 @@ from tests.system.server import HttpClient, Server
 pytestmark = pytest.mark.slow
 
 
-# Both safe strategies, pays combined and alone, in the default gevent workers;
+# Both safe strategies, pays, adds and cart reads combined and alone, in the default gevent workers;
 # the threaded workers (GUNICORN_WORKER_CLASS=gthread) with the default strategy.
 @pytest.fixture(
     params=[(s, c, "gevent") for s in ("for_update", "atomic") for c in ("true", "false")]
@@ -34,6 +34,7 @@ def server(request, database_url, committed):
         database_url,
         STOCK_STRATEGY=strategy,
         PAY_COMBINING=combining,
+        CART_COMBINING=combining,
         GUNICORN_WORKER_CLASS=worker_class,
     )
     server.flask("db", "upgrade")
@@ -110,6 +111,7 @@ def test_a_request_waiting_on_a_row_lock_does_not_stop_its_gevent_worker(
         WEB_CONCURRENCY="1",
         GUNICORN_WORKER_CLASS="gevent",
         PAY_COMBINING=combining,
+        CART_COMBINING=combining,
         LOCK_TIMEOUT_MS="60000",
         STATEMENT_TIMEOUT_MS="90000",
         GUNICORN_TIMEOUT="120",

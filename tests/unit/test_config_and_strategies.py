@@ -31,8 +31,12 @@ def test_settings_from_environment():
     )
     assert settings.database_url == "postgresql://u@h/db"
     assert settings.port == 9000
-    assert settings.pool_size == 9  # one per request thread, one for the pay combiner
-    assert Settings.from_env({"GUNICORN_THREADS": "8", "PAY_COMBINING": "off"}).pool_size == 8
+    # One per request thread, one for each combiner (pays; cart adds, cart reads).
+    assert settings.pool_size == 11
+    assert Settings.from_env({"GUNICORN_THREADS": "8", "PAY_COMBINING": "off"}).pool_size == 10
+    alone = {"GUNICORN_THREADS": "8", "PAY_COMBINING": "off", "CART_COMBINING": "false"}
+    assert Settings.from_env(alone).pool_size == 8
+    assert Settings.from_env(alone).cart_combining is False
     assert settings.lock_timeout_ms == 100
     assert settings.stock_strategy == "atomic"
     assert settings.allow_unsafe_strategy is True
