@@ -66,8 +66,9 @@ def _machine(database_url: str) -> dict[str, object]:
     "--suite",
     is_flag=True,
     help="The sale-night suite (make bench): one hot item, pay-only with pays combined "
-    "and alone, pay-only with an Idempotency-Key on every pay, the full buyer flow, a "
-    "sold-out storm, and naive as the negative control; one pgbench ceiling for all.",
+    "and alone, pay-only with an Idempotency-Key on every pay, the full buyer flow "
+    "combined and alone, a sold-out storm, and naive as the negative control; one "
+    "pgbench ceiling for all.",
 )
 @click.option(
     "--mode",
@@ -82,7 +83,8 @@ def _machine(database_url: str) -> dict[str, object]:
     "--combining/--no-combining",
     default=True,
     show_default=True,
-    help="PAY_COMBINING of the server started.",
+    help="PAY_COMBINING and CART_COMBINING of the server started (--no-combining: "
+    "every pay, add and cart read is a transaction of its own).",
 )
 @click.option(
     "--gateway-latency-ms",
@@ -288,6 +290,7 @@ def suite_configs(base: SaleConfig) -> list[SaleConfig]:
         replace(plenty, mode="pay", combining=False),
         replace(plenty, mode="pay", keys=True, combining=True),
         replace(plenty, mode="flow", combining=True),
+        replace(plenty, mode="flow", combining=False),
         replace(plenty, mode="pay", stock=50, buyers=200_000, combining=True),
         replace(plenty, mode="flow", strategy="naive", stock=2000, buyers=4000),
     ]

@@ -38,7 +38,7 @@ class SaleConfig:
     worker_class: str = "gevent"
     mode: str = "flow"  # "flow": add -> checkout -> pay; "pay": prepared carts, pay only
     keys: bool = False  # an Idempotency-Key on every pay
-    combining: bool = True  # PAY_COMBINING of the server started
+    combining: bool = True  # PAY_COMBINING and CART_COMBINING of the server started
     metrics: bool = True  # METRICS of the server started
     # A fake payment provider answering after this many ms (None: the instant one).
     gateway_latency_ms: int | None = None
@@ -143,6 +143,7 @@ def sale_server(
             "GUNICORN_THREADS": str(config.threads),
             "GUNICORN_WORKER_CLASS": config.worker_class,
             "PAY_COMBINING": "true" if config.combining else "false",
+            "CART_COMBINING": "true" if config.combining else "false",
             "METRICS": "true" if config.metrics else "false",
         }
     )
