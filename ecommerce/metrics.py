@@ -52,6 +52,12 @@ PAY_BATCH_SIZE = Histogram(
     "Buyers per combined-pay transaction.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
+CART_BATCH_SIZE = Histogram(
+    "shop_cart_batch_size",
+    "Requests per combined cart transaction, by kind: add, read (the checkout quote).",
+    ["kind"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 DB_POOL_IN_USE = Gauge(
     "shop_db_pool_connections_in_use",
     "Database connections checked out of the pools, summed over live workers.",
@@ -102,6 +108,11 @@ _pay_children: dict[tuple[str, str], Any] = {}
 def observe_batch(size: int) -> None:
     if enabled:
         PAY_BATCH_SIZE.observe(size)
+
+
+def observe_cart_batch(kind: str, size: int) -> None:
+    if enabled:
+        CART_BATCH_SIZE.labels(kind).observe(size)
 
 
 def pool_checked_out(delta: int) -> None:

@@ -35,6 +35,11 @@ def table(results: list[dict[str, Any]]) -> str:
             statuses = ", ".join(f"{k} {v}" for k, v in sorted(r["order_statuses"].items()))
             rows.append(f"{r['label']}: orders by status: {statuses or 'none'}")
     for r in results:
+        cart = r.get("mean_cart_batch_sizes") or {}
+        if cart:
+            sizes = ", ".join(f"{kind}s {cart[kind]:.1f}" for kind in sorted(cart))
+            rows.append(f"{r['label']}: mean cart batch: {sizes}")
+    for r in results:
         after = r.get("after_sold_out") or {}
         if after.get("n"):
             storm = r["storm_latency_ms"]

@@ -85,6 +85,8 @@ class SaleResult:
     storm_latency_ms: dict[str, float] = field(default_factory=dict)  # every request
     # Buyers per combined-pay transaction, from the server's /metrics (None: not known).
     mean_batch_size: float | None = None
+    # Adds and cart reads per combined cart transaction ({"add": .., "read": ..}).
+    mean_cart_batch_sizes: dict[str, float] = field(default_factory=dict)
     # The sale's orders by status (with a payment provider: pending, payment_failed...).
     order_statuses: dict[str, int] = field(default_factory=dict)
     timeline: list[dict[str, float]] = field(default_factory=list)
@@ -149,18 +151,26 @@ def sale_server(
     )
 
 
-def mean_batch_size(host: str, port: int) -> float | None:
-    """Buyers per combined-pay transaction over the server's life, from /metrics."""
+def mean_batch_sizes(host: str, port: int) -> dict[str, float]:
+    """Requests per combined transaction over the server's life, from /metrics:
+    "pay" (buyers per combined pay), "add" and "read" (per combined cart
+    transaction); a kind that never ran a batch is absent."""
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
         scrape = response.read().decode()
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
     for family in text_string_to_metric_families(scrape):
-        if family.name == "shop_pay_batch_size":
-            values = {s.name: s.value for s in family.samples}
-            count = values.get("shop_pay_batch_size_count", 0)
-            return round(values["shop_pay_batch_size_sum"] / count, 1) if count else None
-    return None
+        if family.name not in ("shop_pay_batch_size", "shop_cart_batch_size"):
+            continue
+        for sample in family.samples:
+            kind = sample.labels.get("kind", "pay")
+            if sample.name.endswith("_sum"):
+                sums[kind] = sample.value
+            elif sample.name.endswith("_count"):
+                counts[kind] = sample.value
+    return {kind: round(sums[kind] / n, 1) for kind, n in counts.items() if n and kind in sums}
 
 
 def warm_up(host: str, port: int, requests: int) -> None:
@@ -263,7 +273,9 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
                         flush=True,
                     )
                     result = _storm(engine, config, item_ids, prefix, "127.0.0.1", server.port)
-                    result.mean_batch_size = mean_batch_size("127.0.0.1", server.port)
+                    sizes = mean_batch_sizes("127.0.0.1", server.port)
+                    result.mean_batch_size = sizes.pop("pay", None)
+                    result.mean_cart_batch_sizes = sizes
             finally:
                 if provider is not None:
                     provider.shutdown()

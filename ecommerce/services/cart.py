@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
+from ecommerce import metrics
 from ecommerce.errors import NotFound, ShopError
 from ecommerce.repositories import (
     AddedLine,
@@ -46,6 +47,7 @@ def _read_cart(session: Session, user_id: str) -> CartView:
 
 def _read_carts(session: Session, user_ids: Sequence[str]) -> list[CartView]:
     """Each user's cart, all from one plain read (a user may appear twice)."""
+    metrics.observe_cart_batch("read", len(user_ids))
     carts = CartRepository(session).lines_many(user_ids)
     at = rules.now()
     return [_cart_view(user_id, carts.get(user_id, []), at) for user_id in user_ids]
@@ -200,6 +202,7 @@ def _add_batch(
        sees, in each answer, only the adds up to that one); keyed results are
        stored in one statement.
     """
+    metrics.observe_cart_batch("add", len(batch))
     outcomes = idempotency.claim_many(session, batch, CartView.decode)
     active = [n for n, outcome in enumerate(outcomes) if outcome is None]
     if not active:

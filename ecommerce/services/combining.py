@@ -19,8 +19,8 @@ belongs to the worker, created after the fork (house rule 7); a forked child
 that inherited a combiner builds its own.
 
 This module knows nothing of the shop: the pay use case gives it ``run_batch``
-and ``run_alone`` (ecommerce/services/payment.py), and so does the cart read
-(ecommerce/services/cart.py).
+and ``run_alone`` (ecommerce/services/payment.py), and so do the cart's adds
+and reads (ecommerce/services/cart.py).
 """
 
 from __future__ import annotations

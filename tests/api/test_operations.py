@@ -120,9 +120,18 @@ def test_metrics_count_requests_and_pays(client, connection):
     assert value(after, paid) == value(before, paid) + 1
     empty = 'shop_pays_total{code="empty_cart",outcome="refused"}'
     assert value(after, empty) == value(before, empty) + 1
+    # With cart combining on (the default), an add and a cart read are each a batch.
+    add_batches = 'shop_cart_batch_size_count{kind="add"}'
+    read_batches = 'shop_cart_batch_size_count{kind="read"}'
+    assert client.post("/cart/carol/add", json={"item_id": item, "quantity": 1}).status_code == 200
+    assert client.get("/cart/carol/checkout").status_code == 200
+    final = client.get("/metrics").get_data(as_text=True)
+    assert value(final, add_batches) == value(after, add_batches) + 1
+    assert value(final, read_batches) == value(after, read_batches) + 1
     for name in (
         "shop_http_request_duration_seconds_bucket",
         "shop_pay_batch_size_bucket",
+        "shop_cart_batch_size_bucket",
         "shop_db_pool_connections_in_use",
         "shop_db_transaction_retries_total",
         "shop_db_timeouts_total",

@@ -78,10 +78,14 @@ def test_a_small_sale_end_to_end(make_app, database_url, tmp_path: Path):
     assert run["outcomes"]["paid"] == 25 and run["outcomes"]["sold_out"] == 35
     assert run["sold_out"] is True and run["paid_per_s"] > 0
     assert run["ceiling_tps"] > 0 and run["ratio_to_ceiling"] > 0
+    # Adds and checkouts went through the cart combiners (from the server's /metrics).
+    assert set(run["mean_cart_batch_sizes"]) == {"add", "read"}
+    assert "mean cart batch: adds" in result.output
     assert [c["clients"] for c in run["ceiling"]] == [4, 16, 64]
     assert run["pay_latency_ms"]["p50"] <= run["pay_latency_ms"]["p99"]
     assert run["timeline"] and run["invariant_violations"] == []
-    assert table(data["runs"]).count("\n") == 3  # header, rule, the run, its sold-out phase
+    # Header, rule, the run, its cart batches, its sold-out phase.
+    assert table(data["runs"]).count("\n") == 4
 
 
 def test_broken_runs_fail_the_command(monkeypatch, make_app, tmp_path):
