@@ -10,11 +10,14 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import socket
+import sys
 
 import gevent
 import gunicorn.workers.ggevent as ggevent
 from gevent.server import StreamServer
 from gunicorn.glogging import Logger
+from gunicorn.util import parse_address
 from gunicorn.workers.ggevent import GeventWorker
 from gunicorn.workers.gthread import ThreadWorker
 
@@ -116,6 +119,19 @@ if timeout * 1000 <= _settings.statement_timeout_ms:
 graceful_timeout = 20
 keepalive = 5
 backlog = 2048
+# Each worker listens on a socket of its own (SO_REUSEPORT), and the kernel
+# spreads new connections over them. With one shared socket, the worker that
+# woke first accepted a burst of connections alone: of 64 keep-alive
+# connections opened at once, 64/0 or 44/20 in about half the runs, and since
+# each worker combines only its own requests, a lopsided split cost up to a
+# quarter of the pays/s (docs/BENCHMARKS.md). GUNICORN_REUSE_PORT=false gives
+# the shared socket back; a bind without a fixed TCP port always uses it.
+_address = parse_address(bind)
+reuse_port = (
+    os.environ.get("GUNICORN_REUSE_PORT", "true").strip().lower() not in {"0", "false", "no", "off"}
+    and isinstance(_address, tuple)
+    and int(_address[1]) != 0
+)
 # The control socket's default path is per user, not per instance: a second
 # gunicorn (the simulator or a test next to `make run`) would take it over.
 control_socket_disable = True
@@ -148,13 +164,31 @@ os.environ[metrics_dir.ENV] = os.environ.get(metrics_dir.ENV) or metrics_dir.mak
 
 
 def on_starting(server) -> None:
-    """Empty the metrics directory; start the embedded PostgreSQL once, in the
-    master, before workers fork."""
+    """Refuse a port already taken; empty the metrics directory; start the
+    embedded PostgreSQL once, in the master, before workers fork."""
+    if reuse_port:
+        _refuse_a_taken_port(server)
     metrics_dir.empty(os.environ[metrics_dir.ENV])
     if not _settings.database_url:
         from ecommerce.embedded_db import embedded_database_url
 
         embedded_database_url(_settings.instance_path)
+
+
+def _refuse_a_taken_port(server) -> None:
+    """With SO_REUSEPORT the workers bind after the fork, and a second server of
+    the same user on the same port would be let in beside the first, silently
+    taking a share of its connections. A plain bind here (no SO_REUSEPORT) fails
+    on a port that anything listens on: then this server does not start."""
+    host, port = _address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+        try:
+            probe.bind((host, int(port)))
+        except OSError as error:
+            server.log.error("%s:%s is already in use (%s): not starting", host, port, error)
+            sys.exit(1)
 
 
 def post_fork(server, worker) -> None:

@@ -1,8 +1,12 @@
 """The real thing: gunicorn with several workers, over HTTP, on real PostgreSQL."""
 
+import contextlib
+import os
 import threading
+import time
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -198,3 +202,88 @@ def test_a_gevent_worker_bounds_the_pool_and_the_pay_queue(database_url, committ
     finally:
         server.stop()
     assert_invariants(committed)
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[len("socket:[") : -1]))
+    return inodes
+
+
+def _tcp_inodes(port: int, state: str) -> set[int]:
+    """Inodes of this host's TCP sockets on local ``port`` in ``state`` (0A: listening,
+    01: established), from /proc/net/tcp."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == state and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            found.add(int(fields[9]))
+    return found
+
+
+def _listeners_per_worker(server: Server) -> dict[int, set[int]]:
+    """Each worker's listening sockets, once every worker has one."""
+    deadline = time.monotonic() + 20
+    while True:
+        listening = _tcp_inodes(server.port, "0A")
+        held = {pid: _socket_inodes(pid) & listening for pid in server.worker_pids()}
+        if len(held) == 2 and all(held.values()):
+            return held
+        assert time.monotonic() < deadline, held
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("reuse_port", ["true", "false"])
+def test_each_worker_listens_on_a_socket_of_its_own(database_url, reuse_port):
+    # With SO_REUSEPORT (the default) the kernel spreads new connections over the
+    # workers' own sockets; with one shared socket (GUNICORN_REUSE_PORT=false) a
+    # burst could all land on the worker that woke first.
+    server = Server(database_url, WEB_CONCURRENCY="2", GUNICORN_REUSE_PORT=reuse_port).start()
+    clients: list[HttpClient] = []
+    try:
+        listeners = _listeners_per_worker(server)
+        first, second = listeners.values()
+        if reuse_port == "false":
+            assert first == second and len(first) == 1, listeners  # the master's socket
+            return
+        assert first.isdisjoint(second), listeners
+        for _ in range(40):  # kept open: each holds its connection to one worker
+            client = HttpClient(server.port)
+            assert client.request("GET", "/healthz").status == 200
+            clients.append(client)
+        established = _tcp_inodes(server.port, "01")
+        per_worker = {pid: len(_socket_inodes(pid) & established) for pid in listeners}
+        assert sum(per_worker.values()) == 40, per_worker
+        # Binomial(40, 1/2): below 5 on either side has odds of about 1 in 10^6.
+        assert min(per_worker.values()) >= 5, per_worker
+    finally:
+        for client in clients:
+            client.close()
+        server.stop()
+
+
+def test_a_second_server_on_the_same_port_is_refused(database_url):
+    # SO_REUSEPORT would let a second server of the same user bind beside the
+    # first and quietly take a share of its connections; the master's plain
+    # bind before the workers start refuses the port instead.
+    first = Server(database_url, WEB_CONCURRENCY="2").start()
+    try:
+        second = Server(database_url, WEB_CONCURRENCY="2")
+        second.port = first.port
+        second.env["GUNICORN_BIND"] = f"127.0.0.1:{first.port}"
+        with contextlib.suppress(RuntimeError):  # its probe may reach the first one
+            second.start()
+        assert second.process is not None
+        assert second.process.wait(20) == 1, "the second server must not start"
+        second.stop()
+        http = HttpClient(first.port)
+        assert http.request("GET", "/healthz").status == 200
+        http.close()
+    finally:
+        first.stop()
