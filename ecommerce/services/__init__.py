@@ -8,7 +8,7 @@ exception. Callers (the HTTP API, the CLI, the tests) never see a session.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -51,12 +51,22 @@ class Shop:
         with self.db.session() as session:
             return run_in_transaction(session, work, self.policy, name=name)
 
-    def combiner(self, name: str, build: Callable[[], Combiner[Any, Any]]) -> Combiner[Any, Any]:
-        """The combiner called ``name``, built by ``build`` the first time."""
+    def combiner(
+        self,
+        name: str,
+        policy: CombiningPolicy,
+        run_batch: Callable[[Sequence[Any]], list[Any]],
+        run_alone: Callable[[Any], Any],
+        key_in_use: Callable[[], Exception] | None = None,
+    ) -> Combiner[Any, Any]:
+        """This process's combiner called ``name``, made with these the first time
+        (ecommerce/services/combining.py)."""
         with self._combiners_lock:
-            if name not in self._combiners:
-                self._combiners[name] = build()
-            return self._combiners[name]
+            found = self._combiners.get(name)
+            if found is None:
+                found = Combiner(policy, run_batch, run_alone, key_in_use, name=name)
+                self._combiners[name] = found
+            return found
 
 
 def build_shop(settings: Settings) -> Shop:

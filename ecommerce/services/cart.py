@@ -68,17 +68,13 @@ def _view_alone(shop: Shop, user_id: str) -> CartView:
 
 def _cart_reader(shop: Shop) -> Combiner[str, CartView]:
     assert shop.cart_combining is not None
-    policy = shop.cart_combining
     return shop.combiner(
         "cart-reader",
-        lambda: Combiner(
-            policy,
-            run_batch=lambda users: shop.transaction(
-                lambda session: _read_carts(session, users), "view_carts"
-            ),
-            run_alone=lambda user_id: _view_alone(shop, user_id),
-            name="cart-reader",
+        shop.cart_combining,
+        run_batch=lambda users: shop.transaction(
+            lambda session: _read_carts(session, users), "view_carts"
         ),
+        run_alone=lambda user_id: _view_alone(shop, user_id),
     )
 
 
@@ -170,18 +166,14 @@ def _add_alone(shop: Shop, request: AddRequest) -> CartView:
 
 def _cart_adder(shop: Shop) -> Combiner[AddRequest, CartView]:
     assert shop.cart_combining is not None
-    policy = shop.cart_combining
     return shop.combiner(
         "cart-adder",
-        lambda: Combiner(
-            policy,
-            run_batch=lambda batch: shop.transaction(
-                lambda session: _add_batch(session, shop, batch), "add_to_carts"
-            ),
-            run_alone=lambda request: _add_alone(shop, request),
-            key_in_use=idempotency.in_use,
-            name="cart-adder",
+        shop.cart_combining,
+        run_batch=lambda batch: shop.transaction(
+            lambda session: _add_batch(session, shop, batch), "add_to_carts"
         ),
+        run_alone=lambda request: _add_alone(shop, request),
+        key_in_use=idempotency.in_use,
     )
 
 

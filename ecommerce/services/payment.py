@@ -250,16 +250,12 @@ def reconcile_payments(shop: Shop, limit: int = 1000) -> dict[str, int]:
 
 def _combiner(shop: Shop) -> Combiner[PayRequest, OrderView]:
     assert shop.combining is not None
-    policy = shop.combining
     return shop.combiner(
         "pay-combiner",
-        lambda: Combiner(
-            policy,
-            run_batch=lambda batch: _run_batch(shop, batch),
-            run_alone=lambda request: _pay_alone(shop, request),
-            key_in_use=idempotency.in_use,
-            name="pay-combiner",
-        ),
+        shop.combining,
+        run_batch=lambda batch: _run_batch(shop, batch),
+        run_alone=lambda request: _pay_alone(shop, request),
+        key_in_use=idempotency.in_use,
     )
 
 
