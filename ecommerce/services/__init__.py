@@ -36,7 +36,7 @@ class Shop:
     idempotency_ttl_s: int = 24 * 3600
     # None: every pay is its own transaction (PAY_COMBINING=false, or naive stock).
     combining: CombiningPolicy | None = None
-    # None: every cart read is its own transaction (CART_COMBINING=false).
+    # None: every add and every cart read is its own transaction (CART_COMBINING=false).
     cart_combining: CombiningPolicy | None = None
     sold_out: SoldOutMarks = field(default_factory=SoldOutMarks)
     # The payment provider; None: "instant", a pay is paid in its own transaction.
