@@ -208,3 +208,20 @@ def test_a_storm_of_whole_buyers_sells_exactly_the_stock(
     # Winners' carts are paid and gone; the other buyers who added still hold their line.
     assert after.carts == {(u, hot): 1 for u in added if u not in winners}
     assert_invariants(committed)
+
+
+def test_huge_adds_of_one_line_are_refused_and_change_nothing(
+    storm_shop, committed, cart_combining
+):
+    # Thirty adds of the largest quantity to one line: combined, their sum is past
+    # what a cart line can hold, so the batch fails and each add runs alone; every
+    # buyer gets the answer an add alone gets (more than the stock), nothing is written.
+    shop = storm_shop(32, cart_combining=cart_combining)
+    item = commit_item(committed, "Plain", "1.00", 100)
+    calls = [("greedy", item, 99_999_999, None)] * 30
+
+    results = run_together([lambda c=c: cart.add_to_cart(shop, *c) for c in calls])
+
+    assert [code(r) for r in results] == ["insufficient_stock"] * 30, results
+    assert all(r.details["items"][0]["requested"] == 99_999_999 for r in results)
+    assert carts_now(committed) == {}
