@@ -26,7 +26,7 @@ def _env_int(name: str, default: int, environ: dict[str, str]) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
-def _env_bool(name: str, default: bool, environ: dict[str, str]) -> bool:
+def env_bool(name: str, default: bool, environ: dict[str, str]) -> bool:
     raw = environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -86,8 +86,8 @@ class Settings:
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
         threads = _env_int("GUNICORN_THREADS", 32, env)
-        combining = _env_bool("PAY_COMBINING", cls.pay_combining, env)
-        cart_combining = _env_bool("CART_COMBINING", cls.cart_combining, env)
+        combining = env_bool("PAY_COMBINING", cls.pay_combining, env)
+        cart_combining = env_bool("CART_COMBINING", cls.cart_combining, env)
         environment = (env.get("APP_ENV") or cls.environment).strip().lower()
         return cls(
             database_url=env.get("DATABASE_URL") or None,
@@ -110,9 +110,9 @@ class Settings:
             transaction_retries=_env_int("TRANSACTION_RETRIES", cls.transaction_retries, env),
             retry_after_s=_env_int("RETRY_AFTER_S", cls.retry_after_s, env),
             stock_strategy=env.get("STOCK_STRATEGY") or cls.stock_strategy,
-            allow_unsafe_strategy=_env_bool("ALLOW_UNSAFE_STRATEGY", False, env),
+            allow_unsafe_strategy=env_bool("ALLOW_UNSAFE_STRATEGY", False, env),
             environment=environment,
-            auth_required=_env_bool("AUTH_REQUIRED", environment == "production", env),
+            auth_required=env_bool("AUTH_REQUIRED", environment == "production", env),
             idempotency_ttl_s=_env_int("IDEMPOTENCY_TTL_S", cls.idempotency_ttl_s, env),
             pay_combining=combining,
             cart_combining=cart_combining,
@@ -133,7 +133,7 @@ class Settings:
             payment_webhook_secret=env.get("PAYMENT_WEBHOOK_SECRET") or None,
             reservation_ttl_s=_env_int("RESERVATION_TTL_S", cls.reservation_ttl_s, env),
             log_level=(env.get("LOG_LEVEL") or cls.log_level).strip().lower(),
-            metrics_enabled=_env_bool("METRICS", cls.metrics_enabled, env),
+            metrics_enabled=env_bool("METRICS", cls.metrics_enabled, env),
         )
 
     def validate(self) -> None:

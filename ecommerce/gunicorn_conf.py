@@ -22,7 +22,7 @@ from gunicorn.workers.ggevent import GeventWorker
 from gunicorn.workers.gthread import ThreadWorker
 
 from ecommerce import logs, metrics_dir
-from ecommerce.config import Settings
+from ecommerce.config import Settings, env_bool
 
 _settings = Settings.from_env()
 
@@ -128,7 +128,7 @@ backlog = 2048
 # the shared socket back; a bind without a fixed TCP port always uses it.
 _address = parse_address(bind)
 reuse_port = (
-    os.environ.get("GUNICORN_REUSE_PORT", "true").strip().lower() not in {"0", "false", "no", "off"}
+    env_bool("GUNICORN_REUSE_PORT", True, dict(os.environ))
     and isinstance(_address, tuple)
     and int(_address[1]) != 0
 )
