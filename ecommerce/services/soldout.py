@@ -5,8 +5,13 @@ whose cart holds a marked item is refused (409 insufficient_stock, available
 "0.00") with no lock on the item row, so a storm that goes on after the last
 unit never queues on it. A mark older than ``recheck_s`` is re-checked with a
 plain read (no lock) before it is used again; a restock in this process clears
-it at once, a restock elsewhere (another worker, the CLI) is seen at the next
-re-check, i.e. within ``recheck_s``.
+it at once, a restock elsewhere (another worker, the CLI, psql) is seen at the
+next re-check, i.e. within ``recheck_s``.
+
+A mark's clock moves only when the stock is read: marking an item that is
+already marked keeps its clock. A refusal that the mark itself caused reports
+the mark again (available 0) and must not restart the clock, or a storm of
+such refusals would keep the mark from ever being re-read.
 """
 
 from __future__ import annotations
@@ -32,6 +37,12 @@ class SoldOutMarks:
         return bool(self._marks)
 
     def mark(self, item_id: int, name: str) -> None:
+        """Mark an item seen at 0 stock; an item already marked keeps its clock."""
+        with self._lock:
+            self._marks.setdefault(item_id, (name, time.monotonic()))
+
+    def _checked(self, item_id: int, name: str) -> None:
+        """A re-check read the item at 0 stock: trust its mark anew from now."""
         with self._lock:
             self._marks[item_id] = (name, time.monotonic())
 
@@ -53,5 +64,5 @@ class SoldOutMarks:
                     self.clear(item.id)
                     found.pop(item.id)
                 else:
-                    self.mark(item.id, item.name)
+                    self._checked(item.id, item.name)
         return {i: name for i, (name, _) in found.items()}
