@@ -26,7 +26,7 @@ from ecommerce.services import (
     invariants,
     inventory,
     orders,
-    payment,
+    settlement,
 )
 
 # The design note's sample data: name, price, stock.
@@ -144,7 +144,7 @@ def reconcile_payments() -> None:
     shop = _shop()
     if shop.gateway is None:
         raise click.UsageError("PAYMENT_GATEWAY_URL is not set: every pay is settled at once")
-    counts = payment.reconcile_payments(shop)
+    counts = settlement.reconcile_payments(shop)
     click.echo(", ".join(f"{name} {count}" for name, count in counts.items()))
 
 

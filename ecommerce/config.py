@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_INSTANCE_PATH = PROJECT_ROOT / "instance"
+# instance/ (the embedded PostgreSQL's data): beside the source tree when the
+# package runs from one, else in the directory the shop is started from (an
+# installed package must not write into site-packages).
+DEFAULT_INSTANCE_PATH = (
+    PROJECT_ROOT / "instance"
+    if (PROJECT_ROOT / "alembic.ini").is_file()
+    else Path.cwd() / "instance"
+)
 DEFAULT_SECRET_KEY = "dev-secret-change-me"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -52,6 +59,10 @@ class Settings:
     pool_size: int = 2
     pool_max_overflow: int = 0
     pool_timeout_s: float = 5.0
+    # Making a connection may take this long (a server that accepts and never
+    # answers included); one query may take statement_timeout + 2 s on this side
+    # (ecommerce/cooperative.py).
+    db_connect_timeout_ms: int = 3000
     # Deadlocks and serialization failures re-run the whole unit of work.
     transaction_retries: int = 3
     retry_after_s: int = 1
@@ -107,6 +118,7 @@ class Settings:
             ),
             pool_max_overflow=_env_int("DB_POOL_MAX_OVERFLOW", 0, env),
             pool_timeout_s=float(_env_int("DB_POOL_TIMEOUT_MS", 5000, env)) / 1000.0,
+            db_connect_timeout_ms=_env_int("DB_CONNECT_TIMEOUT_MS", cls.db_connect_timeout_ms, env),
             transaction_retries=_env_int("TRANSACTION_RETRIES", cls.transaction_retries, env),
             retry_after_s=_env_int("RETRY_AFTER_S", cls.retry_after_s, env),
             stock_strategy=env.get("STOCK_STRATEGY") or cls.stock_strategy,
@@ -136,9 +148,17 @@ class Settings:
             metrics_enabled=env_bool("METRICS", cls.metrics_enabled, env),
         )
 
+    @property
+    def db_silence_timeout_s(self) -> float:
+        """How long this side waits for one answer of the server: above
+        statement_timeout, which the server enforces while it runs."""
+        return (self.statement_timeout_ms + 2000) / 1000
+
     def validate(self) -> None:
         if not 0 < self.lock_timeout_ms < self.statement_timeout_ms:
             raise ValueError("LOCK_TIMEOUT_MS must be positive and below STATEMENT_TIMEOUT_MS")
+        if self.db_connect_timeout_ms < 1:
+            raise ValueError("DB_CONNECT_TIMEOUT_MS must be positive")
         if self.pool_size < 1:
             raise ValueError("DB_POOL_SIZE must be at least 1")
         if self.transaction_retries < 0:

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, MetaData, create_engine, event, make_
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from ecommerce import metrics
+from ecommerce import cooperative, metrics
 from ecommerce.config import Settings
 
 # Deterministic constraint names keep Alembic migrations and the models in step.
@@ -76,6 +76,44 @@ def _send_pending_sql_first(conn, cursor, statement, parameters, context, execut
         cursor.execute(pending)
         return statement, parameters
     return pending + statement, parameters
+
+
+def _resolve_host_names_cooperatively(dialect, conn_rec, cargs, cparams) -> None:
+    """In a gevent worker, look host names up through gevent's resolver, bounded,
+    and hand libpq the addresses: libpq resolves a name itself, synchronously,
+    which would stop every request of the worker while DNS is slow."""
+    import socket
+
+    try:
+        from gevent import Timeout, monkey
+    except ImportError:
+        return
+    host = cparams.get("host")
+    if not host or "hostaddr" in cparams or not monkey.is_module_patched("socket"):
+        return
+    addresses = []
+    for name in str(host).split(","):
+        if not name or name.startswith("/") or _is_ip(name):
+            addresses.append("")  # a socket path or an address: nothing to look up
+            continue
+        try:
+            with Timeout(cooperative.connect_timeout_s()):
+                found = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        except (OSError, Timeout) as error:
+            raise cooperative.DatabaseSilent(f"could not resolve {name}: {error}") from None
+        addresses.append(str(found[0][4][0]))
+    if any(addresses):
+        cparams["hostaddr"] = ",".join(addresses)
+
+
+def _is_ip(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def normalize_database_url(url: str) -> str:
@@ -137,6 +175,8 @@ class Database:
 
     def _create_engine(self) -> Engine:
         s = self.settings
+        if not cooperative.installed():  # a gunicorn worker installed its own
+            cooperative.install(s.db_connect_timeout_ms / 1000, s.db_silence_timeout_s)
         # No session state on a connection (no startup ``options``, no SET
         # SESSION): the timeouts are SET LOCAL in each transaction
         # (services/transactions.py), so the shop runs unchanged behind a
@@ -149,16 +189,24 @@ class Database:
             # No ping before each use (a round trip per transaction): a connection
             # found dead re-runs its transaction once (services/transactions.py).
             pool_pre_ping=False,
-            # A server that does not answer at all fails the connect in bounded
-            # time too (libpq's connect_timeout, in whole seconds).
+            # Connecting and every answer are bounded on this side by the wait
+            # callback (ecommerce/cooperative.py). TCP keepalives and
+            # tcp_user_timeout also drop a connection whose peer went away (a
+            # host down, a cut network path) while it sits in the pool.
             connect_args={
                 "application_name": "ecommerce",
-                "connect_timeout": max(1, round(s.pool_timeout_s)),
+                "connect_timeout": max(1, round(s.db_connect_timeout_ms / 1000)),
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 2,
+                "keepalives_count": 3,
+                "tcp_user_timeout": int(s.db_silence_timeout_s * 1000),
             },
         )
         event.listen(engine.pool, "checkout", lambda *_: metrics.pool_checked_out(1))
         event.listen(engine.pool, "checkin", lambda *_: metrics.pool_checked_out(-1))
         event.listen(engine, "before_cursor_execute", _send_pending_sql_first, retval=True)
+        event.listen(engine, "do_connect", _resolve_host_names_cooperatively)
         return engine
 
     def session(self) -> Session:

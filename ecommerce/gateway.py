@@ -15,8 +15,16 @@ rehearsals):
   answers the first outcome again.
 * ``POST /refunds`` ``{"reference", "amount", "idempotency_key":
   "refund-order-42"}`` -> ``{"status": "succeeded"}``, once per key likewise.
-* ``GET /charges/<idempotency_key>`` -> ``{"status": ...}``, or 404 if that
-  charge never reached the provider (used by `flask reconcile-payments`).
+* ``GET /charges/<idempotency_key>`` -> ``{"status": ..., "refunded": bool}``,
+  or 404 if that charge never reached the provider (used by `flask
+  reconcile-payments`, and by `flask check-invariants` to compare the money the
+  provider kept with the orders paid).
+* ``POST /charges/<idempotency_key>/void`` -> ``{"status": ...}``: the charge's
+  final outcome. A charge that has not succeeded yet never will: the key is
+  closed, and a charge request that arrives later with it is declined. The shop
+  voids a pending order's charge before it cancels or expires the order, so a
+  late success can never leave the buyer's money with an order that no longer
+  exists (ecommerce/services/orders.py).
 * The provider may also tell the shop later: ``POST /payments/webhook`` on the
   shop, body ``{"reference": "order-42", "status": "succeeded" | "declined"}``,
   header ``X-Signature: sha256=<hex HMAC-SHA256 of the raw body with
@@ -28,6 +36,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -41,6 +50,19 @@ class GatewayUnavailable(Exception):
     """No answer in time, or no answer that means anything: the outcome is unknown."""
 
 
+@dataclass(frozen=True)
+class ChargeState:
+    """What the provider knows of an order's charge."""
+
+    status: str  # SUCCEEDED or DECLINED
+    refunded: bool = False
+
+    @property
+    def kept(self) -> bool:
+        """Whether the provider holds the buyer's money for it."""
+        return self.status == SUCCEEDED and not self.refunded
+
+
 def charge_key(order_id: int) -> str:
     return f"charge-order-{order_id}"
 
@@ -51,7 +73,7 @@ def reference(order_id: int) -> str:
 
 def order_of(ref: str) -> int | None:
     prefix, _, number = ref.partition("-")
-    return int(number) if prefix == "order" and number.isdigit() and len(number) < 10 else None
+    return int(number) if prefix == "order" and number.isdigit() and len(number) < 19 else None
 
 
 class HttpGateway:
@@ -85,12 +107,18 @@ class HttpGateway:
         if answer.get("status") != SUCCEEDED:
             raise GatewayUnavailable(f"the refund of order {order_id} was not confirmed")
 
-    def lookup(self, order_id: int) -> str | None:
-        """The outcome of the order's charge, None if it never reached the provider."""
+    def lookup(self, order_id: int) -> ChargeState | None:
+        """The state of the order's charge, None if it never reached the provider."""
         try:
             answer = self._call("GET", f"/charges/{charge_key(order_id)}", None)
         except _NotFound:
             return None
+        return ChargeState(self._outcome(answer), bool(answer.get("refunded")))
+
+    def void(self, order_id: int) -> str:
+        """Close the order's charge: its final outcome, SUCCEEDED (it went through
+        before) or DECLINED (it never will); GatewayUnavailable when unknown."""
+        answer = self._call("POST", f"/charges/{charge_key(order_id)}/void", {})
         return self._outcome(answer)
 
     @staticmethod

@@ -192,11 +192,16 @@ def _refuse_a_taken_port(server) -> None:
 
 
 def post_fork(server, worker) -> None:
-    """In each worker, before the app is loaded and any connection is opened."""
-    if _worker_class.startswith("gevent"):  # gevent, gevent_pywsgi, ...
-        from ecommerce import cooperative
+    """In each worker, before the app is loaded and any connection is opened:
+    every wait for the database bounded, and through gevent's hub in a gevent
+    worker (gevent, gevent_pywsgi, ...)."""
+    from ecommerce import cooperative
 
-        cooperative.install()
+    cooperative.install(
+        _settings.db_connect_timeout_ms / 1000,
+        _settings.db_silence_timeout_s,
+        gevent=_worker_class.startswith("gevent"),
+    )
 
 
 def post_worker_init(worker) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-#: Ids are PostgreSQL INT (items.id, orders.id).
+#: Item ids are PostgreSQL INT (items.id); order ids BIGINT (orders.id).
 MAX_ID = 2**31 - 1
+MAX_ORDER_ID = 2**63 - 1
 #: The largest whole quantity items.stock (NUMERIC(10, 2)) can hold.
 MAX_QUANTITY = 99_999_999
 #: items.price is NUMERIC(10, 2).

@@ -12,6 +12,7 @@ import datetime as dt
 from decimal import Decimal
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -44,6 +45,12 @@ ORDER_STATUSES = (
 #: Orders whose lines hold stock (and count against per-buyer limits); the
 #: others gave their stock back through the ledger.
 STATUSES_HOLDING_STOCK = (ORDER_STATUS_PENDING, ORDER_STATUS_PAID)
+
+# What the shop knows of an order's charge at the payment provider.
+CHARGE_INSTANT = "instant"  # paid in the shop's own transaction: no provider
+CHARGE_OPEN = "open"  # a charge may exist at the provider; its outcome is not recorded
+CHARGE_SETTLED = "settled"  # the provider's final word is recorded
+CHARGE_STATES = (CHARGE_INSTANT, CHARGE_OPEN, CHARGE_SETTLED)
 # Why stock moved into items.stock: it arrived ('initial', 'restock'), or an order
 # gave it back ('release': never paid; 'refund': paid, then refunded). Sales are
 # not movements, they are the order lines.
@@ -96,6 +103,17 @@ class Order(Base):
             "status IN (" + ", ".join(f"'{s}'" for s in ORDER_STATUSES) + ")", name="status_known"
         ),
         CheckConstraint("status <> 'pending' OR expires_at IS NOT NULL", name="pending_expires"),
+        CheckConstraint(
+            "charge IN (" + ", ".join(f"'{c}'" for c in CHARGE_STATES) + ")", name="charge_known"
+        ),
+        # Money kept = orders paid: a charge still open belongs to an order that
+        # is not paid (pending, or ended before its charge was settled).
+        CheckConstraint("status <> 'pending' OR charge = 'open'", name="pending_charge_open"),
+        CheckConstraint(
+            "charge <> 'open' OR status IN ('pending', 'cancelled', 'expired')",
+            name="open_charge_unpaid",
+        ),
+        Index("ix_orders_open_charge", "id", postgresql_where=text("charge = 'open'")),
         # flask release-expired finds the lapsed reservations without a scan.
         Index(
             "ix_orders_pending_expires_at",
@@ -105,9 +123,10 @@ class Order(Base):
         Index("ix_orders_user_id_id", "user_id", "id"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     user_id: Mapped[str] = mapped_column(Text, nullable=False)
     status: Mapped[str] = mapped_column(Text, nullable=False)
+    charge: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'instant'"))
     total: Mapped[Decimal] = mapped_column(Numeric(12, 2), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
@@ -128,7 +147,7 @@ class OrderLine(Base):
         Index("ix_order_lines_item_id", "item_id"),
     )
 
-    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), primary_key=True)
+    order_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("orders.id"), primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), primary_key=True)
     quantity: Mapped[int] = mapped_column(Integer, nullable=False)
     unit_price: Mapped[Decimal] = mapped_column(Numeric(10, 2), nullable=False)
@@ -142,7 +161,7 @@ class Payment(Base):
     __table_args__ = (CheckConstraint("amount >= 0", name="amount_not_negative"),)
 
     # One payment per order: a second charge for the same order cannot be stored.
-    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), primary_key=True)
+    order_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("orders.id"), primary_key=True)
     amount: Mapped[Decimal] = mapped_column(Numeric(12, 2), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
@@ -151,14 +170,18 @@ class Payment(Base):
 
 class Refund(Base):
     __tablename__ = "refunds"
-    __table_args__ = (CheckConstraint("amount >= 0", name="amount_not_negative"),)
-
+    __table_args__ = (
+        CheckConstraint("amount >= 0", name="amount_not_negative"),
+        Index("ix_refunds_unconfirmed", "order_id", postgresql_where=text("confirmed_at IS NULL")),
+    )
     # One refund per order, of its total.
-    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), primary_key=True)
+    order_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("orders.id"), primary_key=True)
     amount: Mapped[Decimal] = mapped_column(Numeric(12, 2), nullable=False)
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+    # When the provider confirmed it (NULL: `flask reconcile-payments` sends it again).
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class StockMovement(Base):
@@ -188,7 +211,7 @@ class StockMovement(Base):
     quantity: Mapped[Decimal] = mapped_column(Numeric(10, 2), nullable=False)
     reason: Mapped[str] = mapped_column(Text, nullable=False)
     # The order that gave the stock back (returns only).
-    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
+    order_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("orders.id"))
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )

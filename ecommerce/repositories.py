@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -46,6 +46,8 @@ from sqlalchemy.sql import Executable
 
 from ecommerce.db import FOREIGN_KEY_VIOLATION, sqlstate
 from ecommerce.models import (
+    CHARGE_INSTANT,
+    CHARGE_OPEN,
     STATUSES_HOLDING_STOCK,
     CartLine,
     ConsoleLink,
@@ -172,9 +174,10 @@ LOCK_CART_FOR_PAY = (
 WRITE_PAID_ORDER = text(
     """
     WITH new_order AS (
-        INSERT INTO orders (user_id, status, total, expires_at)
+        INSERT INTO orders (user_id, status, total, expires_at, charge)
         VALUES (:user_id, :status, :total, CASE WHEN :status = 'pending'
-                THEN now() + make_interval(secs => :reserve_s) END)
+                THEN now() + make_interval(secs => :reserve_s) END,
+                CASE WHEN :status = 'pending' THEN 'open' ELSE 'instant' END)
         RETURNING id, created_at
     ), new_lines AS (
         INSERT INTO order_lines (order_id, item_id, quantity, unit_price)
@@ -235,23 +238,24 @@ _SAVE_KEYS_SQL = """
 WRITE_PAID_ORDERS = text(
     f"""
     WITH new_orders AS (
-        INSERT INTO orders (id, user_id, status, total, created_at, expires_at)
+        INSERT INTO orders (id, user_id, status, total, created_at, expires_at, charge)
         SELECT o.id, o.user_id, :status, o.total, now(), CASE WHEN :status = 'pending'
-               THEN now() + make_interval(secs => :reserve_s) END
-        FROM unnest(CAST(:o_ids AS integer[]), CAST(:o_users AS text[]),
+               THEN now() + make_interval(secs => :reserve_s) END,
+               CASE WHEN :status = 'pending' THEN 'open' ELSE 'instant' END
+        FROM unnest(CAST(:o_ids AS bigint[]), CAST(:o_users AS text[]),
                     CAST(:o_totals AS numeric[])) AS o (id, user_id, total)
         RETURNING id
     ), new_lines AS (
         INSERT INTO order_lines (order_id, item_id, quantity, unit_price)
         SELECT l.order_id, l.item_id, l.quantity, l.unit_price
-        FROM unnest(CAST(:l_orders AS integer[]), CAST(:l_items AS integer[]),
+        FROM unnest(CAST(:l_orders AS bigint[]), CAST(:l_items AS integer[]),
                     CAST(:l_quantities AS integer[]), CAST(:l_prices AS numeric[]))
              AS l (order_id, item_id, quantity, unit_price)
         WHERE l.order_id IN (SELECT id FROM new_orders)
     ), new_payments AS (
         INSERT INTO payments (order_id, amount)
         SELECT o.id, o.total
-        FROM unnest(CAST(:o_ids AS integer[]), CAST(:o_totals AS numeric[])) AS o (id, total)
+        FROM unnest(CAST(:o_ids AS bigint[]), CAST(:o_totals AS numeric[])) AS o (id, total)
         WHERE o.id IN (SELECT id FROM new_orders) AND :status = 'paid'
     ), paid_lines AS (
         DELETE FROM carts USING unnest(CAST(:l_users AS text[]), CAST(:l_items AS integer[]))
@@ -340,7 +344,7 @@ TAKE_IF_AVAILABLE = (
         Item.price == bindparam("expected_price"),
     )
     .values(stock=Item.stock - bindparam("take_quantity"))
-    .returning(Item.id)
+    .returning(*_ITEM_COLUMNS)
 )
 
 ALL_ITEMS = select(*_ITEM_COLUMNS).order_by(Item.id)
@@ -468,6 +472,7 @@ class OrderRecord:
     created_at: dt.datetime
     expires_at: dt.datetime | None
     lines: list[OrderLineRecord]
+    charge: str = CHARGE_INSTANT  # what is known of its charge at the provider
 
 
 @dataclass(frozen=True)
@@ -604,16 +609,21 @@ class ItemRepository(_Repository):
             DECREMENT_ITEMS, {"item_ids": ids, "quantities": [quantities[i] for i in ids]}
         )
 
-    def take_if_available(self, item_id: int, quantity: int, expected_price: Decimal) -> bool:
+    def take_if_available(
+        self, item_id: int, quantity: int, expected_price: Decimal
+    ) -> ItemRow | None:
         """Conditional decrement: one statement that locks, checks and writes.
 
-        False when the row does not have ``quantity`` in stock (or its price changed).
+        The row as it was locked (its stock before the decrement); None when it
+        does not have ``quantity`` in stock (or its price changed).
         """
         row = self._execute(
             TAKE_IF_AVAILABLE,
             {"take_id": item_id, "take_quantity": quantity, "expected_price": expected_price},
         ).first()
-        return row is not None
+        if row is None:
+            return None
+        return replace(ItemRow(*row), stock=row.stock + quantity)
 
     def overwrite_stock(self, item_id: int, stock: Decimal) -> None:
         """Write an absolute stock value. Only the unsafe demonstration strategy uses it."""
@@ -708,6 +718,7 @@ _ORDER_WITH_LINES = (
         Order.total,
         Order.created_at,
         Order.expires_at,
+        Order.charge,
         OrderLine.item_id,
         Item.name,
         OrderLine.quantity,
@@ -724,7 +735,14 @@ def _orders_from_rows(rows: Iterable[Any]) -> list[OrderRecord]:
         order = orders.get(row.id)
         if order is None:
             order = orders[row.id] = OrderRecord(
-                row.id, row.user_id, row.status, row.total, row.created_at, row.expires_at, []
+                row.id,
+                row.user_id,
+                row.status,
+                row.total,
+                row.created_at,
+                row.expires_at,
+                [],
+                row.charge,
             )
         order.lines.append(OrderLineRecord(row.item_id, row.name, row.quantity, row.unit_price))
     return list(orders.values())
@@ -831,21 +849,68 @@ class OrderRepository(_Repository):
             stmt = stmt.where(Order.expires_at <= func.now())
         return list(self._execute(stmt.order_by(Order.id).limit(limit), {}).scalars())
 
-    def refunded_since(self, age: dt.timedelta) -> list[tuple[int, Decimal]]:
-        """(order id, refund) of the orders refunded within ``age``."""
-        stmt = select(Refund.order_id, Refund.amount).where(Refund.created_at > func.now() - age)
+    def open_charges(self, limit: int) -> list[tuple[int, str]]:
+        """(order id, status) of the orders whose charge at the provider is open:
+        pending ones, and those that ended before it was settled (oldest first)."""
+        stmt = (
+            select(Order.id, Order.status)
+            .where(Order.charge == CHARGE_OPEN)
+            .order_by(Order.id)
+            .limit(limit)
+        )
+        return [(order_id, status) for order_id, status in self._execute(stmt, {})]
+
+    def provider_orders(self, limit: int) -> list[tuple[int, str, str]]:
+        """(order id, status, charge) of the newest orders that went through the
+        provider (``limit`` at most)."""
+        stmt = (
+            select(Order.id, Order.status, Order.charge)
+            .where(Order.charge != CHARGE_INSTANT)
+            .order_by(Order.id.desc())
+            .limit(limit)
+        )
+        return [tuple(row) for row in self._execute(stmt, {})]  # type: ignore[misc]
+
+    def unconfirmed_refunds(self, limit: int) -> list[tuple[int, Decimal]]:
+        """(order id, amount) of the refunds the provider has not confirmed yet."""
+        stmt = (
+            select(Refund.order_id, Refund.amount)
+            .where(Refund.confirmed_at.is_(None))
+            .order_by(Refund.order_id)
+            .limit(limit)
+        )
         return [(order_id, amount) for order_id, amount in self._execute(stmt, {})]
+
+    def confirm_refund(self, order_id: int) -> None:
+        self._execute(
+            update(Refund)
+            .where(Refund.order_id == order_id, Refund.confirmed_at.is_(None))
+            .values(confirmed_at=func.now()),
+            {},
+        )
 
     def add_payment(self, order_id: int, amount: Decimal) -> None:
         self._execute(insert(Payment).values(order_id=order_id, amount=amount), {})
 
-    def set_status(self, order_id: int, status: str) -> None:
-        self._execute(
-            update(Order).where(Order.id == order_id).values(status=status, expires_at=None), {}
-        )
+    def set_status(self, order_id: int, status: str, charge: str | None = None) -> None:
+        """A new status (the reservation's expiry ends with it); with ``charge``,
+        what is now known of the order's charge."""
+        values: dict[str, Any] = {"status": status, "expires_at": None}
+        if charge is not None:
+            values["charge"] = charge
+        self._execute(update(Order).where(Order.id == order_id).values(**values), {})
 
-    def add_refund(self, order_id: int, amount: Decimal) -> None:
-        self._execute(insert(Refund).values(order_id=order_id, amount=amount), {})
+    def add_refund(self, order_id: int, amount: Decimal, *, confirmed: bool) -> None:
+        """A refund of the order; ``confirmed``: the money already went back (the
+        provider confirmed it, or there is no provider)."""
+        self._execute(
+            insert(Refund).values(
+                order_id=order_id,
+                amount=amount,
+                confirmed_at=func.now() if confirmed else None,
+            ),
+            {},
+        )
 
     def for_user(self, user_id: str, limit: int, before: int | None = None) -> list[OrderRecord]:
         """The user's newest orders first, ``limit`` at most, ids below ``before``."""

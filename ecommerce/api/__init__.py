@@ -15,7 +15,7 @@ from werkzeug.routing import IntegerConverter
 
 from ecommerce.api.errors import register_error_handlers
 from ecommerce.api.jsonio import DecimalJSONProvider
-from ecommerce.limits import MAX_ID
+from ecommerce.limits import MAX_ID, MAX_ORDER_ID
 from ecommerce.services import Shop
 
 #: The largest request body accepted (413 beyond it).
@@ -27,6 +27,13 @@ class IdConverter(IntegerConverter):
 
     def __init__(self, map: Any) -> None:
         super().__init__(map, min=1, max=MAX_ID)
+
+
+class OrderIdConverter(IntegerConverter):
+    """``<order_id:name>``: an order id in a path, 1..MAX_ORDER_ID (64-bit)."""
+
+    def __init__(self, map: Any) -> None:
+        super().__init__(map, min=1, max=MAX_ORDER_ID)
 
 
 def current_shop() -> Shop:
@@ -51,6 +58,7 @@ def init_app(app: Flask) -> None:
     app.json = DecimalJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.url_map.converters["id"] = IdConverter
+    app.url_map.converters["order_id"] = OrderIdConverter
     register_error_handlers(app)
 
     from ecommerce.api import console, observe

@@ -71,7 +71,7 @@ def restock(item_id: int) -> Response:
     return json_response(item_json(item))
 
 
-@bp.post("/orders/<id:order_id>/refund")
+@bp.post("/orders/<order_id:order_id>/refund")
 @documented(
     Operation(
         "Refund an order (as its owner's cancel): paid -> refunded, pending -> cancelled, "

@@ -73,7 +73,10 @@ _PARAM = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
 def _path(rule: str) -> tuple[str, list[dict[str, Any]]]:
     params = []
     for converter, name in _PARAM.findall(rule):
-        schema = schemas.ID_SCHEMA if converter == "id" else schemas.USER_ID_SCHEMA
+        schema = {
+            "id": schemas.ID_SCHEMA,
+            "order_id": schemas.ORDER_ID_SCHEMA,
+        }.get(converter, schemas.USER_ID_SCHEMA)
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
     return _PARAM.sub(r"{\2}", rule), params
 

@@ -5,13 +5,13 @@ from flask import Blueprint, Response, request
 from ecommerce.api import auth, current_shop, json_response, schemas, validation
 from ecommerce.api.openapi import Operation, documented
 from ecommerce.api.render import order_json, order_page_json
-from ecommerce.limits import MAX_ID, MAX_PAGE_SIZE
+from ecommerce.limits import MAX_ORDER_ID, MAX_PAGE_SIZE
 from ecommerce.services import orders
 
 bp = Blueprint("orders", __name__)
 
 
-@bp.get("/orders/<id:order_id>")
+@bp.get("/orders/<order_id:order_id>")
 @documented(
     Operation(
         "One order (another user's order is a 404).", {200: schemas.Order}, (404,), token=True
@@ -23,7 +23,7 @@ def get_order(order_id: int) -> Response:
     return json_response(order_json(orders.get_order(current_shop(), order_id, owner)))
 
 
-@bp.post("/orders/<id:order_id>/cancel")
+@bp.post("/orders/<order_id:order_id>/cancel")
 @documented(
     Operation(
         "Cancel an order: pending -> cancelled, paid -> refunded, the stock back on sale. "
@@ -52,7 +52,7 @@ def list_orders(user_id: str) -> Response:
     limit = validation.query_int(
         request, "limit", default=MAX_PAGE_SIZE, minimum=1, maximum=MAX_PAGE_SIZE
     )
-    before = validation.query_int(request, "before", default=None, minimum=1, maximum=MAX_ID)
+    before = validation.query_int(request, "before", default=None, minimum=1, maximum=MAX_ORDER_ID)
     assert limit is not None
     page = orders.list_orders(current_shop(), user_id, limit, before)
     return json_response(order_page_json(user_id, page))

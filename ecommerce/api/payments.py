@@ -11,7 +11,7 @@ from ecommerce import gateway
 from ecommerce.api import current_shop, json_response, schemas, validation
 from ecommerce.api.openapi import Operation, documented
 from ecommerce.errors import InvalidRequest, NotFound, Unauthorized
-from ecommerce.services import payment
+from ecommerce.services import settlement
 
 bp = Blueprint("payments", __name__, url_prefix="/payments")
 
@@ -48,5 +48,5 @@ def webhook() -> Response:
         raise InvalidRequest("reference must be order-<id>")
     if current_shop().gateway is None:
         raise NotFound("this shop has no payment provider")
-    order = payment.confirm_payment(current_shop(), order_id, event.status)
+    order = settlement.confirm_payment(current_shop(), order_id, event.status)
     return json_response({"order_id": order.order_id, "status": order.status})

@@ -25,6 +25,7 @@ from ecommerce.limits import (
     IDEMPOTENCY_KEY_PATTERN,
     MAX_AMOUNT,
     MAX_ID,
+    MAX_ORDER_ID,
     MAX_PRICE,
     MAX_QUANTITY,
     USER_ID_PATTERN,
@@ -102,6 +103,7 @@ def _pattern(compiled: Any) -> str:
 
 USER_ID_SCHEMA = {"type": "string", "pattern": _pattern(USER_ID_PATTERN)}
 ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+ORDER_ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_ORDER_ID}
 IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "pattern": _pattern(IDEMPOTENCY_KEY_PATTERN)}
 REQUEST_ID_SCHEMA = {"type": "string", "pattern": r"^[\x21-\x7e]{1,128}$"}
 

@@ -4,8 +4,9 @@ It speaks the protocol of ecommerce/gateway.py, keeps its charges in memory, and
 behaves by the amount: a charge whose amount ends in .13 is declined, one ending
 in .14 is never answered (the shop's timeout runs out), any other succeeds. A
 repeated idempotency key gets the first outcome again; nothing is charged twice.
-``--latency-ms`` delays every answer, like a real provider on the other side of
-the internet.
+A voided key declines every charge that arrives after the void.
+``--latency-ms`` delays every charge, like a real provider that waits for the
+card network; refunds, voids and look-ups answer at once.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class FakeProvider:
         self.charges: dict[str, dict[str, Any]] = {}  # idempotency key -> charge
         self.refunds: dict[str, dict[str, Any]] = {}
         self.charge_calls = 0
+        self.charges_in_flight = 0  # charge requests received and not yet decided
 
     def charge(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """The answer, or None: never answer."""
@@ -46,6 +48,23 @@ class FakeProvider:
             self.charges[key] = {"status": status, "reference": body.get("reference")}
             return self.charges[key]
 
+    def void(self, key: str) -> dict[str, Any]:
+        """Close a charge key: a charge that has not succeeded never will."""
+        with self.lock:
+            return self.charges.setdefault(key, {"status": "declined", "voided": True})
+
+    def view(self, key: str) -> dict[str, Any] | None:
+        """A charge with whether it was refunded (refunds name the same reference)."""
+        with self.lock:
+            charge = self.charges.get(key)
+            if charge is None:
+                return None
+            reference = charge.get("reference")
+            refunded = reference is not None and any(
+                r.get("reference") == reference for r in self.refunds.values()
+            )
+            return {**charge, "refunded": refunded}
+
     def refund(self, body: dict[str, Any]) -> dict[str, Any]:
         key = str(body.get("idempotency_key", ""))
         with self.lock:
@@ -57,11 +76,19 @@ class FakeProvider:
     def stats(self) -> dict[str, int]:
         with self.lock:
             outcomes = [c["status"] for c in self.charges.values()]
+            refunded = {r.get("reference") for r in self.refunds.values()}
+            kept = [
+                c
+                for c in self.charges.values()
+                if c["status"] == "succeeded" and c.get("reference") not in refunded
+            ]
             return {
                 "charge_calls": self.charge_calls,
                 "succeeded": outcomes.count("succeeded"),
                 "declined": outcomes.count("declined"),
+                "voided": sum(1 for c in self.charges.values() if c.get("voided")),
                 "refunds": len(self.refunds),
+                "kept": len(kept),
             }
 
 
@@ -89,23 +116,30 @@ def make_server(host: str, port: int, provider: FakeProvider) -> ThreadingHTTPSe
 
         def do_POST(self) -> None:
             body = self._body()
-            time.sleep(provider.latency_s)
             if self.path == "/charges":
-                answer = provider.charge(body)
+                with provider.lock:
+                    provider.charges_in_flight += 1
+                time.sleep(provider.latency_s)
+                try:
+                    answer = provider.charge(body)
+                finally:
+                    with provider.lock:
+                        provider.charges_in_flight -= 1
                 if answer is None:
                     time.sleep(3600)  # never answered: the caller times out
                     return
                 self._send(HTTPStatus.OK, answer)
             elif self.path == "/refunds":
                 self._send(HTTPStatus.OK, provider.refund(body))
+            elif self.path.startswith("/charges/") and self.path.endswith("/void"):
+                key = self.path.removeprefix("/charges/").removesuffix("/void")
+                self._send(HTTPStatus.OK, provider.void(key))
             else:
                 self._send(HTTPStatus.NOT_FOUND, {"error": "no such endpoint"})
 
         def do_GET(self) -> None:
-            time.sleep(provider.latency_s)
             if self.path.startswith("/charges/"):
-                with provider.lock:
-                    charge = provider.charges.get(self.path.removeprefix("/charges/"))
+                charge = provider.view(self.path.removeprefix("/charges/"))
                 if charge is None:
                     self._send(HTTPStatus.NOT_FOUND, {"error": "no such charge"})
                 else:

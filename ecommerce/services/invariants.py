@@ -26,7 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ecommerce.models import ARRIVALS, STATUSES_HOLDING_STOCK
-from ecommerce.services import Shop
+from ecommerce.services import Shop, settlement
 
 #: How long past its expiry a pending order may wait for the sweep: the cron
 #: interval of `flask release-expired` (a minute) with room to spare.
@@ -131,8 +131,16 @@ def find_violations(session: Session) -> list[Violation]:
 
 
 def check(shop: Shop) -> list[Violation]:
-    """Every violation of the shop's invariants, read in one transaction."""
-    return shop.transaction(find_violations, "check_invariants")
+    """Every violation of the shop's invariants, read in one transaction; with a
+    payment provider, also where its view of the money disagrees with the orders
+    (it keeps money exactly for the paid orders: settlement.provider_disagreements)."""
+    violations = shop.transaction(find_violations, "check_invariants")
+    if shop.gateway is not None:
+        violations += [
+            Violation("provider_disagrees", {"order": found})
+            for found in settlement.provider_disagreements(shop)
+        ]
+    return violations
 
 
 def books(shop: Shop, item_ids: Iterable[int]) -> list[ItemBook]:

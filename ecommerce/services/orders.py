@@ -8,26 +8,45 @@ exactly one of them decides its final state; then its items, ascending, as a
 pay locks them. Repeating an end is harmless: an order already cancelled or
 refunded is answered unchanged; one that expired or whose payment failed has
 nothing left to end (409 conflict).
+
+With a payment provider, money kept always equals orders paid. A pending
+order's charge may still succeed at any moment (the provider was slower than
+the shop's wait), so before a cancel or an expiry ends it, its charge is voided
+at the provider, with no transaction open (ecommerce/gateway.py):
+
+* the provider answers that the charge had already succeeded: the payment is
+  recorded first (the order becomes paid, its reservation honoured); a buyer's
+  cancel (or an admin's refund) then refunds it like any paid order, and an
+  expiry leaves it paid, since its stock was still reserved;
+* the provider answers that no charge succeeded and none ever will: the order
+  ends, its stock goes back;
+* the provider does not answer: a cancel is refused 503 (retry), an expiry is
+  left for the next run; nothing ends while its charge is unknown.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from ecommerce import gateway
 from ecommerce.errors import Conflict, NotFound, ServiceBusy
 from ecommerce.gateway import GatewayUnavailable
 from ecommerce.models import (
+    CHARGE_SETTLED,
     ORDER_STATUS_CANCELLED,
     ORDER_STATUS_EXPIRED,
     ORDER_STATUS_PAID,
     ORDER_STATUS_PENDING,
     ORDER_STATUS_REFUNDED,
 )
-from ecommerce.repositories import ItemRepository, OrderRecord, OrderRepository
-from ecommerce.services import Shop, rules
+from ecommerce.repositories import OrderRecord, OrderRepository
+from ecommerce.services import Shop, rules, settlement
 from ecommerce.services.results import OrderView
+
+log = logging.getLogger(__name__)
 
 
 def get_order(shop: Shop, order_id: int, owner: str | None = None) -> OrderView:
@@ -76,6 +95,8 @@ _ALREADY_ENDED = (ORDER_STATUS_CANCELLED, ORDER_STATUS_REFUNDED)
 
 
 def _end(shop: Shop, order_id: int, owner: str | None, name: str) -> OrderView:
+    voided = False
+
     def work(session: Session) -> OrderView:
         orders = OrderRepository(session)
         order = orders.lock(order_id)
@@ -87,14 +108,29 @@ def _end(shop: Shop, order_id: int, owner: str | None, name: str) -> OrderView:
             raise Conflict(f"order {order_id} is {order.status}: there is nothing to end")
         new_status, reason = _ENDINGS[order.status]
         if order.status == ORDER_STATUS_PAID:
-            orders.add_refund(order_id, order.total)
-        return give_back(session, order, new_status, reason)
+            # With a provider, the money went back before this transaction.
+            orders.add_refund(order_id, order.total, confirmed=True)
+        charge = CHARGE_SETTLED if voided else None
+        return settlement.give_back(session, order, new_status, reason, charge)
 
     if shop.gateway is not None:
+        current = get_order(shop, order_id, owner)
+        if current.status == ORDER_STATUS_PENDING:
+            outcome = _void(shop, order_id)
+            if outcome is None:
+                raise ServiceBusy(
+                    "the payment provider did not answer about this order's charge; retry",
+                    retry_after_s=shop.policy.retry_after_s,
+                )
+            if outcome == gateway.SUCCEEDED:
+                # The charge went through after all: the order is paid, and the
+                # end below refunds it.
+                current = settlement.confirm_payment(shop, order_id, outcome)
+            else:
+                voided = True
         # A paid order's money goes back through the provider first, with no
         # transaction open (its idempotency key makes a repeat harmless); the
         # transaction then records it.
-        current = get_order(shop, order_id, owner)
         if current.status == ORDER_STATUS_PAID:
             try:
                 shop.gateway.refund(order_id, current.total)
@@ -109,38 +145,46 @@ def _end(shop: Shop, order_id: int, owner: str | None, name: str) -> OrderView:
     return ended
 
 
-def give_back(session: Session, order: OrderRecord, new_status: str, reason: str) -> OrderView:
-    """Inside the caller's transaction, with the order row locked: return its
-    units to stock through the ledger (``reason``) and set ``new_status``."""
-    quantities = {line.item_id: line.quantity for line in order.lines}
-    items = ItemRepository(session)
-    items.lock(quantities)  # ascending id, as a pay locks them
-    items.give_back(order.id, quantities, reason)
-    orders = OrderRepository(session)
-    orders.set_status(order.id, new_status)
-    ended = orders.get(order.id)
-    assert ended is not None
-    return OrderView.of(ended)
-
-
 def release_expired(shop: Shop, limit: int = 1000) -> int:
     """Pending orders past their expiry become expired and give their stock back;
     returns how many. Each in a transaction of its own, under its row lock, so a
     confirmation racing with it is decided once. Safe to run again at any time."""
     due = shop.transaction(lambda s: OrderRepository(s).pending_ids(limit, expired=True), "due")
 
-    def expire(session: Session, order_id: int) -> bool:
+    def expire(session: Session, order_id: int, charge: str | None) -> bool:
         order = OrderRepository(session).lock(order_id)
         if order is None or order.status != ORDER_STATUS_PENDING or not _expired(order):
             return False
-        give_back(session, order, ORDER_STATUS_EXPIRED, "release")
+        settlement.give_back(session, order, ORDER_STATUS_EXPIRED, "release", charge)
         return True
 
     released = 0
     for order_id in due:
-        if shop.transaction(lambda s, o=order_id: expire(s, o), "release_expired"):
+        charge = None
+        if shop.gateway is not None:
+            outcome = _void(shop, order_id)
+            if outcome is None:
+                continue  # its charge is unknown: the next run asks again
+            if outcome == gateway.SUCCEEDED:
+                settlement.confirm_payment(
+                    shop, order_id, outcome
+                )  # paid: the reservation is honoured
+                continue
+            charge = CHARGE_SETTLED
+        if shop.transaction(lambda s, o=order_id, c=charge: expire(s, o, c), "release_expired"):
             released += 1
     return released
+
+
+def _void(shop: Shop, order_id: int) -> str | None:
+    """The order's charge closed at the provider: its final outcome, None when
+    the provider did not answer."""
+    assert shop.gateway is not None
+    try:
+        return shop.gateway.void(order_id)
+    except GatewayUnavailable as unknown:
+        log.warning("order %s: voiding its charge failed (%s)", order_id, unknown)
+        return None
 
 
 def _expired(order: OrderRecord) -> bool:

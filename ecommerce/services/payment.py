@@ -43,19 +43,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from ecommerce import gateway, metrics
+from ecommerce import metrics
 from ecommerce.errors import (
     AmountMismatch,
     Conflict,
     EmptyCart,
     InsufficientStock,
-    NotFound,
     OrderTooLarge,
     PaymentDeclined,
     ServiceBusy,
@@ -64,12 +63,9 @@ from ecommerce.errors import (
 from ecommerce.gateway import GatewayUnavailable
 from ecommerce.limits import MAX_AMOUNT
 from ecommerce.models import (
-    ORDER_STATUS_CANCELLED,
-    ORDER_STATUS_EXPIRED,
     ORDER_STATUS_PAID,
     ORDER_STATUS_PAYMENT_FAILED,
     ORDER_STATUS_PENDING,
-    ORDER_STATUS_REFUNDED,
 )
 from ecommerce.money import format_money
 from ecommerce.repositories import (
@@ -82,7 +78,7 @@ from ecommerce.repositories import (
     NewOrderLine,
     OrderRepository,
 )
-from ecommerce.services import Shop, idempotency, orders, rules
+from ecommerce.services import Shop, idempotency, orders, rules, settlement
 from ecommerce.services.combining import Combiner
 from ecommerce.services.results import LineView, OrderView, encode, total_of
 from ecommerce.services.stock import insufficient, price_changed, shortage
@@ -150,7 +146,7 @@ def _charge_and_confirm(shop: Shop, order: OrderView) -> OrderView:
     except GatewayUnavailable as unknown:
         log.warning("order %s: %s; it stays pending", order.order_id, unknown)
         return order
-    confirmed = confirm_payment(shop, order.order_id, outcome)
+    confirmed = settlement.confirm_payment(shop, order.order_id, outcome)
     return _answer(replace(confirmed, replayed=order.replayed))
 
 
@@ -167,85 +163,6 @@ def _answer(order: OrderView) -> OrderView:
         "was confirmed (a charge that arrives late is refunded)",
         details={"order_id": order.order_id, "status": order.status},
     )
-
-
-def confirm_payment(shop: Shop, order_id: int, outcome: str) -> OrderView:
-    """Record the provider's outcome for an order (the pay itself, the webhook,
-    reconcile-payments). Under the order's row lock: a pending order becomes paid
-    (with its payment) or payment_failed (its stock back through the ledger).
-    An order no longer pending is left as it is, except a success that arrives
-    after the reservation ended: that charge is refunded at the provider and the
-    order recorded as refunded (its stock already went back), never sold twice."""
-
-    def work(session: Session) -> tuple[OrderView, bool]:
-        repository = OrderRepository(session)
-        order = repository.lock(order_id)
-        if order is None:
-            raise NotFound(f"order {order_id} does not exist")
-        if order.status == ORDER_STATUS_PENDING:
-            if outcome == gateway.SUCCEEDED:
-                repository.add_payment(order_id, order.total)
-                repository.set_status(order_id, ORDER_STATUS_PAID)
-                paid = repository.get(order_id)
-                assert paid is not None
-                return OrderView.of(paid), False
-            return orders.give_back(session, order, ORDER_STATUS_PAYMENT_FAILED, "release"), False
-        late = outcome == gateway.SUCCEEDED and order.status in (
-            ORDER_STATUS_EXPIRED,
-            ORDER_STATUS_CANCELLED,
-        )
-        if late:
-            repository.add_payment(order_id, order.total)
-            repository.add_refund(order_id, order.total)
-            repository.set_status(order_id, ORDER_STATUS_REFUNDED)
-            refunded = repository.get(order_id)
-            assert refunded is not None
-            return OrderView.of(refunded), True
-        return OrderView.of(order), False
-
-    view, refund_late_charge = shop.transaction(work, "confirm_payment")
-    if refund_late_charge and shop.gateway is not None:
-        try:
-            shop.gateway.refund(order_id, view.total)
-        except GatewayUnavailable:
-            # Recorded as refunded; the provider refund is repeated by
-            # `flask reconcile-payments` (same idempotency key, one refund).
-            log.error("order %s: the refund of a late charge was not confirmed", order_id)
-    if view.status == ORDER_STATUS_PAYMENT_FAILED:
-        for line in view.lines:
-            shop.sold_out.clear(line.item_id)
-    return view
-
-
-def reconcile_payments(shop: Shop, limit: int = 1000) -> dict[str, int]:
-    """Ask the provider about every pending order and settle what it knows; resend
-    the refunds of orders refunded in the shop (idempotent at the provider)."""
-    assert shop.gateway is not None
-    pending = shop.transaction(
-        lambda s: OrderRepository(s).pending_ids(limit, expired=False), "pending_orders"
-    )
-    counts = {"paid": 0, "payment_failed": 0, "unknown": 0, "refunds_resent": 0}
-    for order_id in pending:
-        try:
-            outcome = shop.gateway.lookup(order_id)
-        except GatewayUnavailable:
-            counts["unknown"] += 1
-            continue
-        if outcome is None:  # never reached the provider: expiry will release it
-            counts["unknown"] += 1
-            continue
-        status = confirm_payment(shop, order_id, outcome).status
-        if status in counts:
-            counts[status] += 1
-    for order_id, total in shop.transaction(
-        lambda s: OrderRepository(s).refunded_since(dt.timedelta(days=1)), "refunded_orders"
-    ):
-        try:
-            shop.gateway.refund(order_id, total)
-            counts["refunds_resent"] += 1
-        except GatewayUnavailable:
-            counts["unknown"] += 1
-    return counts
 
 
 def _combiner(shop: Shop) -> Combiner[PayRequest, OrderView]:
@@ -314,7 +231,7 @@ def _rule_refusal(
     cart: Sequence[CartLineRow],
     at: dt.datetime,
     held: dict[int, int],
-    locked: dict[int, ItemRow] | None = None,
+    locked: Mapping[int, ItemRow] | None = None,
 ) -> ShopError | None:
     """The item's sale window, then its per-buyer limit (``held``: units of each
     item the buyer already holds in orders), judged on the locked item rows when
@@ -334,18 +251,15 @@ def _rule_refusal(
     return None
 
 
-def _rules_of(line: CartLineRow, locked: dict[int, ItemRow] | None) -> CartLineRow | ItemRow:
+def _rules_of(line: CartLineRow, locked: Mapping[int, ItemRow] | None) -> CartLineRow | ItemRow:
     """The locked row's rules when the item is locked (items marked sold out are
     not), else those read with the cart."""
     return locked.get(line.item_id, line) if locked is not None else line
 
 
-def _held(
-    session: Session, users: Iterable[str], cart_lines: Iterable[CartLineRow]
-) -> dict[str, dict[int, int]]:
-    """Units held in orders, per user and item, for the lines that have a limit
-    (no statement when none has)."""
-    limited = {line.item_id for line in cart_lines if line.per_user_limit is not None}
+def _held(session: Session, users: Iterable[str], limited: set[int]) -> dict[str, dict[int, int]]:
+    """Units held in orders, per user and item, of the ``limited`` items (those
+    with a per-buyer limit; no statement when there are none)."""
     if not limited:
         return {}
     held: dict[str, dict[int, int]] = {}
@@ -354,12 +268,18 @@ def _held(
     return held
 
 
+def _limited(cart: Iterable[CartLineRow], locked: Mapping[int, ItemRow]) -> set[int]:
+    """The cart's items that have a per-buyer limit: by their locked rows' rules,
+    and for items not locked (marked sold out) by the rules read with the cart."""
+    return {line.item_id for line in cart if _rules_of(line, locked).per_user_limit is not None}
+
+
 def _refusal(
     user_id: str,
     amount: Decimal,
     cart: Sequence[CartLineRow],
     available: dict[int, Decimal],
-    locked: dict[int, ItemRow] | None,
+    locked: Mapping[int, ItemRow] | None,
     at: dt.datetime,
     held: dict[int, int],
 ) -> ShopError | None:
@@ -394,16 +314,19 @@ def _pay(session: Session, shop: Shop, user_id: str, amount: Decimal) -> OrderVi
     total = total_of(lines)
     if total > MAX_AMOUNT:
         raise order_too_large(total)
+    # Before any item row is locked, the rules as read with the cart refuse early
+    # (in the order a buyer is told); they are judged again on the locked rows.
     # Two pays of this cart queue on its rows (locked above), so the units held
-    # in orders cannot change under this pay: the limit is decided here.
-    ruled = _rule_refusal(cart, rules.now(), _held(session, [user_id], cart).get(user_id, {}))
+    # in orders cannot change under this pay.
+    held = _held(session, [user_id], _limited(cart, {})).get(user_id, {})
+    ruled = _rule_refusal(cart, rules.now(), held)
     if ruled is not None:
         raise ruled
     marked = shop.sold_out.marked(session, [line.item_id for line in cart])
     if amount != total or marked:
-        # Before any item row is locked, the stock read with the cart (a plain
-        # read) is enough to refuse a wrong amount (short stock is the more
-        # useful answer), and a sold-out mark to refuse without the lock.
+        # The stock read with the cart (a plain read) is enough to refuse a wrong
+        # amount (short stock is the more useful answer), and a sold-out mark to
+        # refuse without the lock.
         available = {ln.item_id: Decimal(0) if ln.item_id in marked else ln.stock for ln in cart}
         short = _short_lines(cart, available)
         if short:
@@ -417,8 +340,19 @@ def _pay(session: Session, shop: Shop, user_id: str, amount: Decimal) -> OrderVi
         [NewOrderLine(line.item_id, line.quantity, line.unit_price) for line in lines],
         reserve_s,
     )
+
+    def judge(locked: Mapping[int, ItemRow]) -> None:
+        """Every rule again, on the item rows as locked: an admin who closed the
+        sale, set a limit or changed a price while this pay waited is obeyed."""
+        more = _limited(cart, locked) - _limited(cart, {})
+        held_now = held | _held(session, [user_id], more).get(user_id, {}) if more else held
+        available = {item_id: row.stock for item_id, row in locked.items()}
+        refusal = _refusal(user_id, amount, cart, available, locked, rules.now(), held_now)
+        if refusal is not None:
+            raise refusal
+
     wanted = {line.item_id: line.quantity for line in cart}
-    shop.stock.take(session, wanted, {line.item_id: line.price for line in cart})
+    shop.stock.take(session, wanted, {line.item_id: line.price for line in cart}, judge)
     return _new_order(order_id, user_id, total, created_at, lines, reserve_s)
 
 
@@ -538,7 +472,7 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     held = _held(
         session,
         (batch[n].user_id for n in active),
-        (line for n in active for line in carts.get(batch[n].user_id, [])),
+        _limited((line for n in active for line in carts.get(batch[n].user_id, [])), locked),
     )
 
     # 5. Allocate in arrival order; each buyer all or nothing.

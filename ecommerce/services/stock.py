@@ -16,7 +16,7 @@ as few round trips as possible (see ecommerce/services/payment.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import ClassVar, Protocol
 
@@ -26,19 +26,29 @@ from ecommerce.errors import Conflict, InsufficientStock
 from ecommerce.money import format_money
 from ecommerce.repositories import ItemRepository, ItemRow
 
+#: Judges the pay on the item rows as they were locked ({item_id: row}, stock
+#: before this pay): raises the buyer's refusal, if any (a sale window closed or
+#: a limit set while the pay waited for the rows counts).
+Judge = Callable[[Mapping[int, ItemRow]], None]
+
 
 class StockStrategy(Protocol):
     name: ClassVar[str]
     safe: ClassVar[bool]
 
     def take(
-        self, session: Session, wanted: Mapping[int, int], prices: Mapping[int, Decimal]
+        self,
+        session: Session,
+        wanted: Mapping[int, int],
+        prices: Mapping[int, Decimal],
+        judge: Judge | None = None,
     ) -> None:
         """Remove ``wanted`` ({item_id: quantity}) from stock, all or nothing.
 
         ``prices`` are the unit prices the order was written at; a row whose
         price changed meanwhile is a Conflict. Raises InsufficientStock naming
-        every short item; the caller's transaction then rolls back.
+        every short item; the caller's transaction then rolls back. ``judge``
+        sees the rows once they are locked and may refuse the pay.
         """
         ...
 
@@ -75,10 +85,16 @@ class ForUpdateStrategy:
     safe: ClassVar[bool] = True
 
     def take(
-        self, session: Session, wanted: Mapping[int, int], prices: Mapping[int, Decimal]
+        self,
+        session: Session,
+        wanted: Mapping[int, int],
+        prices: Mapping[int, Decimal],
+        judge: Judge | None = None,
     ) -> None:
         items = ItemRepository(session)
         locked = items.lock(wanted)
+        if judge is not None:
+            judge({item.id: item for item in locked})
         short = shortages(locked, wanted)
         if short:
             raise insufficient(short)
@@ -92,19 +108,25 @@ class AtomicStrategy:
     safe: ClassVar[bool] = True
 
     def take(
-        self, session: Session, wanted: Mapping[int, int], prices: Mapping[int, Decimal]
+        self,
+        session: Session,
+        wanted: Mapping[int, int],
+        prices: Mapping[int, Decimal],
+        judge: Judge | None = None,
     ) -> None:
         items = ItemRepository(session)
-        missed = [
-            item_id
+        taken = {
+            item_id: items.take_if_available(item_id, wanted[item_id], prices[item_id])
             for item_id in sorted(wanted)
-            if not items.take_if_available(item_id, wanted[item_id], prices[item_id])
-        ]
+        }
+        missed = [item_id for item_id, row in taken.items() if row is None]
         if missed:
             # Stock as other transactions see it now; ours is rolled back anyway.
             seen = items.read(missed)
             short = shortages(seen, wanted)
             raise insufficient(short) if short else price_changed()
+        if judge is not None:
+            judge({item_id: row for item_id, row in taken.items() if row is not None})
 
 
 class NaiveStrategy:
@@ -118,10 +140,16 @@ class NaiveStrategy:
     safe: ClassVar[bool] = False
 
     def take(
-        self, session: Session, wanted: Mapping[int, int], prices: Mapping[int, Decimal]
+        self,
+        session: Session,
+        wanted: Mapping[int, int],
+        prices: Mapping[int, Decimal],
+        judge: Judge | None = None,
     ) -> None:
         items = ItemRepository(session)
         seen = items.read(wanted)
+        if judge is not None:
+            judge({item.id: item for item in seen})
         short = shortages(seen, wanted)
         if short:
             raise insufficient(short)

@@ -34,6 +34,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ecommerce import metrics
+from ecommerce.cooperative import DatabaseSilent
 from ecommerce.db import (
     DEADLOCK_DETECTED,
     LOCK_NOT_AVAILABLE,
@@ -120,7 +121,8 @@ def run_in_transaction(
             return result
         except sa_exc.DBAPIError as error:
             code = sqlstate(error)
-            if error.connection_invalidated and not committing and not reconnected:
+            silent = isinstance(error.orig, DatabaseSilent)
+            if error.connection_invalidated and not committing and not reconnected and not silent:
                 # A pooled connection that died (the database restarted): nothing of
                 # this transaction can have committed, so run it once more on a
                 # fresh connection. Connections are not pinged before use.

@@ -7,6 +7,8 @@ const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const HISTORY = 180; // points per chart: three minutes at one a second
 const history = new Map(); // item id -> {stock: [], rate: []}
 const cards = new Map(); // item id -> its article element
+const changed = new Map(); // item id -> when its figures or rules last changed (ms)
+const seen = new Map(); // item id -> its figures in the last snapshot, as text
 
 function text(el, value) { el.textContent = value === null || value === undefined ? "–" : String(value); }
 
@@ -59,6 +61,7 @@ function card(item) {
   article = document.getElementById("item-template").content.firstElementChild.cloneNode(true);
   article.dataset.itemId = item.id;
   const form = article.querySelector(".actions");
+  form.querySelector('[name="price"]').dataset.shown = "";
   form.addEventListener("click", (event) => {
     const action = event.target.dataset && event.target.dataset.action;
     if (!action) return;
@@ -100,6 +103,16 @@ function show(snapshot) {
     text(q(".refunded"), item.refunded);
     text(q(".rate"), item.pays_per_s);
     text(q(".price"), item.price);
+    // The price field shows the current price until the operator types another.
+    const priceInput = q('[name="price"]');
+    priceInput.placeholder = item.price;
+    if (document.activeElement !== priceInput && priceInput.dataset.shown === priceInput.value) {
+      priceInput.value = item.price;
+    }
+    priceInput.dataset.shown = item.price;
+    const figures = [item.available, item.reserved, item.sold, item.price, item.per_user_limit, item.on_sale].join("|");
+    if (seen.get(item.id) !== figures) changed.set(item.id, Date.now());
+    seen.set(item.id, figures);
     text(q(".limit"), item.per_user_limit ?? "none");
     text(q(".window"), windowText(item));
     const h = history.get(item.id);
@@ -109,6 +122,17 @@ function show(snapshot) {
     draw(q(".stock-chart"), h.stock);
     draw(q(".rate-chart"), h.rate);
   }
+  order(snapshot.items);
+}
+
+// Items that are selling first (fastest first), then those changed last.
+function order(items) {
+  const ranked = [...items].sort((a, b) =>
+    (b.pays_per_s || 0) - (a.pays_per_s || 0) || (changed.get(b.id) || 0) - (changed.get(a.id) || 0) || a.id - b.id);
+  const list = document.getElementById("items");
+  const current = [...list.children].filter((el) => el.dataset.itemId);
+  if (ranked.every((item, n) => current[n] && current[n].dataset.itemId === String(item.id))) return;
+  for (const item of ranked) list.appendChild(cards.get(item.id));
 }
 
 function connect() {

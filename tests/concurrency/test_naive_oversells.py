@@ -61,8 +61,8 @@ def test_naive_pays_oversell_and_the_invariant_checker_names_the_item(committed,
         def __init__(self) -> None:
             self.calls = 0
 
-        def take(self, session, wanted, prices) -> None:
-            naive.take(session, wanted, prices)
+        def take(self, session, wanted, prices, judge=None) -> None:
+            naive.take(session, wanted, prices, judge)
             self.calls += 1
             if self.calls == 1:  # A's, which runs alone until it pauses here
                 a_holds.set()

@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from ecommerce.errors import Conflict, PaymentDeclined
 from ecommerce.flashsale.fake_gateway import start_in_thread
-from ecommerce.services import orders, payment
+from ecommerce.services import orders, payment, settlement
 from tests.helpers import (
     assert_conserved,
     assert_invariants,
@@ -116,7 +116,7 @@ def test_expired_reservations_go_back_and_a_late_charge_is_refunded(
     assert shop_state(committed).stock[hot] == 3
 
     # The provider confirms after all: the money goes back, the stock is not sold twice.
-    late = payment.confirm_payment(shop, pending.order_id, "succeeded")
+    late = settlement.confirm_payment(shop, pending.order_id, "succeeded")
     assert late.status == "refunded"
     assert provider[1].stats()["refunds"] == 1
     assert shop_state(committed).stock[hot] == 3
@@ -134,12 +134,16 @@ def test_reconcile_settles_what_the_provider_knows(gateway_shop, committed):
         commit_cart_lines(committed, [("cleo", item, 1)])
         pending = payment.pay(shop, "cleo", Decimal("3.00"))
         assert pending.status == "pending"
-        # Later, with time to listen (cron runs it): the provider did charge.
+        # Later (cron runs it), once the provider decided: it did charge.
+        deadline = time.monotonic() + 10
+        while fake.charges_in_flight or not fake.stats()["charge_calls"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         patient = gateway_shop(
             payment_gateway_url=f"http://127.0.0.1:{server.server_address[1]}",
             payment_gateway_timeout_ms=3000,
         )
-        counts = payment.reconcile_payments(patient)
+        counts = settlement.reconcile_payments(patient)
         assert counts["paid"] == 1
         assert status_of(committed, pending.order_id) == "paid"
         assert fake.stats()["succeeded"] == 1  # charged once, not twice
@@ -158,7 +162,7 @@ def test_cancel_confirm_and_expiry_of_one_order_end_in_one_state(gateway_shop, c
 
     results = run_together(
         [lambda: orders.cancel_order(shop, order.order_id, "dora")] * 3
-        + [lambda: payment.confirm_payment(shop, order.order_id, "succeeded")] * 3
+        + [lambda: settlement.confirm_payment(shop, order.order_id, "succeeded")] * 3
         + [lambda: orders.release_expired(shop)] * 3
     )
     assert not [r for r in results if isinstance(r, Exception) and not isinstance(r, Conflict)]

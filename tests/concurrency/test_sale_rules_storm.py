@@ -1,9 +1,11 @@
 """Per-buyer limits under real concurrency: one buyer on many threads, adding and
 paying at once, never holds more than the limit."""
 
+import threading
 from collections import Counter
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import text
 
 from ecommerce.errors import ShopError
@@ -11,9 +13,11 @@ from ecommerce.services import cart, payment
 from tests.helpers import (
     assert_conserved,
     assert_invariants,
+    commit_cart_lines,
     commit_item,
     run_together,
     shop_state,
+    wait_until_a_backend_waits_on_a_lock,
 )
 
 
@@ -77,3 +81,66 @@ def test_one_buyer_on_many_threads_never_passes_the_limit(storm_shop, committed)
     assert after.stock[hot] == 100 - held
     assert_conserved({hot: Decimal(100)}, after)
     assert_invariants(committed)
+
+
+@pytest.mark.parametrize("rule", ["sale_ended", "limit_exceeded"])
+def test_a_rule_changed_while_pays_wait_on_the_item_row_binds_them_all(
+    rule, storm_shop, committed, pay_combining
+):
+    """An admin holds the hot row, closes the sale (or sets a limit) and commits
+    while pays queue on that row: every pay that commits afterwards obeys the new
+    rule, on the combined path and alone. Before the fix, pays alone judged the
+    rules on the cart's plain read (taken before the item lock), and a batch
+    chose which held units to count from it."""
+    buyers = [f"b{n}" for n in range(8)]
+    shop = storm_shop(len(buyers), pay_queue_wait_ms=60_000)
+    hot = commit_item(committed, "Hot", "1.00", 100)
+    commit_cart_lines(committed, [(b, hot, 1) for b in buyers])
+    if rule == "limit_exceeded":
+        for b in buyers:  # each buyer already holds one unit in a paid order
+            payment.pay(shop, b, Decimal("1.00"))
+        commit_cart_lines(committed, [(b, hot, 1) for b in buyers])
+
+    admin = committed.connect()
+    holder = admin.begin()
+    admin.execute(text("SELECT id FROM items WHERE id = :i FOR UPDATE"), {"i": hot})
+    results: list = []
+    threads = [
+        threading.Thread(
+            target=lambda b=b: results.append(
+                _outcome(lambda: payment.pay(shop, b, Decimal("1.00")))
+            )
+        )
+        for b in buyers
+    ]
+    for t in threads:
+        t.start()
+    # Alone, every pay waits on the row; combined, the batch's one transaction does.
+    wait_until_a_backend_waits_on_a_lock(committed, count=1 if pay_combining else len(buyers))
+    if rule == "sale_ended":
+        admin.execute(
+            text("UPDATE items SET sale_ends_at = now() - interval '1 second' WHERE id = :i"),
+            {"i": hot},
+        )
+    else:
+        admin.execute(text("UPDATE items SET per_user_limit = 1 WHERE id = :i"), {"i": hot})
+    holder.commit()
+    admin.close()
+    for t in threads:
+        t.join(60)
+        assert not t.is_alive()
+
+    assert results == [rule] * len(buyers), results
+    held = len(buyers) if rule == "limit_exceeded" else 0
+    after = shop_state(committed)
+    assert after.stock[hot] == 100 - held
+    assert_conserved({hot: Decimal(100)}, after)
+    assert_invariants(committed)
+
+
+def _outcome(pay) -> str:
+    try:
+        pay()
+    except ShopError as refused:
+        return refused.code
+    return "paid"

@@ -35,9 +35,10 @@ def test_take_if_available_refuses_without_writing(connection, session):
     a = insert_item(connection, "a", "1.00", 2)
     with session.begin():
         items = ItemRepository(session)
-        assert items.take_if_available(a, 3, Decimal("1.00")) is False
-        assert items.take_if_available(a, 1, Decimal("0.99")) is False  # price changed
-        assert items.take_if_available(a, 2, Decimal("1.00")) is True
+        assert items.take_if_available(a, 3, Decimal("1.00")) is None
+        assert items.take_if_available(a, 1, Decimal("0.99")) is None  # price changed
+        taken = items.take_if_available(a, 2, Decimal("1.00"))
+        assert taken is not None and taken.stock == 2  # the row as locked, before the take
     assert connection.execute(text("SELECT stock FROM items WHERE id = :a"), {"a": a}).scalar() == 0
 
 

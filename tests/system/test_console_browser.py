@@ -25,6 +25,7 @@ pytestmark = [
 
 
 def test_the_console_in_a_browser(database_url, committed):
+    idle = commit_item(committed, "Idle charger", "4.25", 5)  # listed before the hot one
     hot = commit_item(committed, "Flash-sale phone", "9.00", 300)
     buyers = [f"fan{n}" for n in range(150)]
     commit_cart_lines(committed, [(u, hot, 1) for u in buyers])
@@ -61,6 +62,16 @@ def test_the_console_in_a_browser(database_url, committed):
                 timeout=20_000,
             )
             assert float(page.locator("#pays").inner_text()) > 0
+            # The item that is selling comes first; every price field shows its
+            # item's price (not a placeholder).
+            page.wait_for_function(
+                f"""() => document.querySelector('#items article.item')
+                    .dataset.itemId === '{hot}'""",
+                timeout=10_000,
+            )
+            assert card.locator('input[name="price"]').input_value() == "9.00"
+            idle_card = page.locator(f'article.item[data-item-id="{idle}"]')
+            assert idle_card.locator('input[name="price"]').input_value() == "4.25"
             time.sleep(2)  # mid-storm: the picture for the README
             page.screenshot(path=str(PROJECT_ROOT / "docs" / "console.png"), full_page=True)
             buying.join(60)
