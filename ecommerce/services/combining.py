@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -65,10 +66,12 @@ class Combiner(Generic[Req, Out]):
         run_alone: Callable[[Req], Out],
         key_in_use: Callable[[], Exception] | None = None,
         name: str = "combiner",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``run_batch`` returns one outcome (a value or an exception) per request,
         in order; if it raises ServiceBusy every request gets that answer, and if
-        it raises anything else each request is re-run alone with ``run_alone``.
+        it raises anything else each request is re-run alone with ``run_alone``, as
+        long as ``policy.wait_s`` has not passed since the failure (then: busy).
         ``key_in_use`` is raised for a request whose key is already in flight
         (a combiner without it takes no keys)."""
         self.policy = policy
@@ -76,6 +79,7 @@ class Combiner(Generic[Req, Out]):
         self.run_alone = run_alone
         self.key_in_use = key_in_use
         self.name = name
+        self.clock = clock
         self._reset()
 
     def _reset(self) -> None:
@@ -114,7 +118,9 @@ class Combiner(Generic[Req, Out]):
     def _submit(self, request: Req) -> Out:
         pending: _Pending[Req, Out] = _Pending(request)
         with self._lock:
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
+                if self._thread is not None:  # it stopped: a new one serves the queue
+                    log.error("%s: the combining thread had stopped; starting a new one", self.name)
                 self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
                 self._thread.start()
             if len(self._queue) >= self.policy.queue_max:
@@ -166,9 +172,17 @@ class Combiner(Generic[Req, Out]):
         except ServiceBusy as busy:
             outcomes = [ServiceBusy(busy.message, retry_after_s=busy.retry_after_s) for _ in batch]
         except Exception:
-            # One buyer can never fail another: each is re-run on its own.
+            # One buyer can never fail another: each is re-run on its own, within
+            # the queue's bound; a request past it is refused busy (503), with
+            # nothing done for it (each re-run is a whole transaction or nothing).
             log.exception("%s: a batch of %d failed; running each alone", self.name, len(batch))
-            outcomes = [self._alone(r) for r in requests]
+            deadline = self.clock() + self.policy.wait_s
+            outcomes = [
+                self._alone(r)
+                if self.clock() < deadline
+                else self._busy("the shop is busy, please retry")
+                for r in requests
+            ]
         for pending, outcome in zip(batch, outcomes, strict=True):
             pending.outcome = outcome
             pending.done.set()

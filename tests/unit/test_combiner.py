@@ -1,9 +1,11 @@
 """The combiner's hand-off, without a database."""
 
 import contextlib
+import ctypes
 import gc
 
-from ecommerce.services.combining import Combiner, CombiningPolicy
+from ecommerce.errors import ServiceBusy
+from ecommerce.services.combining import Combiner, CombiningPolicy, _Pending
 
 
 class Refused(Exception):
@@ -34,3 +36,50 @@ def test_a_refusal_reaches_its_request_without_a_reference_cycle():
         gc.set_debug(0)
         gc.garbage.clear()
     assert in_cycles == []
+
+
+def test_a_failed_batch_re_runs_its_requests_alone_only_within_the_bound():
+    """Before the fix the re-runs had no bound: a batch whose buyers each took long
+    alone kept the last of them (and the queue behind) waiting without limit."""
+    now = [0.0]
+
+    def slow_alone(n: int) -> int:
+        now[0] += 1.0  # each re-run takes a second on this clock
+        return n
+
+    def failing_batch(batch):
+        if len(batch) > 1:
+            raise RuntimeError("the batch's statement failed")
+        return list(batch)
+
+    combiner: Combiner[int, int] = Combiner(
+        CombiningPolicy(wait_s=2.5),
+        run_batch=failing_batch,
+        run_alone=slow_alone,
+        clock=lambda: now[0],
+    )
+    pendings = [_Pending(n) for n in range(6)]
+    combiner._run(pendings)  # one batch of six, as the combining thread runs it
+    outcomes = [p.outcome for p in pendings]
+    assert outcomes[:3] == [0, 1, 2]  # run alone while the bound lasted
+    assert all(isinstance(o, ServiceBusy) for o in outcomes[3:]), outcomes  # then refused
+    assert all(p.done.is_set() for p in pendings)
+
+
+def test_a_combining_thread_that_stopped_is_replaced():
+    combiner: Combiner[int, int] = Combiner(
+        CombiningPolicy(), run_batch=lambda batch: list(batch), run_alone=lambda n: n
+    )
+    assert combiner.submit(1) == 1
+    first = combiner._thread
+    assert first is not None
+    # Stop it for real: raise SystemExit inside it while it waits for work.
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(first.ident), ctypes.py_object(SystemExit)
+    )
+    with combiner._lock:
+        combiner._not_empty.notify()  # wake it so the exception is delivered
+    first.join(10)
+    assert not first.is_alive()
+    assert combiner.submit(2) == 2  # answered by a new thread
+    assert combiner._thread is not first and combiner._thread.is_alive()
