@@ -94,3 +94,19 @@ def test_someone_elses_order_cannot_be_cancelled(make_app, connection):
         assert client.post(path).status_code == 401
         assert client.post(path, headers=other).status_code == 404
         assert client.post(path, headers=owner).get_json()["status"] == "refunded"
+
+
+def test_order_ids_beyond_32_bits_are_paid_read_and_listed(client, connection):
+    """Order ids are 64-bit (a long storm draws thousands a second). Before the
+    fix the sequence could not even be set past 2**31 - 1."""
+    connection.execute(text("ALTER SEQUENCE orders_id_seq RESTART WITH 3000000000"))
+    item = insert_item(connection, "Far", "1.00", 5)
+    insert_cart_line(connection, "zed", item, 1)
+    paid = client.post("/cart/zed/pay", json={"amount": "1.00"})
+    assert paid.status_code == 201, paid.get_json()
+    order_id = paid.get_json()["order_id"]
+    assert order_id >= 3_000_000_000
+    assert client.get(f"/orders/{order_id}").get_json()["order_id"] == order_id
+    listed = client.get("/users/zed/orders").get_json()
+    assert [o["order_id"] for o in listed["orders"]] == [order_id]
+    assert client.get(f"/orders/{2**63}").status_code == 404  # past 64 bits: no such path
