@@ -147,6 +147,7 @@ class Database:
         self._lock = threading.Lock()
         self._sessions = sessionmaker(expire_on_commit=False)
         self._override: sessionmaker[Session] | None = None
+        self._owned = threading.local()  # greenlet-local in a gevent worker
 
     @property
     def url(self) -> str:
@@ -212,8 +213,37 @@ class Database:
     def session(self) -> Session:
         if self._override is not None:
             return self._override()
+        if getattr(self._owned, "active", False):
+            return self._sessions(bind=self._owned_connection())
         # Bound explicitly, per session: no shared factory state for threads to race on.
         return self._sessions(bind=self.engine)
+
+    @contextmanager
+    def own_connection(self) -> Iterator[None]:
+        """Within the block, every session this thread makes uses one pooled
+        connection kept for the thread: checked out by its first session, kept
+        between them, given back at the end. A combining thread uses it so that
+        a batch never waits for the pool behind request threads (the pool's
+        size counts one connection per combiner). A connection found dead is
+        replaced on its next use (SQLAlchemy reconnects an invalidated one)."""
+        self._owned.active = True
+        self._owned.connection = None
+        try:
+            yield
+        finally:
+            connection: Connection | None = self._owned.connection
+            self._owned.active = False
+            self._owned.connection = None
+            if connection is not None:
+                connection.close()
+
+    def _owned_connection(self) -> Connection:
+        connection: Connection | None = self._owned.connection
+        if connection is None or connection.closed or self._owned.pid != os.getpid():
+            connection = self.engine.connect()
+            self._owned.connection = connection
+            self._owned.pid = os.getpid()
+        return connection
 
     @contextmanager
     def sessions_bound_to(self, connection: Connection) -> Iterator[None]:

@@ -97,7 +97,7 @@ def make_app(settings: Settings) -> Iterator[Callable[..., Flask]]:
 
     yield make
     for app in apps:
-        app.extensions["shop"].db.dispose()
+        app.extensions["shop"].close()
 
 
 @pytest.fixture

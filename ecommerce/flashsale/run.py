@@ -310,7 +310,7 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
         return result
     finally:
         engine.dispose()
-        shop.db.dispose()
+        shop.close()
 
 
 def _storm(

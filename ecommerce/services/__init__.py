@@ -48,8 +48,7 @@ class Shop:
     _combiners_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def transaction(self, work: Callable[[Session], T], name: str) -> T:
-        with self.db.session() as session:
-            return run_in_transaction(session, work, self.policy, name=name)
+        return run_in_transaction(self.db.session, work, self.policy, name=name)
 
     def combiner(
         self,
@@ -64,9 +63,27 @@ class Shop:
         with self._combiners_lock:
             found = self._combiners.get(name)
             if found is None:
-                found = Combiner(policy, run_batch, run_alone, key_in_use, name=name)
+                # Each combining thread keeps a connection of its own: a batch
+                # never waits for the pool behind request greenlets.
+                found = Combiner(
+                    policy,
+                    run_batch,
+                    run_alone,
+                    key_in_use,
+                    name=name,
+                    thread_context=self.db.own_connection,
+                )
                 self._combiners[name] = found
             return found
+
+    def close(self) -> None:
+        """Stop this process's combiners (they give their connections back), then
+        close the database's pooled connections."""
+        with self._combiners_lock:
+            combiners = list(self._combiners.values())
+        for combiner in combiners:
+            combiner.stop()
+        self.db.dispose()
 
 
 def build_shop(settings: Settings) -> Shop:

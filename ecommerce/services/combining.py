@@ -31,6 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -67,19 +68,23 @@ class Combiner(Generic[Req, Out]):
         key_in_use: Callable[[], Exception] | None = None,
         name: str = "combiner",
         clock: Callable[[], float] = time.monotonic,
+        thread_context: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         """``run_batch`` returns one outcome (a value or an exception) per request,
         in order; if it raises ServiceBusy every request gets that answer, and if
         it raises anything else each request is re-run alone with ``run_alone``, as
         long as ``policy.wait_s`` has not passed since the failure (then: busy).
         ``key_in_use`` is raised for a request whose key is already in flight
-        (a combiner without it takes no keys)."""
+        (a combiner without it takes no keys). The combining thread runs every
+        batch inside one ``thread_context()`` (the shop's: a database connection
+        of the thread's own)."""
         self.policy = policy
         self.run_batch = run_batch
         self.run_alone = run_alone
         self.key_in_use = key_in_use
         self.name = name
         self.clock = clock
+        self.thread_context = thread_context
         self._reset()
 
     def _reset(self) -> None:
@@ -89,6 +94,19 @@ class Combiner(Generic[Req, Out]):
         self._queue: deque[_Pending[Req, Out]] = deque()
         self._thread: threading.Thread | None = None
         self._keys_in_flight: set[Hashable] = set()
+        self._stopping = False
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Let the combining thread finish the queue, leave its thread context
+        (the shop's: gives its connection back) and end; a later request starts
+        a new one."""
+        with self._lock:
+            thread = self._thread
+            if thread is None or self._pid != os.getpid():
+                return
+            self._stopping = True
+            self._not_empty.notify_all()
+        thread.join(timeout)
 
     def _busy(self, message: str) -> ServiceBusy:
         return ServiceBusy(message, retry_after_s=self.policy.retry_after_s)
@@ -146,9 +164,17 @@ class Combiner(Generic[Req, Out]):
         return outcome  # type: ignore[return-value]
 
     def _loop(self) -> None:
+        with self.thread_context():
+            self._serve()
+
+    def _serve(self) -> None:
         while True:
             with self._lock:
                 while not self._queue:
+                    if self._stopping:
+                        self._stopping = False
+                        self._thread = None
+                        return
                     self._not_empty.wait()
                 batch = []
                 while self._queue and len(batch) < self.policy.batch_max:

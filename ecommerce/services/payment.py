@@ -27,7 +27,8 @@ A batch of buyers, one transaction:
    a lock and refuse those that hold a marked item (a batch of only them takes
    no lock and writes nothing, so its COMMIT has nothing to flush); then lock
    every remaining buyer's cart rows, all users in one statement;
-3. draw ids for the orders (before any item lock);
+3. draw ids for the orders of the buyers who might win (before any item
+   lock; a buyer refused whatever the item rows say draws none);
 4. lock the union of their items, FOR NO KEY UPDATE, ascending id (items
    marked sold out are not locked: their buyers are refused);
 5. allocate in arrival order, each buyer all or nothing across their lines;
@@ -421,6 +422,22 @@ def _refuse_sold_out(
         outcomes[n] = _sold_out_refusal(request.user_id, request.amount, cart, marked)
 
 
+def _refused_before_lock(
+    request: PayRequest, cart: Sequence[CartLineRow], marked: Mapping[int, str], at: dt.datetime
+) -> bool:
+    """Whether the buyer will be refused whatever the item rows say once locked:
+    an empty cart, a total too large or not the amount paid, an item marked sold
+    out; or (as the rules read with the cart say) outside the sale window or over
+    a per-buyer limit by this cart alone. Such buyers draw no order id; should a
+    rule change before the lock let one win, its id is drawn then."""
+    if not cart or any(line.item_id in marked for line in cart):
+        return True
+    total = total_of(_lines_of(cart))
+    if total > MAX_AMOUNT or total != request.amount:
+        return True
+    return _rule_refusal(cart, at, {}) is not None
+
+
 @dataclass
 class _BatchResult:
     outcomes: list[OrderView | ShopError]
@@ -454,15 +471,19 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
         else {}
     )
 
-    # 3. Order ids for every buyer who might win, before any item row is locked.
-    order_rows = OrderRepository(session)
-    candidates = sum(1 for n in active if carts.get(batch[n].user_id))
-    drawn, created_at = order_rows.next_ids(candidates) if candidates else ([], None)
-    order_ids = iter(drawn)
-
-    # 4. Lock the items (ascending id); sold-out marked ones are not touched.
+    # 3. Order ids for the buyers who might win, drawn before any item row is
+    # locked; a buyer refused whatever the item rows say draws none.
     wanted = {line.item_id for n in active for line in carts.get(batch[n].user_id, [])}
     marked = shop.sold_out.marked(session, wanted)
+    order_rows = OrderRepository(session)
+    candidates = sum(
+        1
+        for n in active
+        if not _refused_before_lock(batch[n], carts.get(batch[n].user_id, []), marked, rules.now())
+    )
+    drawn, created_at = order_rows.next_ids(candidates) if candidates else ([], None)
+
+    # 4. Lock the items (ascending id); sold-out marked ones are not touched.
     to_lock = wanted - marked.keys()
     locked = {row.id: row for row in ItemRepository(session).lock(to_lock)} if to_lock else {}
     available = {item_id: row.stock for item_id, row in locked.items()}
@@ -476,10 +497,8 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     )
 
     # 5. Allocate in arrival order; each buyer all or nothing.
-    reserve_s = _reserve_s(shop)
     paid_users: set[str] = set()
-    new_orders: list[NewOrder] = []
-    new_keys: list[NewKeyRecord] = []
+    winners: list[tuple[int, list[CartLineRow]]] = []
     taken: dict[int, int] = {}
     for n in active:
         request = batch[n]
@@ -496,15 +515,25 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
         if refusal is not None:
             outcomes[n] = refusal
             continue
-        lines = _lines_of(cart)
-        assert created_at is not None
-        order = _new_order(
-            next(order_ids), request.user_id, total_of(lines), created_at, lines, reserve_s
-        )
         for line in cart:
             available[line.item_id] -= line.quantity
             taken[line.item_id] = taken.get(line.item_id, 0) + line.quantity
         paid_users.add(request.user_id)
+        winners.append((n, cart))
+    if len(winners) > len(drawn):
+        # A rule changed between the carts' read and the item lock (an admin
+        # opened a window or raised a limit): the few missing ids, drawn now.
+        more, created_at = order_rows.next_ids(len(winners) - len(drawn))
+        drawn += more
+
+    reserve_s = _reserve_s(shop)
+    new_orders: list[NewOrder] = []
+    new_keys: list[NewKeyRecord] = []
+    for (n, cart), order_id in zip(winners, drawn, strict=False):
+        request = batch[n]
+        lines = _lines_of(cart)
+        assert created_at is not None
+        order = _new_order(order_id, request.user_id, total_of(lines), created_at, lines, reserve_s)
         new_orders.append(
             NewOrder(
                 order.order_id,

@@ -90,7 +90,7 @@ def backoff_delay(attempt: int, policy: TransactionPolicy) -> float:
 
 
 def run_in_transaction(
-    session: Session,
+    sessions: Callable[[], Session],
     work: Callable[[Session], T],
     policy: TransactionPolicy,
     *,
@@ -103,7 +103,9 @@ def run_in_transaction(
     while True:
         committing = False
         try:
-            with session.begin():
+            # A new session each attempt; one that met a dead connection is closed
+            # with it, forgetting the connection and its transaction.
+            with sessions() as session, session.begin():
                 if isolation_level is not None:
                     # Must be set before the transaction's first statement.
                     session.connection(execution_options={"isolation_level": isolation_level})
@@ -129,7 +131,6 @@ def run_in_transaction(
                 reconnected = True
                 metrics.count_retry("reconnect")
                 log.info("%s: connection lost before commit, running again", name)
-                session.close()  # forget the dead connection and its transaction
                 continue
             if is_retryable(error) and attempt < policy.retries:
                 delay = backoff_delay(attempt, policy)

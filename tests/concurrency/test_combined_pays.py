@@ -6,10 +6,12 @@ import threading
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
 
 from ecommerce.errors import ShopError
 from ecommerce.repositories import OrderRepository
-from ecommerce.services import payment
+from ecommerce.services import cart, payment
 from ecommerce.services.results import OrderView
 from tests.helpers import (
     assert_conserved,
@@ -17,6 +19,7 @@ from tests.helpers import (
     commit_cart_lines,
     commit_item,
     run_together,
+    set_sale_rules,
     shop_state,
     wait_until_a_backend_waits_on_a_lock,
 )
@@ -101,6 +104,97 @@ def test_a_mixed_storm_every_buyer_gets_their_own_answer(
     assert after.idempotency_keys == 4
     assert_invariants(committed)
     assert max(batch_sizes) > 1, "the buyers were combined into batches"
+
+
+def test_buyers_refused_before_the_item_lock_draw_no_order_id(storm_shop, committed, batch_sizes):
+    """A storm of buyers refused whatever the stock says (a wrong amount, an empty
+    cart, a sale not yet open), pressing pay again and again in shared batches,
+    with one buyer who pays: the orders' id sequence moves by that one order.
+    Before, a batch drew an id for every buyer with a cart, so a client looping
+    on 422 burned ids at the batches' pace."""
+    shop = storm_shop(24, pay_combining=True)
+    item = commit_item(committed, "Item", "2.00", 100)
+    early = commit_item(committed, "Early", "1.00", 100)
+    with committed.begin() as conn:
+        set_sale_rules(conn, early, starts_in_s=3600)
+    buyers = {f"wrong{n}": (item, Decimal("3.00")) for n in range(10)}
+    buyers |= {f"early{n}": (early, Decimal("1.00")) for n in range(10)}
+    commit_cart_lines(committed, [(u, i, 1) for u, (i, _) in buyers.items()])
+    buyers |= {f"empty{n}": (item, Decimal("2.00")) for n in range(3)}
+    commit_cart_lines(committed, [("payer", item, 1)])
+    buyers["payer"] = (item, Decimal("2.00"))
+    before = _sequence_position(committed)
+
+    answers = []
+    for _ in range(3):
+        results = run_together(
+            [lambda u=u, a=a: payment.pay(shop, u, a) for u, (_, a) in buyers.items()]
+        )
+        answers += [(u, answer(r)) for u, r in zip(buyers, results, strict=True)]
+
+    expected = {"wrong": "amount_mismatch", "early": "sale_not_started", "empty": "empty_cart"}
+    for user, got in answers:
+        if user != "payer":
+            assert got == expected[user.rstrip("0123456789")], (user, got)
+    assert [got for user, got in answers if user == "payer"] == ["paid", "empty_cart", "empty_cart"]
+    assert _sequence_position(committed) == before + 1, "one id, for the one order"
+    assert max(batch_sizes) > 1, "the buyers were combined into batches"
+    assert_invariants(committed)
+
+
+def test_a_combiner_never_waits_for_the_pool_behind_requests(storm_shop, committed):
+    """Request threads hold every pooled connection the pool will give (as a
+    storm of reads would); a pay, an add and a cart read still go through,
+    each combiner on the connection it keeps. Before, a batch waited for the
+    pool like any request and, past DB_POOL_TIMEOUT_MS, failed whole (503)."""
+    shop = storm_shop(4, pool_timeout_s=0.2, pay_combining=True, cart_combining=True)
+    item = commit_item(committed, "Item", "2.00", 10)
+    cart.add_to_cart(shop, "warm", item, 1)  # the combiners take their connections
+    cart.view_cart(shop, "warm")
+    payment.pay(shop, "warm", Decimal("2.00"))
+    held = []
+    with pytest.raises(sa_exc.TimeoutError):
+        while True:
+            held.append(shop.db.engine.connect())
+    try:
+        cart.add_to_cart(shop, "buyer", item, 2)
+        assert cart.view_cart(shop, "buyer").total == Decimal("4.00")
+        assert payment.pay(shop, "buyer", Decimal("4.00")).user_id == "buyer"
+    finally:
+        for connection in held:
+            connection.close()
+    assert shop_state(committed).stock[item] == 7
+    assert_invariants(committed)
+
+
+def test_a_combiners_connection_that_died_is_replaced(storm_shop, committed):
+    """The database ends every connection of the shop (a restart, a failover):
+    the next pay, add and cart read run on new ones, with no error."""
+    shop = storm_shop(4, pay_combining=True, cart_combining=True)
+    item = commit_item(committed, "Item", "2.00", 10)
+    cart.add_to_cart(shop, "buyer", item, 1)
+    assert cart.view_cart(shop, "buyer").total == Decimal("2.00")
+    with committed.connect() as conn:
+        ended = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'ecommerce' AND pid <> pg_backend_pid()"
+                " AND datname = current_database()"
+            )
+        ).scalar_one()
+    assert ended >= 2, "the combiners kept their connections"
+    cart.add_to_cart(shop, "buyer", item, 1)
+    assert cart.view_cart(shop, "buyer").total == Decimal("4.00")
+    assert payment.pay(shop, "buyer", Decimal("4.00")).user_id == "buyer"
+    assert_invariants(committed)
+
+
+def _sequence_position(engine) -> int:
+    """How many ids the orders' sequence has handed out (nextval is not undone by
+    a rollback, so a refused buyer's drawn id shows here)."""
+    with engine.connect() as conn:
+        last, called = conn.execute(text("SELECT last_value, is_called FROM orders_id_seq")).one()
+    return last if called else last - 1
 
 
 def test_a_batch_whose_write_fails_is_rerun_buyer_by_buyer(

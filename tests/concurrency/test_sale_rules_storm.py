@@ -16,6 +16,7 @@ from tests.helpers import (
     commit_cart_lines,
     commit_item,
     run_together,
+    set_sale_rules,
     shop_state,
     wait_until_a_backend_waits_on_a_lock,
 )
@@ -83,19 +84,26 @@ def test_one_buyer_on_many_threads_never_passes_the_limit(storm_shop, committed)
     assert_invariants(committed)
 
 
-@pytest.mark.parametrize("rule", ["sale_ended", "limit_exceeded"])
+@pytest.mark.parametrize("rule", ["sale_ended", "limit_exceeded", "sale_opened"])
 def test_a_rule_changed_while_pays_wait_on_the_item_row_binds_them_all(
     rule, storm_shop, committed, pay_combining
 ):
-    """An admin holds the hot row, closes the sale (or sets a limit) and commits
-    while pays queue on that row: every pay that commits afterwards obeys the new
-    rule, on the combined path and alone. Before the fix, pays alone judged the
-    rules on the cart's plain read (taken before the item lock), and a batch
-    chose which held units to count from it."""
+    """An admin holds the hot row, closes the sale (or sets a limit, or opens the
+    sale) and commits while pays queue on that row: every pay that commits
+    afterwards obeys the new rule, on the combined path and alone. Before the
+    fix, pays alone judged the rules on the cart's plain read (taken before the
+    item lock), and a batch chose which held units to count from it. A sale
+    opened while they wait sells to all of them: the batch draws the order ids
+    it did not draw for buyers the cart's read said were too early."""
+    if rule == "sale_opened" and not pay_combining:
+        pytest.skip("alone, a pay too early is refused from the cart's read, before any lock")
     buyers = [f"b{n}" for n in range(8)]
     shop = storm_shop(len(buyers), pay_queue_wait_ms=60_000)
     hot = commit_item(committed, "Hot", "1.00", 100)
     commit_cart_lines(committed, [(b, hot, 1) for b in buyers])
+    if rule == "sale_opened":
+        with committed.begin() as conn:
+            set_sale_rules(conn, hot, starts_in_s=3600)
     if rule == "limit_exceeded":
         for b in buyers:  # each buyer already holds one unit in a paid order
             payment.pay(shop, b, Decimal("1.00"))
@@ -117,7 +125,9 @@ def test_a_rule_changed_while_pays_wait_on_the_item_row_binds_them_all(
         t.start()
     # Alone, every pay waits on the row; combined, the batch's one transaction does.
     wait_until_a_backend_waits_on_a_lock(committed, count=1 if pay_combining else len(buyers))
-    if rule == "sale_ended":
+    if rule == "sale_opened":
+        admin.execute(text("UPDATE items SET sale_starts_at = NULL WHERE id = :i"), {"i": hot})
+    elif rule == "sale_ended":
         admin.execute(
             text("UPDATE items SET sale_ends_at = now() - interval '1 second' WHERE id = :i"),
             {"i": hot},
@@ -130,8 +140,9 @@ def test_a_rule_changed_while_pays_wait_on_the_item_row_binds_them_all(
         t.join(60)
         assert not t.is_alive()
 
-    assert results == [rule] * len(buyers), results
-    held = len(buyers) if rule == "limit_exceeded" else 0
+    expected = "paid" if rule == "sale_opened" else rule
+    assert results == [expected] * len(buyers), results
+    held = len(buyers) if rule in ("limit_exceeded", "sale_opened") else 0
     after = shop_state(committed)
     assert after.stock[hot] == 100 - held
     assert_conserved({hot: Decimal(100)}, after)

@@ -65,10 +65,13 @@ def _two_way_race(engine, policy, work_for, isolation_level=None):
             attempts[index] += 1
             return work_for(index, session, barrier if attempts[index] == 1 else None)
 
-        with Session(engine) as session:
-            return run_in_transaction(
-                session, work, policy, name=f"race{index}", isolation_level=isolation_level
-            )
+        return run_in_transaction(
+            lambda: Session(engine),
+            work,
+            policy,
+            name=f"race{index}",
+            isolation_level=isolation_level,
+        )
 
     results = run_together([lambda: run(0), lambda: run(1)])
     return results, attempts
@@ -151,8 +154,8 @@ def test_exhausted_serialization_retries_are_503(committed, retries):
             text("DO $$ BEGIN RAISE EXCEPTION 'forced' USING ERRCODE = '40001'; END $$")
         )
 
-    with Session(committed) as session, pytest.raises(ServiceBusy):
-        run_in_transaction(session, always_conflicts, policy)
+    with pytest.raises(ServiceBusy):
+        run_in_transaction(lambda: Session(committed), always_conflicts, policy)
     assert calls == retries + 1
 
 
