@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg2
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -78,7 +79,89 @@ def _send_pending_sql_first(conn, cursor, statement, parameters, context, execut
     return pending + statement, parameters
 
 
-def _resolve_host_names_cooperatively(dialect, conn_rec, cargs, cparams) -> None:
+class CommitNotReplicated(psycopg2.OperationalError):
+    """COMMIT returned, but its wait for the synchronous standby was cancelled (a
+    statement timeout, a cancel): the transaction is visible on this server and
+    may be missing on the standby that a failover promotes. Its outcome is
+    unknown to the client until the standby has it."""
+
+
+#: What PostgreSQL says when a commit's wait for the synchronous standby ends early.
+_SYNC_WAIT_CANCELLED = "canceling wait for synchronous replication"
+
+
+def _commit_checked(real_commit):
+    """The dialect's COMMIT, then a look at the notices it brought: a cancelled
+    wait for the synchronous standby (a WARNING, COMMIT still succeeds) raises
+    :class:`CommitNotReplicated` instead of reporting a commit a failover can lose."""
+
+    def do_commit(dbapi_connection) -> None:
+        notices = dbapi_connection.notices
+        del notices[:]
+        real_commit(dbapi_connection)
+        if any(_SYNC_WAIT_CANCELLED in notice for notice in notices):
+            del notices[:]
+            raise CommitNotReplicated(
+                "the commit may not have reached the synchronous standby yet"
+            )
+
+    return do_commit
+
+
+def _connect(dialect, conn_rec, cargs, cparams):
+    """How every connection is made (SQLAlchemy's do_connect): host names looked up
+    cooperatively in a gevent worker, and a multi-host URL tried host by host,
+    each host within its own connect bound, the host that answered last first."""
+    _resolve_host_names_cooperatively(cparams)
+    hosts = str(cparams.get("host") or "").split(",")
+    if len(hosts) < 2:
+        return None
+    return _connect_host_by_host(dialect, cargs, cparams, hosts)
+
+
+#: Per host list, the index of the host that last took a connection.
+_last_good: dict[str, int] = {}
+
+
+def _connect_host_by_host(dialect, cargs, cparams, hosts: list[str]):
+    """libpq tries a host list in order, but in the asynchronous mode of the wait
+    callback its connect_timeout does not apply, and this side's bound covers the
+    whole list: one frozen host (listed first, say, the old primary) would fail
+    every connection. So each host is tried alone, bounded on its own, with the
+    same target_session_attrs; the first that takes the connection wins."""
+    count = len(hosts)
+
+    def each(key: str) -> list[str | None]:
+        value = cparams.get(key)
+        if value is None or value == "":
+            return [None] * count
+        values = str(value).split(",")
+        return values * count if len(values) == 1 else values
+
+    ports, addresses = each("port"), each("hostaddr")
+    listed = ",".join(hosts)
+    first = _last_good.get(listed, 0)
+    failures: list[tuple[str, psycopg2.OperationalError]] = []
+    for index in [first] + [i for i in range(count) if i != first]:
+        params = dict(cparams, host=hosts[index])
+        for key, values in (("port", ports), ("hostaddr", addresses)):
+            params.pop(key, None)
+            if values[index]:
+                params[key] = values[index]
+        try:
+            connection = dialect.connect(*cargs, **params)
+        except psycopg2.OperationalError as error:
+            failures.append((hosts[index], error))
+            continue
+        _last_good[listed] = index
+        return connection
+    reasons = "; ".join(f"{host}: {str(error).strip()}" for host, error in failures)
+    silent = all(isinstance(error, cooperative.DatabaseSilent) for _, error in failures)
+    kind = cooperative.DatabaseSilent if silent else psycopg2.OperationalError
+    raise kind(f"no host took the connection ({reasons})")
+
+
+def _resolve_host_names_cooperatively(cparams) -> None:
     """In a gevent worker, look host names up through gevent's resolver, bounded,
     and hand libpq the addresses: libpq resolves a name itself, synchronously,
     which would stop every request of the worker while DNS is slow."""
@@ -117,17 +200,40 @@ def _is_ip(name: str) -> bool:
 
 
 def normalize_database_url(url: str) -> str:
-    """Pin the driver to psycopg2 for plain ``postgresql://`` (or ``postgres://``) URLs.
+    """Pin the driver to psycopg2 for plain ``postgresql://`` (or ``postgres://``) URLs,
+    and accept libpq's multi-host form.
 
     SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, which this project
-    does not install; other drivers named explicitly are left alone.
+    does not install; other drivers named explicitly are left alone. libpq's
+    ``postgresql://a:5432,b:5433/db`` (what a failover manager such as
+    pg_auto_failover prints) becomes SQLAlchemy's ``?host=a:5432&host=b:5433``.
     """
-    parsed = make_url(url)
+    parsed = make_url(_hosts_as_query(url))
     if parsed.drivername in {"postgresql", "postgres"}:
         parsed = parsed.set(drivername="postgresql+psycopg2")
     elif not parsed.drivername.startswith("postgresql"):
         raise ValueError(f"DATABASE_URL must be a PostgreSQL URL, got {parsed.drivername!r}")
     return parsed.render_as_string(hide_password=False)
+
+
+def _hosts_as_query(url: str) -> str:
+    """``scheme://[user[:password]@]host1[:port1],host2[:port2]/...`` with its host
+    list moved into ``host=`` query parameters; any other URL as it is."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, hosts = authority.rpartition("@")
+    if "," not in hosts:
+        return url
+    listed = [host for host in hosts.split(",") if host]
+    if not listed:
+        raise ValueError("DATABASE_URL lists no host")
+    path, _, query = tail.partition("?")
+    params = "&".join(f"host={host}" for host in listed)
+    query = f"{query}&{params}" if query else params
+    return f"{scheme}://{userinfo}{at}{path or '/'}?{query}"
 
 
 def resolve_database_url(settings: Settings) -> str:
@@ -207,7 +313,9 @@ class Database:
         event.listen(engine.pool, "checkout", lambda *_: metrics.pool_checked_out(1))
         event.listen(engine.pool, "checkin", lambda *_: metrics.pool_checked_out(-1))
         event.listen(engine, "before_cursor_execute", _send_pending_sql_first, retval=True)
-        event.listen(engine, "do_connect", _resolve_host_names_cooperatively)
+        event.listen(engine, "do_connect", _connect)
+        # SQLAlchemy has no event after COMMIT that sees the DBAPI connection.
+        engine.dialect.do_commit = _commit_checked(engine.dialect.do_commit)  # type: ignore[method-assign]
         return engine
 
     def session(self) -> Session:

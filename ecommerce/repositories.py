@@ -35,6 +35,7 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -945,6 +946,20 @@ class IdempotencyRepository(_Repository):
             (row.user_id, row.key): StoredResult(row.fingerprint, bytes(row.result))
             for row in self._execute(FIND_LIVE_KEYS, params)
         }
+
+    def commit_waits_for_replicas(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Rewrite these (user, key) records unchanged, so that this transaction's
+        COMMIT is written and waits for the synchronous standby like any write (a
+        transaction that writes nothing commits without waiting): a replay answers
+        only once everything before it, the first request's commit included (it
+        may have been answered 503 when its own wait was cut short), has reached
+        the standby."""
+        self._execute(
+            update(IdempotencyKey)
+            .where(tuple_(IdempotencyKey.user_id, IdempotencyKey.key).in_(pairs))
+            .values(expires_at=IdempotencyKey.expires_at),
+            {},
+        )
 
     def find_live(self, user_id: str, key: str) -> StoredResult | None:
         stmt = select(IdempotencyKey.fingerprint, IdempotencyKey.result).where(

@@ -7,7 +7,9 @@ and Stripe's API:
   (the use case and its arguments) and the result, in the same transaction as
   the effect, so either both exist or neither does;
 * a replay returns the first result (the API renders it to the same bytes),
-  marked as replayed;
+  marked as replayed; its transaction's COMMIT waits for the synchronous standby
+  like a write, so a first request answered 503 because its commit's wait was
+  cut short is acknowledged only once the standby has it;
 * the same key while the first request still runs: ``IdempotencyKeyInUse``
   (a transaction-scoped advisory lock tells, without waiting);
 * the same key with a different request: ``IdempotencyKeyReused``;
@@ -109,6 +111,7 @@ def once(
     if stored is not None:
         if stored.fingerprint != request_fingerprint:
             raise reused()
+        keys.commit_waits_for_replicas([(user_id, key)])
         return decode(stored.result)
     result = effect()
     keys.save(user_id, key, request_fingerprint, encode(result), ttl_s)
@@ -147,12 +150,17 @@ def claim_many(
     locked = [pair for pair, ok in zip(pairs, keys.try_lock_many(pairs), strict=True) if ok]
     stored = keys.find_live_many(locked) if locked else {}
     locked_set = set(locked)
+    replayed = []
     for pair, n in first_with_key.items():
         if pair not in locked_set:
             outcomes[n] = in_use()
         elif pair in stored:
             same = stored[pair].fingerprint == batch[n].fingerprint
             outcomes[n] = decode(stored[pair].result) if same else reused()
+            if same:
+                replayed.append(pair)
+    if replayed:
+        keys.commit_waits_for_replicas(replayed)
     return outcomes
 
 

@@ -41,6 +41,7 @@ from ecommerce.db import (
     PENDING_SQL_KEY,
     RETRYABLE_SQLSTATES,
     TIMEOUT_SQLSTATES,
+    CommitNotReplicated,
     is_unavailable,
     sqlstate,
 )
@@ -124,6 +125,15 @@ def run_in_transaction(
         except sa_exc.DBAPIError as error:
             code = sqlstate(error)
             silent = isinstance(error.orig, DatabaseSilent)
+            if isinstance(error.orig, CommitNotReplicated):
+                # Committed here, perhaps not on the standby a failover promotes:
+                # never acknowledged. The same Idempotency-Key settles it.
+                metrics.count_timeout("replication")
+                log.warning("%s: %s", name, error.orig)
+                raise ServiceBusy(
+                    "the outcome is not known yet: retry with the same Idempotency-Key",
+                    retry_after_s=policy.retry_after_s,
+                ) from error
             if error.connection_invalidated and not committing and not reconnected and not silent:
                 # A pooled connection that died (the database restarted): nothing of
                 # this transaction can have committed, so run it once more on a

@@ -91,6 +91,29 @@ def test_plain_postgresql_urls_use_psycopg2():
         normalize_database_url("mysql+pymysql://u@h/shop")
 
 
+def test_both_multi_host_url_forms_name_the_same_hosts():
+    """libpq's form (what pg_autoctl prints) and SQLAlchemy's query form. Before,
+    libpq's form failed: ValueError: invalid literal for int()."""
+    from sqlalchemy import make_url
+
+    from ecommerce.db import normalize_database_url
+
+    libpq = normalize_database_url(
+        "postgresql://shop:p%40ss@db-a:5432,db-b:5433/shop?target_session_attrs=read-write"
+    )
+    query = normalize_database_url(
+        "postgresql://shop:p%40ss@/shop?host=db-a:5432&host=db-b:5433&target_session_attrs=read-write"
+    )
+    for url in (libpq, query):
+        parsed = make_url(url)
+        assert parsed.drivername == "postgresql+psycopg2"
+        assert parsed.username == "shop" and parsed.password == "p@ss"
+        assert parsed.database == "shop"
+        assert parsed.query["host"] == ("db-a:5432", "db-b:5433")
+        assert parsed.query["target_session_attrs"] == "read-write"
+    assert make_url(normalize_database_url("postgresql://a,b/db")).query["host"] == ("a", "b")
+
+
 def test_the_payment_provider_settings():
     from ecommerce.config import Settings
 

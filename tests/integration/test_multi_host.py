@@ -1,0 +1,57 @@
+"""A multi-host DATABASE_URL (a failover pair): the shop connects to the first
+host that takes the connection, each host bounded on its own, so a frozen host
+listed first (the old primary, say) costs one connect bound, not every
+connection. Before, the client-side connect bound covered the whole host list,
+and libpq never got past a silent first host."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import replace
+
+from sqlalchemy import make_url, text
+
+from ecommerce.config import Settings
+from ecommerce.db import Database
+from tests.system.test_silent_database import SilentServer
+
+
+def _host_of(url: str) -> str:
+    """The test database's host as a libpq host list entry (host:port, or a
+    percent-encoded socket directory)."""
+    parsed = make_url(url)
+    host = parsed.host or parsed.query.get("host")
+    assert isinstance(host, str)
+    if host.startswith("/"):
+        host = host.replace("/", "%2F")
+    return f"{host}:{parsed.port or 5432}"
+
+
+def test_a_silent_first_host_is_passed_over(settings: Settings, database_url: str):
+    silent = SilentServer()
+    parsed = make_url(database_url)
+    user = parsed.username or "postgres"
+    url = (
+        f"postgresql://{user}@127.0.0.1:{silent.port},{_host_of(database_url)}/{parsed.database}"
+        "?target_session_attrs=read-write"
+    )
+    db = Database(replace(settings, database_url=url, db_connect_timeout_ms=1000))
+    try:
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT NOT pg_is_in_recovery()")).scalar_one()
+        # The host that answered is tried first from then on: no bound paid again.
+        db.engine.dispose()
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1
+        # A probe of our own, accepted after any earlier connection: then count.
+        probe = socket.create_connection(("127.0.0.1", silent.port))
+        deadline = time.monotonic() + 10
+        while probe.getsockname() not in {c.getpeername() for c in list(silent.held)}:
+            assert time.monotonic() < deadline, "the silent server never accepted the probe"
+            time.sleep(0.01)
+        probe.close()
+        assert len(silent.held) == 2, "the silent host was tried once, then passed over"
+    finally:
+        db.dispose()
+        silent.close()
