@@ -41,9 +41,14 @@ DEADLOCK_DETECTED = "40P01"
 LOCK_NOT_AVAILABLE = "55P03"
 RETRYABLE_SQLSTATES = frozenset({DEADLOCK_DETECTED, "40001"})  # and serialization_failure
 TIMEOUT_SQLSTATES = frozenset({LOCK_NOT_AVAILABLE, "57014"})  # and query_canceled
+# A write on a server that is now a standby (a failover behind a pooler).
+READ_ONLY_SQL_TRANSACTION = "25006"
 # admin_shutdown, crash_shutdown, cannot_connect_now (and the 08 connection_exception
-# class); at connect: the database does not exist, the role may not log in.
-UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "3D000", "28000", "28P01"})
+# class); at connect: the database does not exist, the role may not log in; and
+# a standby refusing a write.
+UNAVAILABLE_SQLSTATES = frozenset(
+    {"57P01", "57P02", "57P03", "3D000", "28000", "28P01", READ_ONLY_SQL_TRANSACTION}
+)
 
 
 def sqlstate(error: BaseException) -> str | None:
@@ -101,11 +106,17 @@ def _commit_checked(real_commit):
         real_commit(dbapi_connection)
         if any(_SYNC_WAIT_CANCELLED in notice for notice in notices):
             del notices[:]
-            raise CommitNotReplicated(
-                "the commit may not have reached the synchronous standby yet"
-            )
+            raise CommitNotReplicated("the commit may not have reached the synchronous standby yet")
 
     return do_commit
+
+
+def _standby_is_a_disconnect(context) -> None:
+    """A pooled connection whose server is now a standby is as good as dead: the
+    pool drops it (and every connection made before it) and the next connection
+    goes to the primary (target_session_attrs=read-write)."""
+    if sqlstate(context.original_exception) == READ_ONLY_SQL_TRANSACTION:
+        context.is_disconnect = True
 
 
 def _connect(dialect, conn_rec, cargs, cparams):
@@ -314,6 +325,7 @@ class Database:
         event.listen(engine.pool, "checkin", lambda *_: metrics.pool_checked_out(-1))
         event.listen(engine, "before_cursor_execute", _send_pending_sql_first, retval=True)
         event.listen(engine, "do_connect", _connect)
+        event.listen(engine, "handle_error", _standby_is_a_disconnect)
         # SQLAlchemy has no event after COMMIT that sees the DBAPI connection.
         engine.dialect.do_commit = _commit_checked(engine.dialect.do_commit)  # type: ignore[method-assign]
         return engine

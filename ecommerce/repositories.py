@@ -1046,6 +1046,12 @@ class ConsoleRepository(_Repository):
 
 
 class SchemaRepository(_Repository):
+    def takes_writes(self) -> bool:
+        """Whether this session may write (False on a standby, or a server set
+        read-only)."""
+        read_only = self._execute(select(func.current_setting("transaction_read_only")), {})
+        return read_only.scalar() == "off"
+
     def revision(self) -> str | None:
         """The Alembic revision the database is at (None: never migrated)."""
         if self._execute(select(func.to_regclass("public.alembic_version")), {}).scalar() is None:

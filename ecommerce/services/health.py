@@ -8,14 +8,23 @@ from ecommerce.repositories import SchemaRepository
 from ecommerce.services import Shop
 
 
+def _schema_and_role(session) -> tuple[str | None, bool]:
+    schema = SchemaRepository(session)
+    return schema.revision(), schema.takes_writes()
+
+
 def readiness(shop: Shop) -> str:
     """The schema revision when the database answers and is at the migrations'
     head; raises NotReady otherwise (nothing is written, nothing is waited for
     beyond the usual bounds)."""
     try:
-        revision = shop.transaction(lambda session: SchemaRepository(session).revision(), "ready")
+        revision, writable = shop.transaction(_schema_and_role, "ready")
     except ServiceBusy as busy:
         raise NotReady(f"the database does not answer: {busy.message}") from busy
+    if not writable:
+        # A pooled connection to a node that is now a standby (a failover behind
+        # a pooler): no pay can commit here until the shop reaches the primary.
+        raise NotReady("the database is a standby (read-only): no primary reached yet")
     head = migrations.head_revision()
     if revision != head:
         raise NotReady(

@@ -1,8 +1,16 @@
-from collections.abc import Callable
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from flask import Flask
+from sqlalchemy import Engine, create_engine, text
 
+from ecommerce import migrations
+from ecommerce.embedded_db import ensure_database, ensure_server, server_url, stop_server
 from ecommerce.services import Shop
 
 SAFE_STRATEGIES = ["for_update", "atomic"]
@@ -43,3 +51,52 @@ def make_app(make_app: Callable[..., Flask], pay_combining: bool) -> Callable[..
         return make_app(**overrides)
 
     return make
+
+
+@pytest.fixture
+def private_server(tmp_path: Path) -> Iterator[PrivateServer]:
+    """A PostgreSQL server of the test's own, migrated, whose settings it may change."""
+    instance = tmp_path / "pg"
+    url = server_url(ensure_server(instance), "shop").render_as_string(hide_password=False)
+    ensure_database(url)
+    migrations.upgrade(url)
+    server = PrivateServer(url, create_engine(url))
+    try:
+        yield server
+    finally:
+        server.engine.dispose()
+        stop_server(instance)
+
+
+@dataclass
+class PrivateServer:
+    url: str
+    engine: Engine
+
+    def configure(self, name: str, value: str) -> None:
+        """ALTER SYSTEM SET name = value, reloaded; returns once a new session sees it."""
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f"ALTER SYSTEM SET {name} = '{value}'"))
+            conn.execute(text("SELECT pg_reload_conf()"))
+        deadline = time.monotonic() + 10
+        while True:
+            with self.engine.connect() as conn:
+                if conn.execute(text(f"SHOW {name}")).scalar() == value:
+                    return
+            assert time.monotonic() < deadline, "the server did not reload"
+            time.sleep(0.01)
+
+    def cancel_the_commit_waiting_for_the_standby(self) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            with self.engine.connect() as conn:
+                cancelled = conn.execute(
+                    text(
+                        "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity"
+                        " WHERE wait_event = 'SyncRep'"
+                    )
+                ).scalar_one()
+            if cancelled:
+                return
+            assert time.monotonic() < deadline, "no commit waited for the standby"
+            time.sleep(0.01)
