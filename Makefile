@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi:app
 
-.PHONY: install run serve migrate seed test lint format bench stop-db lock clean
+.PHONY: install run serve migrate seed test lint format bench drill stop-db lock clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,16 @@ format: install
 BENCH_ARGS ?= --suite --duration 10
 bench: install
 	$(BIN)/flask flashsale $(BENCH_ARGS)
+
+# The sale-night fault drill (docs/OPERATIONS.md): pg_auto_failover (a monitor,
+# a primary and its synchronous standby, PgBouncer beside each), three
+# instances behind HAProxy, a storm of well-behaved clients, and each fault
+# injected while it runs; prints what each fault cost and writes a report and a
+# chart under instance/drill/. Needs Debian's postgresql-15-auto-failover,
+# pg-auto-failover-cli, pgbouncer and haproxy. DRILL_ARGS=--short: CI's version.
+DRILL_ARGS ?=
+drill: install
+	$(BIN)/flask drill $(DRILL_ARGS)
 
 stop-db: install
 	$(BIN)/flask embedded-db stop

@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, pool
 from alembic import context
 from ecommerce import models  # noqa: F401 - registers the tables on Base.metadata
 from ecommerce.config import Settings
-from ecommerce.db import Base, resolve_database_url
+from ecommerce.db import Base, normalize_database_url, resolve_database_url
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -19,7 +19,8 @@ target_metadata = Base.metadata
 
 
 def database_url() -> str:
-    return config.attributes.get("database_url") or resolve_database_url(Settings.from_env())
+    given = config.attributes.get("database_url")
+    return normalize_database_url(given) if given else resolve_database_url(Settings.from_env())
 
 
 def run_migrations_online() -> None:

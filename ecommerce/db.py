@@ -138,9 +138,16 @@ def _connect_host_by_host(dialect, cargs, cparams, hosts: list[str]):
     """libpq tries a host list in order, but in the asynchronous mode of the wait
     callback its connect_timeout does not apply, and this side's bound covers the
     whole list: one frozen host (listed first, say, the old primary) would fail
-    every connection. So each host is tried alone, bounded on its own, with the
-    same target_session_attrs; the first that takes the connection wins."""
+    every connection. So each host is tried alone, bounded on its own; the first
+    that takes the connection wins.
+
+    ``target_session_attrs=read-write`` is checked here with a query, not left
+    to libpq: libpq trusts the in_hot_standby status the server reports at
+    login, and a pooler in front of the node (PgBouncer) replays the status its
+    first server connection reported, so after a failover the new primary's
+    pooler still says "standby" and the old primary's may say "primary"."""
     count = len(hosts)
+    writable_only = cparams.get("target_session_attrs") == "read-write"
 
     def each(key: str) -> list[str | None]:
         value = cparams.get(key)
@@ -155,12 +162,16 @@ def _connect_host_by_host(dialect, cargs, cparams, hosts: list[str]):
     failures: list[tuple[str, psycopg2.OperationalError]] = []
     for index in [first] + [i for i in range(count) if i != first]:
         params = dict(cparams, host=hosts[index])
+        params.pop("target_session_attrs", None)
         for key, values in (("port", ports), ("hostaddr", addresses)):
             params.pop(key, None)
             if values[index]:
                 params[key] = values[index]
         try:
             connection = dialect.connect(*cargs, **params)
+            if writable_only and not _takes_writes(connection):
+                connection.close()
+                raise psycopg2.OperationalError("session is read-only (a standby)")
         except psycopg2.OperationalError as error:
             failures.append((hosts[index], error))
             continue
@@ -170,6 +181,16 @@ def _connect_host_by_host(dialect, cargs, cparams, hosts: list[str]):
     silent = all(isinstance(error, cooperative.DatabaseSilent) for _, error in failures)
     kind = cooperative.DatabaseSilent if silent else psycopg2.OperationalError
     raise kind(f"no host took the connection ({reasons})")
+
+
+def _takes_writes(connection) -> bool:
+    """Asked of the server itself, in a transaction of its own (through a
+    transaction pooler, whatever server connection it hands out)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW transaction_read_only")
+        (read_only,) = cursor.fetchone()
+    connection.rollback()
+    return read_only == "off"
 
 
 def _resolve_host_names_cooperatively(cparams) -> None:

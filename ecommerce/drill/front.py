@@ -1,0 +1,128 @@
+"""The front of the drill's topology: shop instances (gunicorn) and HAProxy in
+front of them, health-checking /readyz."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+from ecommerce.drill.procs import descendants, free_port, program, signal_all, spawn, wait_for
+from ecommerce.flashsale.server import GunicornProcess
+
+#: The shop's settings in the drill: tight bounds, so a fault costs seconds.
+INSTANCE_ENV = {
+    "WEB_CONCURRENCY": "1",
+    "LOCK_TIMEOUT_MS": "1000",
+    "STATEMENT_TIMEOUT_MS": "3000",
+    "DB_CONNECT_TIMEOUT_MS": "1000",
+    "DB_POOL_TIMEOUT_MS": "2000",
+    "PAY_QUEUE_WAIT_MS": "2000",
+    "METRICS": "false",
+}
+
+
+class Instances:
+    def __init__(self, root: Path, database_url: str, count: int = 3) -> None:
+        self.root = root
+        self.processes = [
+            GunicornProcess(
+                {**INSTANCE_ENV, "DATABASE_URL": database_url},
+                log_path=root / f"instance{n + 1}.log",
+            )
+            for n in range(count)
+        ]
+
+    def start(self) -> None:
+        for process in self.processes:
+            process.start(ready_timeout=60)
+
+    @property
+    def ports(self) -> list[int]:
+        return [p.port for p in self.processes]
+
+    def kill(self, index: int) -> None:
+        """SIGKILL the instance's master and workers (a host lost)."""
+        process = self.processes[index].process
+        assert process is not None
+        signal_all(descendants(process.pid), signal.SIGKILL)
+        process.wait(30)
+        self.processes[index].process = None
+
+    def restart(self, index: int) -> None:
+        old = self.processes[index]
+        fresh = GunicornProcess(old.env, log_path=old.log_path)
+        fresh.port = old.port  # the balancer knows it by its address
+        fresh.env["GUNICORN_BIND"] = f"127.0.0.1:{old.port}"
+        fresh.start(ready_timeout=60)
+        self.processes[index] = fresh
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+
+class Balancer:
+    """HAProxy: round robin over the instances that answer /readyz 200, checked
+    every 500 ms (two failures take an instance out, two successes bring it
+    back); a request whose connection an instance refused is sent to another
+    (nothing reached the shop, so retrying it is safe)."""
+
+    def __init__(self, root: Path, ports: list[int]) -> None:
+        self.root = root
+        self.port = free_port()
+        self.config = root / "haproxy.cfg"
+        servers = "".join(
+            f"    server i{n + 1} 127.0.0.1:{port} check\n" for n, port in enumerate(ports)
+        )
+        # An instance that died mid-request (502) or did not answer in time (504):
+        # the outcome is unknown, which the shop answers 503 + Retry-After (the
+        # Idempotency-Key settles it); HAProxy says the same.
+        unknown = root / "haproxy-503.http"
+        unknown.write_text(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            "Retry-After: 1\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+            '{"error": {"code": "busy", "message": "the outcome is not known: retry with the '
+            'same Idempotency-Key"}}\n'
+        )
+        self.config.write_text(
+            "global\n    maxconn 4096\n\n"
+            "defaults\n    mode http\n    timeout connect 1s\n    timeout client 60s\n"
+            "    timeout server 30s\n    retries 2\n    option redispatch\n"
+            "    retry-on conn-failure\n"
+            f"    errorfile 502 {unknown}\n    errorfile 504 {unknown}\n"
+            f"    errorfile 503 {unknown}\n\n"
+            f"frontend shop\n    bind 127.0.0.1:{self.port}\n    default_backend instances\n\n"
+            "backend instances\n    balance roundrobin\n    option httpchk GET /readyz\n"
+            "    http-check expect status 200\n"
+            "    default-server inter 500ms fastinter 250ms downinter 500ms fall 2 rise 2"
+            " on-marked-down shutdown-sessions\n" + servers
+        )
+        self.haproxy = program("haproxy")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = spawn(
+            [self.haproxy, "-db", "-f", str(self.config)],
+            self.root / "haproxy.log",
+            as_service=False,
+        )
+        wait_for("HAProxy to listen", self._listens, 30)
+
+    def _listens(self) -> bool:
+        import socket
+
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            return True
+
+    def restart(self) -> None:
+        """A hard restart: SIGKILL, then a new HAProxy on the same port."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(30)
+        self.start()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)

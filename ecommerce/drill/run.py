@@ -1,0 +1,292 @@
+"""One drill: the topology up, then for each fault a storm, the fault injected
+while it runs, recovery awaited, the storm stopped, and the books checked on
+the final primary. Every wait is for something observable (a state on the
+monitor, a sale), each with a deadline."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psycopg2
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+
+from ecommerce import migrations
+from ecommerce.db import normalize_database_url
+from ecommerce.drill.cluster import Cluster
+from ecommerce.drill.front import Balancer, Instances
+from ecommerce.drill.procs import wait_for
+from ecommerce.drill.storm import TRANSPORT, Storm, StormLog
+from ecommerce.services.invariants import find_violations
+
+FAULTS = (
+    "primary-killed",
+    "primary-frozen",
+    "standby-killed",
+    "instance-killed",
+    "haproxy-restarted",
+    "pgbouncer-restarted",
+)
+SHORT = ("primary-killed", "instance-killed")
+PRICE = "1.00"
+STOCK = 10_000_000
+#: Sales that must be seen before a fault (the storm is flowing) and after the
+#: recovery (it flows again) before the phase ends.
+SALES_BEFORE, SALES_AFTER = 200, 200
+
+
+@dataclass
+class FaultResult:
+    fault: str
+    acknowledged: int = 0
+    lost: int = 0  # acknowledged orders missing on the final primary
+    oversold: int = 0  # units sold beyond the stock
+    doubled: int = 0  # buyers (one key each) with two orders
+    five_xx: int = 0  # 5xx answers other than 503
+    violations: list[str] = field(default_factory=list)
+    back_after_s: float = 0.0  # from the fault to the end of the longest stretch without a sale
+    longest_without_sale_s: float = 0.0  # within the phase
+    promoted_after_s: float | None = None  # from the fault to a new primary
+    answers: dict[str, int] = field(default_factory=dict)
+    t0: float = 0.0
+    fault_at: float = 0.0
+    recovered_at: float = 0.0
+    timeline: list[dict] = field(default_factory=list)
+
+    @property
+    def correct(self) -> bool:
+        return not (self.lost or self.oversold or self.doubled or self.five_xx or self.violations)
+
+
+class Drill:
+    def __init__(self, root: Path, connections: int) -> None:
+        self.root = root
+        self.connections = connections
+        self.cluster = Cluster(root / "cluster")
+        self.instances: Instances | None = None
+        self.balancer: Balancer | None = None
+        self.item_id = 0
+
+    def up(self) -> None:
+        self.cluster.start()
+        migrations.upgrade(self.cluster.shop_url(through_bouncers=False))
+        self.item_id = self._create_item()
+        self.instances = Instances(self.root, self.cluster.shop_url(through_bouncers=True))
+        self.instances.start()
+        self.balancer = Balancer(self.root, self.instances.ports)
+        self.balancer.start()
+        wait_for("every instance ready behind HAProxy", self._all_ready, 60)
+
+    def describe(self) -> str:
+        assert self.balancer is not None and self.instances is not None
+        states = ", ".join(f"{n} {r}" for n, (r, _) in sorted(self.cluster.states().items()))
+        instances = ", ".join(f":{p}" for p in self.instances.ports)
+        return (
+            f"{states}; HAProxy :{self.balancer.port} in front of instances {instances}; "
+            f"shop URL {self.cluster.shop_url()}"
+        )
+
+    def down(self) -> None:
+        if self.balancer is not None:
+            self.balancer.stop()
+        if self.instances is not None:
+            self.instances.stop()
+        self.cluster.stop()
+
+    def _create_item(self) -> int:
+        with (
+            psycopg2.connect(self.cluster.shop_url(through_bouncers=False)) as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute(
+                "INSERT INTO items (name, price, stock) VALUES ('Drill hot item', %s, %s)"
+                " RETURNING id",
+                (PRICE, STOCK),
+            )
+            (item_id,) = cur.fetchone()
+            cur.execute(
+                "INSERT INTO stock_movements (item_id, quantity, reason)"
+                " VALUES (%s, %s, 'initial')",
+                (item_id, STOCK),
+            )
+        conn.close()
+        return item_id
+
+    def _all_ready(self) -> bool:
+        import urllib.request
+
+        assert self.instances is not None
+        for port in self.instances.ports:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status != 200:
+                    return False
+        return True
+
+    # --- one fault ----------------------------------------------------------------
+
+    def run(self, fault: str) -> FaultResult:
+        assert self.balancer is not None
+        result = FaultResult(fault)
+        storm = Storm(
+            "127.0.0.1", self.balancer.port, self.item_id, PRICE, self.connections, f"{fault}-"
+        ).start()
+        result.t0 = time.time()
+        try:
+            wait_for(
+                "sales before the fault", lambda: len(storm.log.acknowledged) >= SALES_BEFORE, 60
+            )
+            result.fault_at = time.time()
+            recover = self._inject(fault, result)
+            wait_for(
+                "a sale after the fault",
+                lambda: _first_sale_after(storm.log, result.fault_at) is not None,
+                120,
+            )
+            recover()
+            result.recovered_at = time.time()
+            sold = len(storm.log.acknowledged)
+            wait_for(
+                "sales after the recovery",
+                lambda: len(storm.log.acknowledged) >= sold + SALES_AFTER,
+                120,
+            )
+        finally:
+            log = storm.stop()
+        self._check(result, log)
+        return result
+
+    def _inject(self, fault: str, result: FaultResult):
+        """Inject ``fault``; returns what brings the topology back to full health."""
+        cluster = self.cluster
+        primary = cluster.primary()
+        assert primary is not None, "no primary before the fault"
+        standby = cluster.standby_of(primary)
+
+        def promoted() -> bool:
+            if cluster.primary() is standby:
+                result.promoted_after_s = time.time() - result.fault_at
+                return True
+            return False
+
+        if fault == "primary-killed":
+            cluster.kill_host(primary)
+            wait_for("the standby promoted", promoted, 120, poll_s=0.05)
+            return lambda: self._rejoin(lambda: cluster.restart_host(primary))
+        if fault == "primary-frozen":
+            cluster.freeze_host(primary)
+            wait_for("the standby promoted", promoted, 120, poll_s=0.05)
+            return lambda: self._rejoin(lambda: cluster.thaw_host(primary))
+        if fault == "standby-killed":
+            cluster.kill_host(standby)
+            return lambda: self._rejoin(lambda: cluster.restart_host(standby))
+        assert self.instances is not None and self.balancer is not None
+        if fault == "instance-killed":
+            self.instances.kill(0)
+            return lambda: self._restart_instance(0)
+        if fault == "haproxy-restarted":
+            self.balancer.restart()
+            return lambda: None
+        if fault == "pgbouncer-restarted":
+            cluster.restart_bouncer(primary)
+            return lambda: None
+        raise ValueError(f"unknown fault {fault!r}")
+
+    def _rejoin(self, bring_back) -> None:
+        """The lost node back; returns once a primary has a synchronous standby
+        again (the old primary rejoined as a standby, never a second primary)."""
+        bring_back()
+        wait_for("a synchronous standby again", self.cluster.synchronous, 180, poll_s=0.2)
+
+    def _restart_instance(self, index: int) -> None:
+        assert self.instances is not None
+        self.instances.restart(index)
+        wait_for("the instance back behind HAProxy", self._all_ready, 60)
+
+    # --- the books ------------------------------------------------------------------
+
+    def _check(self, result: FaultResult, log: StormLog) -> None:
+        events = sorted(log.events)
+        result.acknowledged = len(log.acknowledged)
+        result.answers = {}
+        for _, step, status, code, _ in events:
+            name = f"{step} {status if status != TRANSPORT else 'no answer'}" + (
+                f" {code}" if code and status >= 400 else ""
+            )
+            result.answers[name] = result.answers.get(name, 0) + 1
+        result.five_xx = sum(1 for _, _, status, _, _ in events if status >= 500 and status != 503)
+        sales = [t for t, step, status, _, _ in events if step == "pay" and status in (201, 202)]
+        gaps = list(zip([result.t0, *sales], sales, strict=False))
+        start, end = max(gaps, key=lambda gap: gap[1] - gap[0], default=(0.0, 0.0))
+        result.longest_without_sale_s = end - start
+        # Sales back: the end of the longest stretch without one, if the fault
+        # fell in it or before it; else the fault cost no stretch longer.
+        result.back_after_s = max(0.0, end - result.fault_at) if end > result.fault_at else 0.0
+        result.timeline = _timeline(events, result.t0)
+
+        url = self.cluster.shop_url(through_bouncers=False)
+        with psycopg2.connect(url, connect_timeout=5) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT user_id, id FROM orders WHERE user_id LIKE %s", (f"{result.fault}-%",)
+            )
+            orders: dict[str, list[int]] = {}
+            for user, order_id in cur.fetchall():
+                orders.setdefault(user, []).append(order_id)
+            cur.execute(
+                "SELECT i.stock, coalesce(sum(l.quantity), 0) FROM items i"
+                " LEFT JOIN order_lines l ON l.item_id = i.id"
+                " LEFT JOIN orders o ON o.id = l.order_id AND o.status IN ('paid', 'pending')"
+                " WHERE i.id = %s GROUP BY i.stock",
+                (self.item_id,),
+            )
+            stock, sold = cur.fetchone()
+        conn.close()
+        result.lost = sum(
+            1 for user, order_id in log.acknowledged.items() if order_id not in orders.get(user, [])
+        )
+        result.doubled = sum(1 for ids in orders.values() if len(ids) > 1)
+        result.oversold = max(0, int(sold) - STOCK) + (1 if stock < 0 else 0)
+        engine = create_engine(normalize_database_url(url))
+        try:
+            with Session(engine) as session:
+                result.violations = [str(v) for v in find_violations(session)]
+        finally:
+            engine.dispose()
+
+
+def _first_sale_after(log: StormLog, at: float) -> float | None:
+    """When the first pay sent after ``at`` was answered with a sale."""
+    if not at:
+        return None
+    times = [
+        t
+        for t, step, status, _, sent in list(log.events)
+        if step == "pay" and status in (201, 202) and sent > at
+    ]
+    return min(times, default=None)
+
+
+def _timeline(events, t0: float, bucket_s: float = 0.5) -> list[dict]:
+    buckets: dict[int, dict[str, int]] = {}
+    for t, step, status, _, _ in events:
+        b = buckets.setdefault(int((t - t0) / bucket_s), {"sales": 0, "busy": 0, "other": 0})
+        if step == "pay" and status in (201, 202):
+            b["sales"] += 1
+        elif status in (503, TRANSPORT):
+            b["busy"] += 1
+        elif status >= 500:
+            b["other"] += 1
+    return [
+        {
+            "t": k * bucket_s,
+            "sales_per_s": v["sales"] / bucket_s,
+            "busy_per_s": v["busy"] / bucket_s,
+            "five_xx_per_s": v["other"] / bucket_s,
+        }
+        for k, v in sorted(buckets.items())
+    ]
+
+
+def as_dict(result: FaultResult) -> dict:
+    return {**asdict(result), "correct": result.correct}
