@@ -121,11 +121,12 @@ def _standby_is_a_disconnect(context) -> None:
 
 def _connect(dialect, conn_rec, cargs, cparams):
     """How every connection is made (SQLAlchemy's do_connect): host names looked up
-    cooperatively in a gevent worker, and a multi-host URL tried host by host,
-    each host within its own connect bound, the host that answered last first."""
+    cooperatively in a gevent worker, and a multi-host URL (or one that asks for
+    target_session_attrs=read-write) tried host by host, each host within its
+    own connect bound, the host that answered last first."""
     _resolve_host_names_cooperatively(cparams)
     hosts = str(cparams.get("host") or "").split(",")
-    if len(hosts) < 2:
+    if len(hosts) < 2 and cparams.get("target_session_attrs") != "read-write":
         return None
     return _connect_host_by_host(dialect, cargs, cparams, hosts)
 
