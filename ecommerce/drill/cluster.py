@@ -126,6 +126,8 @@ class Cluster:
         self._start_keeper(second)
         wait_for(f"{second.name} to be secondary", lambda: self.state(second) == "secondary", 180)
         self._fast_checkpoints(second)
+        for node in self.nodes:
+            self._set_network_partition_timeout(node)
         wait_for("a primary with a synchronous standby", self.synchronous, 60)
         for node in self.nodes:
             self._start_bouncer(node)
@@ -183,17 +185,21 @@ class Cluster:
             ],
             self.root / f"{node.name}.log",
         )
-        setting = [
-            self.pg_autoctl,
-            "config",
-            "set",
-            "--pgdata",
-            str(node.pgdata),
-            "timeout.network_partition_timeout",
-            KEEPER_NETWORK_PARTITION_TIMEOUT_S,
-        ]
-        # Possible once the keeper has written its configuration.
-        wait_for(f"{node.name}'s configuration", lambda: run(setting) is not None, 120)
+
+    def _set_network_partition_timeout(self, node: Node) -> None:
+        """Once the node has joined: the keeper reloads its configuration on the
+        change, and a reload while it registers fails the registration."""
+        run(
+            [
+                self.pg_autoctl,
+                "config",
+                "set",
+                "--pgdata",
+                str(node.pgdata),
+                "timeout.network_partition_timeout",
+                KEEPER_NETWORK_PARTITION_TIMEOUT_S,
+            ]
+        )
 
     def _start_bouncer(self, node: Node) -> None:
         """PgBouncer on the node's host, in transaction mode, in front of that
@@ -211,7 +217,8 @@ class Cluster:
             f"logfile = {self.root / (node.name + '-pgbouncer.log')}\n"
         )
         (self.root / "users.txt").write_text('"postgres" ""\n')
-        own_for_service(self.root)
+        for path in (ini, self.root / "users.txt"):
+            own_for_service(path)
         node.bouncer = spawn([self.pgbouncer, str(ini)], self.root / f"{node.name}-pgbouncer.out")
         wait_for(
             f"{node.name}'s PgBouncer", lambda: self._can_connect(node.dsn(node.bouncer_port)), 30

@@ -48,10 +48,13 @@ def own_for_service(path: Path) -> None:
     if os.geteuid() != 0:
         return
     entry = pwd.getpwnam(SERVICE_USER)
+    if path.is_file():
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+        return
     for root, dirs, files in os.walk(path):
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+            with contextlib.suppress(FileNotFoundError):  # a running server's temporary file
+                os.chown(name, entry.pw_uid, entry.pw_gid)
 
 
 #: Where pg_autoctl keeps its configuration and state (XDG_CONFIG_HOME and

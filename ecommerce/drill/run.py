@@ -16,9 +16,10 @@ from sqlalchemy.orm import Session
 from ecommerce import migrations
 from ecommerce.db import normalize_database_url
 from ecommerce.drill.cluster import Cluster
-from ecommerce.drill.front import Balancer, Instances
+from ecommerce.drill.front import INSTANCE_ENV, Balancer, Instances
 from ecommerce.drill.procs import wait_for
 from ecommerce.drill.storm import TRANSPORT, Storm, StormLog
+from ecommerce.flashsale.server import GunicornProcess
 from ecommerce.services.invariants import find_violations
 
 FAULTS = (
@@ -96,23 +97,7 @@ class Drill:
         self.cluster.stop()
 
     def _create_item(self) -> int:
-        with (
-            psycopg2.connect(self.cluster.shop_url(through_bouncers=False)) as conn,
-            conn.cursor() as cur,
-        ):
-            cur.execute(
-                "INSERT INTO items (name, price, stock) VALUES ('Drill hot item', %s, %s)"
-                " RETURNING id",
-                (PRICE, STOCK),
-            )
-            (item_id,) = cur.fetchone()
-            cur.execute(
-                "INSERT INTO stock_movements (item_id, quantity, reason)"
-                " VALUES (%s, %s, 'initial')",
-                (item_id, STOCK),
-            )
-        conn.close()
-        return item_id
+        return _create_item(self.cluster.shop_url(through_bouncers=False))
 
     def _all_ready(self) -> bool:
         import urllib.request
@@ -123,6 +108,33 @@ class Drill:
                 if r.status != 200:
                     return False
         return True
+
+    # --- what the topology costs -----------------------------------------------------
+
+    def measure(self, seconds: float, single_url: str) -> dict[str, float]:
+        """Sales/s of the drill's storm (add, then pay, keyed) for ``seconds``
+        with no fault: through the topology (HAProxy, three instances, PgBouncer,
+        synchronous replication), then against one instance of the default
+        model on a single PostgreSQL (``single_url``), in the same sitting."""
+        assert self.balancer is not None
+        through = self._rate(self.balancer.port, self.item_id, seconds, "measure-ha-")
+        migrations.upgrade(single_url)
+        item = _create_item(single_url)
+        # The default model: one worker per core.
+        env = {k: v for k, v in INSTANCE_ENV.items() if k != "WEB_CONCURRENCY"}
+        with GunicornProcess({**env, "DATABASE_URL": single_url}) as one:
+            alone = self._rate(one.port, item, seconds, "measure-single-")
+        return {"topology_sales_per_s": through, "single_server_sales_per_s": alone}
+
+    def _rate(self, port: int, item_id: int, seconds: float, prefix: str) -> float:
+        storm = Storm("127.0.0.1", port, item_id, PRICE, self.connections, prefix).start()
+        try:
+            wait_for("sales flowing", lambda: len(storm.log.acknowledged) >= SALES_BEFORE, 60)
+            start, sold = time.monotonic(), len(storm.log.acknowledged)
+            time.sleep(seconds)  # a rate over a window of time
+            return (len(storm.log.acknowledged) - sold) / (time.monotonic() - start)
+        finally:
+            storm.stop()
 
     # --- one fault ----------------------------------------------------------------
 
@@ -253,6 +265,23 @@ class Drill:
                 result.violations = [str(v) for v in find_violations(session)]
         finally:
             engine.dispose()
+
+
+def _create_item(url: str) -> int:
+    """The hot item, with its initial stock in the ledger."""
+    libpq_url = url.replace("postgresql+psycopg2://", "postgresql://", 1)
+    with psycopg2.connect(libpq_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO items (name, price, stock) VALUES ('Drill hot item', %s, %s) RETURNING id",
+            (PRICE, STOCK),
+        )
+        (item_id,) = cur.fetchone()
+        cur.execute(
+            "INSERT INTO stock_movements (item_id, quantity, reason) VALUES (%s, %s, 'initial')",
+            (item_id, STOCK),
+        )
+    conn.close()
+    return item_id
 
 
 def _first_sale_after(log: StormLog, at: float) -> float | None:
