@@ -89,6 +89,9 @@ class Settings:
     payment_gateway_timeout_ms: int = 2000
     payment_webhook_secret: str | None = None
     reservation_ttl_s: int = 900
+    # HAProxy's statistics as CSV (e.g. http://lb:8404/stats;csv): the console
+    # shows each instance behind the balancer. None: not shown.
+    balancer_stats_url: str | None = None
     # JSON logs at this level (a line per request at info); Prometheus metrics.
     log_level: str = "info"
     metrics_enabled: bool = True
@@ -139,6 +142,7 @@ class Settings:
             .strip()
             .lower(),
             payment_gateway_url=env.get("PAYMENT_GATEWAY_URL") or None,
+            balancer_stats_url=env.get("BALANCER_STATS_URL") or None,
             payment_gateway_timeout_ms=_env_int(
                 "PAYMENT_GATEWAY_TIMEOUT_MS", cls.payment_gateway_timeout_ms, env
             ),
@@ -173,6 +177,10 @@ class Settings:
             raise ValueError("PAYMENT_GATEWAY must be instant or http")
         if (self.payment_gateway == "http") != bool(self.payment_gateway_url):
             raise ValueError("PAYMENT_GATEWAY=http needs PAYMENT_GATEWAY_URL, and only it uses one")
+        if self.balancer_stats_url and not self.balancer_stats_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError("BALANCER_STATS_URL must be an http(s) URL")
         if self.payment_gateway_url and not self.payment_gateway_url.startswith(
             ("http://", "https://")
         ):

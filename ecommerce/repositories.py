@@ -1037,12 +1037,34 @@ class ConsoleLinkRepository(_Repository):
 
 #: Pending reservations: how many, and when the next one lapses.
 CONSOLE_PENDING = text("SELECT count(*), min(expires_at) FROM orders WHERE status = 'pending'")
+# The server this session reached, its role, and its standbys (pg_stat_replication
+# shows its rows to a superuser or a member of pg_monitor / pg_read_all_stats).
+CONSOLE_DATABASE = text(
+    "SELECT coalesce(host(inet_server_addr()), 'socket') || ':' || current_setting('port')"
+    " AS server,"
+    " NOT pg_is_in_recovery() AS primary,"
+    " (SELECT count(*) FROM pg_stat_replication) AS standbys,"
+    " (SELECT count(*) FROM pg_stat_replication"
+    "  WHERE sync_state IN ('sync', 'quorum') AND state = 'streaming') AS synchronous"
+)
+
+
+@dataclass(frozen=True)
+class DatabaseStateRow:
+    server: str  # address:port of the PostgreSQL server reached
+    primary: bool
+    standbys: int  # attached
+    synchronous: int  # of them, confirming commits
 
 
 class ConsoleRepository(_Repository):
     def pending(self) -> tuple[int, dt.datetime | None]:
         count, next_expiry = self._execute(CONSOLE_PENDING, {}).one()
         return count, next_expiry
+
+    def database(self) -> DatabaseStateRow:
+        row = self._execute(CONSOLE_DATABASE, {}).one()
+        return DatabaseStateRow(row.server, row.primary, row.standbys, row.synchronous)
 
 
 class SchemaRepository(_Repository):

@@ -72,6 +72,29 @@ def console_json(snapshot: Snapshot) -> dict[str, Any]:
         "batch_size": round(snapshot.batch_size, 1) if snapshot.batch_size is not None else None,
         "pending": snapshot.pending,
         "next_expiry": _time(snapshot.next_expiry),
+        "database": (
+            {
+                "server": db.server,
+                "primary": db.primary,
+                "standbys": db.standbys,
+                "synchronous": db.synchronous,
+            }
+            if (db := snapshot.database) is not None
+            else None
+        ),
+        "instances": (
+            [
+                {
+                    "name": i.name,
+                    "status": i.status,
+                    "in_service": i.in_service,
+                    "sessions": i.sessions,
+                }
+                for i in snapshot.instances
+            ]
+            if snapshot.instances is not None
+            else None
+        ),
     }
 
 

@@ -23,11 +23,14 @@ INSTANCE_ENV = {
 
 
 class Instances:
-    def __init__(self, root: Path, database_url: str, count: int = 3) -> None:
+    def __init__(
+        self, root: Path, database_url: str, stats_url: str | None = None, count: int = 3
+    ) -> None:
         self.root = root
+        stats = {"BALANCER_STATS_URL": stats_url} if stats_url else {}
         self.processes = [
             GunicornProcess(
-                {**INSTANCE_ENV, "DATABASE_URL": database_url},
+                {**INSTANCE_ENV, "DATABASE_URL": database_url, **stats},
                 log_path=root / f"instance{n + 1}.log",
             )
             for n in range(count)
@@ -49,6 +52,11 @@ class Instances:
         process.wait(30)
         self.processes[index].process = None
 
+    def drain(self, index: int) -> None:
+        """SIGTERM, as a deploy stops an instance: it refuses new connections at
+        once, finishes the requests in flight, then exits."""
+        self.processes[index].stop()
+
     def restart(self, index: int) -> None:
         old = self.processes[index]
         fresh = GunicornProcess(old.env, log_path=old.log_path)
@@ -68,9 +76,10 @@ class Balancer:
     back); a request whose connection an instance refused is sent to another
     (nothing reached the shop, so retrying it is safe)."""
 
-    def __init__(self, root: Path, ports: list[int]) -> None:
+    def __init__(self, root: Path, ports: list[int], stats_port: int | None = None) -> None:
         self.root = root
         self.port = free_port()
+        self.stats_port = stats_port or free_port()
         self.config = root / "haproxy.cfg"
         servers = "".join(
             f"    server i{n + 1} 127.0.0.1:{port} check\n" for n, port in enumerate(ports)
@@ -93,6 +102,8 @@ class Balancer:
             f"    errorfile 502 {unknown}\n    errorfile 504 {unknown}\n"
             f"    errorfile 503 {unknown}\n\n"
             f"frontend shop\n    bind 127.0.0.1:{self.port}\n    default_backend instances\n\n"
+            f"listen stats\n    bind 127.0.0.1:{self.stats_port}\n    stats enable\n"
+            "    stats uri /stats\n\n"
             "backend instances\n    balance roundrobin\n    option httpchk GET /readyz\n"
             "    http-check expect status 200\n"
             "    default-server inter 500ms fastinter 250ms downinter 500ms fall 2 rise 2"

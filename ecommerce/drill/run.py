@@ -17,7 +17,7 @@ from ecommerce import migrations
 from ecommerce.db import normalize_database_url
 from ecommerce.drill.cluster import Cluster
 from ecommerce.drill.front import INSTANCE_ENV, Balancer, Instances
-from ecommerce.drill.procs import wait_for
+from ecommerce.drill.procs import free_port, wait_for
 from ecommerce.drill.storm import TRANSPORT, Storm, StormLog
 from ecommerce.flashsale.server import GunicornProcess
 from ecommerce.services.invariants import find_violations
@@ -27,6 +27,7 @@ FAULTS = (
     "primary-frozen",
     "standby-killed",
     "instance-killed",
+    "instance-drained",
     "haproxy-restarted",
     "pgbouncer-restarted",
 )
@@ -74,9 +75,14 @@ class Drill:
         self.cluster.start()
         migrations.upgrade(self.cluster.shop_url(through_bouncers=False))
         self.item_id = self._create_item()
-        self.instances = Instances(self.root, self.cluster.shop_url(through_bouncers=True))
+        stats_port = free_port()  # the console shows the instances as HAProxy sees them
+        self.instances = Instances(
+            self.root,
+            self.cluster.shop_url(through_bouncers=True),
+            stats_url=f"http://127.0.0.1:{stats_port}/stats;csv",
+        )
         self.instances.start()
-        self.balancer = Balancer(self.root, self.instances.ports)
+        self.balancer = Balancer(self.root, self.instances.ports, stats_port)
         self.balancer.start()
         wait_for("every instance ready behind HAProxy", self._all_ready, 60)
 
@@ -197,6 +203,9 @@ class Drill:
         if fault == "instance-killed":
             self.instances.kill(0)
             return lambda: self._restart_instance(0)
+        if fault == "instance-drained":  # a deploy: SIGTERM, requests in flight finish
+            self.instances.drain(1)
+            return lambda: self._restart_instance(1)
         if fault == "haproxy-restarted":
             self.balancer.restart()
             return lambda: None

@@ -42,6 +42,8 @@ class Shop:
     # The payment provider; None: "instant", a pay is paid in its own transaction.
     gateway: HttpGateway | None = None
     reservation_ttl_s: int = 900
+    # HAProxy's CSV statistics, for the console (ecommerce/services/balancer.py).
+    balancer_stats_url: str | None = None
     # This process's combiners by name, each created by the first request that
     # needs it, in the process that runs it (after gunicorn's fork).
     _combiners: dict[str, Combiner[Any, Any]] = field(default_factory=dict, repr=False)
@@ -121,4 +123,5 @@ def build_shop(settings: Settings) -> Shop:
             else None
         ),
         reservation_ttl_s=settings.reservation_ttl_s,
+        balancer_stats_url=settings.balancer_stats_url,
     )

@@ -23,10 +23,11 @@ from ecommerce.errors import Unauthorized
 from ecommerce.repositories import (
     ConsoleLinkRepository,
     ConsoleRepository,
+    DatabaseStateRow,
     ItemAccountRow,
     ItemRepository,
 )
-from ecommerce.services import Shop, rules
+from ecommerce.services import Shop, balancer, rules
 
 #: Items shown at most.
 MAX_ITEMS = 50
@@ -63,6 +64,8 @@ class Snapshot:
     batch_size: float | None  # mean buyers per combined pay over the window
     pending: int
     next_expiry: dt.datetime | None
+    database: DatabaseStateRow | None = None  # the server reached, its role, its standbys
+    instances: list[balancer.Instance] | None = None  # behind the balancer, if configured
 
 
 @dataclass
@@ -75,11 +78,14 @@ class Feed:
     readings: deque[tuple[float, metrics.PayFigures]] = field(default_factory=deque)
 
     def snapshot(self) -> Snapshot:
-        def read(session: Session) -> tuple[list[ItemAccountRow], tuple[int, Any]]:
+        def read(
+            session: Session,
+        ) -> tuple[list[ItemAccountRow], tuple[int, Any], DatabaseStateRow]:
             items = ItemRepository(session).accounts(MAX_ITEMS)
-            return items, ConsoleRepository(session).pending()
+            console = ConsoleRepository(session)
+            return items, console.pending(), console.database()
 
-        items, (pending, next_expiry) = self.shop.transaction(read, "console_snapshot")
+        items, (pending, next_expiry), database = self.shop.transaction(read, "console_snapshot")
         now = rules.now()
         figures = metrics.pay_figures()
         taken = time.monotonic()
@@ -111,4 +117,6 @@ class Feed:
             batch_size=(figures.batch_sum - before.batch_sum) / batches if batches else None,
             pending=pending,
             next_expiry=next_expiry,
+            database=database,
+            instances=balancer.instances(self.shop.balancer_stats_url),
         )

@@ -9,12 +9,29 @@ const history = new Map(); // item id -> {stock: [], rate: []}
 const cards = new Map(); // item id -> its article element
 const changed = new Map(); // item id -> when its figures or rules last changed (ms)
 const seen = new Map(); // item id -> its figures in the last snapshot, as text
+// The database's story on the charts: when it stopped answering ("fault") and
+// when another server became the primary ("promoted"), by snapshot number.
+const marks = [];
+let tick = 0; // snapshots shown so far
+let primary = null; // the primary's address in the last snapshot
+let troubleSince = null; // the snapshot number when the database stopped answering
 
 function text(el, value) { el.textContent = value === null || value === undefined ? "–" : String(value); }
 
 function draw(svg, values) {
   const line = svg.querySelector("polyline");
+  for (const old of svg.querySelectorAll("line.mark")) old.remove();
   if (values.length < 2) { line.setAttribute("points", ""); return; }
+  const first = tick - values.length + 1; // the snapshot number of values[0]
+  for (const mark of marks) {
+    if (mark.tick < first) continue;
+    const x = ((mark.tick - first) / (values.length - 1)) * 300;
+    const rule = document.createElementNS("http://www.w3.org/2000/svg", "line");
+    rule.setAttribute("class", `mark ${mark.kind}`);
+    rule.setAttribute("x1", x.toFixed(1)); rule.setAttribute("x2", x.toFixed(1));
+    rule.setAttribute("y1", "0"); rule.setAttribute("y2", "60");
+    svg.appendChild(rule);
+  }
   const max = Math.max(...values, 1e-9), min = Math.min(...values, 0);
   const span = max - min || 1;
   const points = values.map((v, i) => {
@@ -81,7 +98,48 @@ function card(item) {
   return article;
 }
 
+function database(state) {
+  const banner = document.getElementById("banner");
+  troubleSince = null;
+  banner.hidden = true;
+  if (!state) return;
+  if (primary !== null && state.primary && state.server !== primary) {
+    marks.push({ tick, kind: "promoted" });
+    banner.textContent = `The primary changed: ${primary} → ${state.server}.`;
+    banner.className = "banner info";
+    banner.hidden = false;
+  }
+  if (state.primary) primary = state.server;
+  const role = state.primary ? "primary" : "standby (read-only)";
+  const standbys = state.synchronous > 0
+    ? `synchronous standby attached (${state.synchronous} of ${state.standbys})`
+    : state.standbys > 0 ? `standby attached, not synchronous: commits are on this node only`
+    : "no standby attached: commits are on this node only";
+  text(document.getElementById("database"), `${role} ${state.server} · ${standbys}`);
+}
+
+function trouble(message) {
+  const banner = document.getElementById("banner");
+  if (troubleSince === null) { troubleSince = tick; marks.push({ tick, kind: "fault" }); }
+  banner.textContent = `No primary reachable: pays are answered 503 until one is. (${message})`;
+  banner.className = "banner down";
+  banner.hidden = false;
+}
+
+function instances(list) {
+  const box = document.getElementById("instances-box");
+  box.hidden = !list;
+  if (!list) return;
+  const shown = list.map((i) => `${i.name} ${i.in_service ? "in service" : i.status.toLowerCase()}` +
+    (i.in_service ? ` (${i.sessions} open)` : ""));
+  text(document.getElementById("instances"), shown.join(" · ") || "none");
+}
+
 function show(snapshot) {
+  tick += 1;
+  while (marks.length && marks[0].tick < tick - HISTORY) marks.shift();
+  database(snapshot.database);
+  instances(snapshot.instances);
   text(document.getElementById("pays"), snapshot.pays_per_s);
   const lat = snapshot.pay_latency_ms;
   text(document.getElementById("latency"), lat.p50 === null ? null : `${lat.p50} / ${lat.p99} ms`);
@@ -140,7 +198,12 @@ function connect() {
   const source = new EventSource("/console/events");
   source.addEventListener("open", () => { status.textContent = "live"; status.className = "connection live"; });
   source.addEventListener("snapshot", (event) => show(JSON.parse(event.data)));
-  source.addEventListener("trouble", (event) => { status.textContent = JSON.parse(event.data); status.className = "connection down"; });
+  source.addEventListener("trouble", (event) => {
+    const message = JSON.parse(event.data);
+    status.textContent = message;
+    status.className = "connection down";
+    trouble(message);
+  });
   // EventSource reconnects by itself (after a restart too); say so meanwhile.
   source.addEventListener("error", () => { status.textContent = "reconnecting…"; status.className = "connection down"; });
 }

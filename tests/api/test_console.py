@@ -1,7 +1,9 @@
 """The operator's console through the test client: sign-in by one-time link,
 CSRF on every action, the live stream and its cap."""
 
+import http.server
 import json
+import threading
 
 import pytest
 from sqlalchemy import text
@@ -123,6 +125,11 @@ def test_the_stream_sends_snapshots_and_is_capped(client, signed_in, connection,
     assert {"pays_per_s", "refusals_per_s", "pay_latency_ms", "batch_size", "pending"} <= set(
         snapshot
     )
+    # The database reached: this test's server is a primary with no standby.
+    database = snapshot["database"]
+    assert database["primary"] is True
+    assert ":" in database["server"]  # address (or "socket") and port
+    assert (database["standbys"], database["synchronous"]) == (0, 0)
 
     # The next snapshot sees a refusal made meanwhile, from the shop's own metrics.
     assert client.post("/cart/nobody/pay", json={"amount": "1.00"}).status_code == 409
@@ -147,3 +154,45 @@ def test_over_https_the_cookie_is_secure(client, runner):
     answer = client.get(link(runner), base_url="https://localhost")
     assert answer.status_code == 303
     assert "Secure" in answer.headers["Set-Cookie"]
+
+
+def test_the_stream_shows_the_instances_behind_the_balancer(app, client, signed_in):
+    """With BALANCER_STATS_URL, each snapshot names the instances as HAProxy's
+    statistics (CSV over HTTP, here from a local server) say; when that page
+    does not answer, the snapshot says nothing of them rather than failing."""
+    stats = (
+        b"# pxname,svname,scur,status\n"
+        b"instances,i1,4,UP\ninstances,i2,0,DOWN\ninstances,BACKEND,4,UP\n"
+    )
+
+    class Stats(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.send_header("Content-Length", str(len(stats)))
+            self.end_headers()
+            self.wfile.write(stats)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stats)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    shop = app.extensions["shop"]
+    shop.balancer_stats_url = f"http://127.0.0.1:{server.server_address[1]}/stats;csv"
+    try:
+        stream = client.get("/console/events")
+        chunks = iter(stream.response)
+        next(chunks)
+        snapshot = json.loads(next(chunks).decode().split("data: ", 1)[1])
+        assert snapshot["instances"] == [
+            {"name": "i1", "status": "UP", "in_service": True, "sessions": 4},
+            {"name": "i2", "status": "DOWN", "in_service": False, "sessions": 0},
+        ]
+        server.shutdown()
+        server.server_close()
+        later = json.loads(next(chunks).decode().split("data: ", 1)[1])
+        assert later["instances"] is None
+        stream.close()
+    finally:
+        shop.balancer_stats_url = None

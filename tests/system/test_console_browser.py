@@ -72,6 +72,10 @@ def test_the_console_in_a_browser(database_url, committed):
             assert card.locator('input[name="price"]').input_value() == "9.00"
             idle_card = page.locator(f'article.item[data-item-id="{idle}"]')
             assert idle_card.locator('input[name="price"]').input_value() == "4.25"
+            # The database line: the primary reached, no standby; no banner.
+            assert page.locator("#database").inner_text().startswith("primary ")
+            assert "no standby attached" in page.locator("#database").inner_text()
+            assert page.locator("#banner").is_hidden()
             time.sleep(2)  # mid-storm: the picture for the README
             page.screenshot(path=str(PROJECT_ROOT / "docs" / "console.png"), full_page=True)
             buying.join(60)

@@ -55,25 +55,27 @@ def test_a_standby_promoted_behind_pgbouncer_takes_the_shops_writes(
 ):
     bin_dir = _server_binaries()
     primary_socket = ensure_server(tmp_path / "primary")
-    ensure_database(server_url(primary_socket, "shop"))
     standby, standby_socket = tmp_path / "standby", tmp_path / "standby-socket"
-    _give_to_server_user(standby)
-    _give_to_server_user(standby_socket)
     run = {"check": True, "capture_output": True, **_as_server_user()}
-    subprocess.run(
-        [bin_dir / "pg_basebackup", "-D", standby, "-R", "-X", "stream", "-c", "fast",
-         "-h", primary_socket, "-U", "postgres"],
-        **run,
-    )  # fmt: skip
-    subprocess.run(
-        [bin_dir / "pg_ctl", "-D", standby, "-w", "-l", standby_socket / "standby.log", "start",
-         "-o", f"-k {standby_socket} -c listen_addresses=''"],
-        **run,
-    )  # fmt: skip
-    bouncer = PgBouncer(server_url(standby_socket, "shop").render_as_string()).start()
-    url = f"postgresql://postgres@127.0.0.1:{bouncer.port}/shop?target_session_attrs=read-write"
-    db = Database(replace(settings, database_url=url))
+    bouncer: PgBouncer | None = None
+    db: Database | None = None
     try:
+        ensure_database(server_url(primary_socket, "shop"))
+        _give_to_server_user(standby)
+        _give_to_server_user(standby_socket)
+        subprocess.run(
+            [bin_dir / "pg_basebackup", "-D", standby, "-R", "-X", "stream", "-c", "fast",
+             "-h", primary_socket, "-U", "postgres"],
+            **run,
+        )  # fmt: skip
+        subprocess.run(
+            [bin_dir / "pg_ctl", "-D", standby, "-w", "-l", standby_socket / "standby.log",
+             "start", "-o", f"-k {standby_socket} -c listen_addresses=''"],
+            **run,
+        )  # fmt: skip
+        bouncer = PgBouncer(server_url(standby_socket, "shop").render_as_string()).start()
+        url = f"postgresql://postgres@127.0.0.1:{bouncer.port}/shop?target_session_attrs=read-write"
+        db = Database(replace(settings, database_url=url))
         # A standby: no writable server here, said plainly.
         with pytest.raises(Exception, match="read-only"):
             db.engine.connect()
@@ -81,7 +83,11 @@ def test_a_standby_promoted_behind_pgbouncer_takes_the_shops_writes(
         with db.engine.connect() as conn:
             assert conn.execute(text("SELECT NOT pg_is_in_recovery()")).scalar_one()
     finally:
-        db.dispose()
-        bouncer.stop()
-        subprocess.run([bin_dir / "pg_ctl", "-D", standby, "-w", "-m", "fast", "stop"], **run)
+        if db is not None:
+            db.dispose()
+        if bouncer is not None:
+            bouncer.stop()
+        if (standby / "postmaster.pid").exists():
+            stop = [bin_dir / "pg_ctl", "-D", standby, "-w", "-m", "fast", "stop"]
+            subprocess.run(stop, capture_output=True, **_as_server_user())
         stop_server(tmp_path / "primary")

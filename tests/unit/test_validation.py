@@ -54,3 +54,23 @@ def test_payment_amount():
         validation.payment_amount({})
     with pytest.raises(InvalidRequest, match="two decimal"):
         validation.payment_amount({"amount": Decimal("1.005")})
+
+
+def test_the_balancers_statistics_name_each_instance_and_its_state():
+    from ecommerce.services.balancer import parse
+
+    csv = (
+        "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,"
+        "wretr,wredis,status,weight\n"
+        "shop,FRONTEND,,,3,9,4096,120,0,0,0,0,0,,,,,OPEN,\n"
+        "instances,i1,0,0,2,8,,60,0,0,,0,,0,0,0,0,UP,1\n"
+        "instances,i2,0,0,0,5,,40,0,0,,0,,3,0,0,0,DOWN,1\n"
+        "instances,i3,0,0,1,4,,20,0,0,,0,,0,0,0,0,UP 1/2,1\n"
+        "instances,BACKEND,0,0,3,9,,120,0,0,0,0,,3,0,0,0,UP,2\n"
+    )
+    found = parse(csv)
+    assert [(i.name, i.status, i.sessions, i.in_service) for i in found] == [
+        ("i1", "UP", 2, True),
+        ("i2", "DOWN", 0, False),
+        ("i3", "UP 1/2", 1, True),
+    ]
