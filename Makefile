@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi:app
 
-.PHONY: install run serve migrate seed test lint format bench drill stop-db lock clean
+.PHONY: install run serve migrate seed test test-fast lint format bench drill stop-db lock clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,11 @@ serve: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The developer's loop: everything but the tests that start extra processes
+# (gunicorn, a private PostgreSQL, PgBouncer, a browser), about a minute.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # ruff, then the layering contract (setup.cfg [importlinter]).
 lint: install

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from logging.config import fileConfig
 
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, event, pool
 
 from alembic import context
 from ecommerce import models  # noqa: F401 - registers the tables on Base.metadata
 from ecommerce.config import Settings
-from ecommerce.db import Base, normalize_database_url, resolve_database_url
+from ecommerce.db import Base, connect, normalize_database_url, resolve_database_url
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -31,6 +31,8 @@ def run_migrations_online() -> None:
             context.run_migrations()
         return
     engine = create_engine(database_url(), poolclass=pool.NullPool)
+    # As the app connects: host by host, to the one that takes writes.
+    event.listen(engine, "do_connect", connect)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata)
         with context.begin_transaction():

@@ -8,6 +8,7 @@ child notices the new pid and builds its own.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterator
@@ -119,14 +120,14 @@ def _standby_is_a_disconnect(context) -> None:
         context.is_disconnect = True
 
 
-def _connect(dialect, conn_rec, cargs, cparams):
+def connect(dialect, conn_rec, cargs, cparams):
     """How every connection is made (SQLAlchemy's do_connect): host names looked up
     cooperatively in a gevent worker, and a multi-host URL (or one that asks for
     target_session_attrs=read-write) tried host by host, each host within its
     own connect bound, the host that answered last first."""
-    _resolve_host_names_cooperatively(cparams)
     hosts = str(cparams.get("host") or "").split(",")
     if len(hosts) < 2 and cparams.get("target_session_attrs") != "read-write":
+        _resolve_host_names_cooperatively(cparams)
         return None
     return _connect_host_by_host(dialect, cargs, cparams, hosts)
 
@@ -168,12 +169,18 @@ def _connect_host_by_host(dialect, cargs, cparams, hosts: list[str]):
             params.pop(key, None)
             if values[index]:
                 params[key] = values[index]
+        connection = None
         try:
+            # Each host's name looked up on its own: one that no longer resolves
+            # fails that host, not the list.
+            _resolve_host_names_cooperatively(params)
             connection = dialect.connect(*cargs, **params)
             if writable_only and not _takes_writes(connection):
-                connection.close()
                 raise psycopg2.OperationalError("session is read-only (a standby)")
         except psycopg2.OperationalError as error:
+            if connection is not None:
+                with contextlib.suppress(psycopg2.Error):
+                    connection.close()
             failures.append((hosts[index], error))
             continue
         _last_good[listed] = index
@@ -287,6 +294,10 @@ class Database:
         self._sessions = sessionmaker(expire_on_commit=False)
         self._override: sessionmaker[Session] | None = None
         self._owned = threading.local()  # greenlet-local in a gevent worker
+        # Bumped whenever a connection is found dead or the pool is forgotten:
+        # a connection kept by a thread (own_connection) older than it is
+        # replaced before its next use, like the pool's own.
+        self._generation = 0
 
     @property
     def url(self) -> str:
@@ -346,8 +357,9 @@ class Database:
         event.listen(engine.pool, "checkout", lambda *_: metrics.pool_checked_out(1))
         event.listen(engine.pool, "checkin", lambda *_: metrics.pool_checked_out(-1))
         event.listen(engine, "before_cursor_execute", _send_pending_sql_first, retval=True)
-        event.listen(engine, "do_connect", _connect)
+        event.listen(engine, "do_connect", connect)
         event.listen(engine, "handle_error", _standby_is_a_disconnect)
+        event.listen(engine.pool, "invalidate", self._connection_found_dead)
         # SQLAlchemy has no event after COMMIT that sees the DBAPI connection.
         engine.dialect.do_commit = _commit_checked(engine.dialect.do_commit)  # type: ignore[method-assign]
         return engine
@@ -381,11 +393,40 @@ class Database:
 
     def _owned_connection(self) -> Connection:
         connection: Connection | None = self._owned.connection
-        if connection is None or connection.closed or self._owned.pid != os.getpid():
+        stale = connection is not None and self._owned.generation != self._generation
+        if stale:
+            # Made before a connection was found dead (a failover, a restart): it
+            # may reach the old primary, now a standby; give it up (not a new
+            # death: the others are not told again).
+            self._owned.replacing = True
+            try:
+                with contextlib.suppress(Exception):
+                    connection.invalidate()  # type: ignore[union-attr]
+                    connection.close()  # type: ignore[union-attr]
+            finally:
+                self._owned.replacing = False
+        if stale or connection is None or connection.closed or self._owned.pid != os.getpid():
+            self._owned.generation = self._generation
             connection = self.engine.connect()
             self._owned.connection = connection
             self._owned.pid = os.getpid()
         return connection
+
+    def _next_generation(self) -> None:
+        self._generation += 1
+
+    def _connection_found_dead(self, *_: object) -> None:
+        if not getattr(self._owned, "replacing", False):
+            self._next_generation()
+
+    def forget_connections(self) -> None:
+        """Every pooled connection is given up (the checked-out ones when they
+        come back), and so is every connection a thread keeps: for when the
+        server they reach is no longer the one to use (it became a standby)."""
+        self._next_generation()
+        engine = self._engine
+        if engine is not None and self._engine_pid == os.getpid():
+            engine.dispose()
 
     @contextmanager
     def sessions_bound_to(self, connection: Connection) -> Iterator[None]:

@@ -33,7 +33,8 @@ FAULTS = (
 )
 SHORT = ("primary-killed", "instance-killed")
 PRICE = "1.00"
-STOCK = 10_000_000
+STOCK = 10_000_000  # the hot item: it sells through every phase
+SCARCE_STOCK = 100  # a second item per phase, sold out while the fault runs
 #: Sales that must be seen before a fault (the storm is flowing) and after the
 #: recovery (it flows again) before the phase ends.
 SALES_BEFORE, SALES_AFTER = 200, 200
@@ -43,7 +44,7 @@ SALES_BEFORE, SALES_AFTER = 200, 200
 class FaultResult:
     fault: str
     acknowledged: int = 0
-    lost: int = 0  # acknowledged orders missing on the final primary
+    lost: int = 0  # acknowledged orders (and adds) missing on the final primary
     oversold: int = 0  # units sold beyond the stock
     doubled: int = 0  # buyers (one key each) with two orders
     five_xx: int = 0  # 5xx answers other than 503
@@ -147,8 +148,15 @@ class Drill:
     def run(self, fault: str) -> FaultResult:
         assert self.balancer is not None
         result = FaultResult(fault)
+        scarce = _create_item(self.cluster.shop_url(through_bouncers=False), SCARCE_STOCK)
         storm = Storm(
-            "127.0.0.1", self.balancer.port, self.item_id, PRICE, self.connections, f"{fault}-"
+            "127.0.0.1",
+            self.balancer.port,
+            self.item_id,
+            PRICE,
+            self.connections,
+            f"{fault}-",
+            scarce_item_id=scarce,
         ).start()
         result.t0 = time.time()
         try:
@@ -172,7 +180,7 @@ class Drill:
             )
         finally:
             log = storm.stop()
-        self._check(result, log)
+        self._check(result, log, scarce)
         return result
 
     def _inject(self, fault: str, result: FaultResult):
@@ -227,7 +235,7 @@ class Drill:
 
     # --- the books ------------------------------------------------------------------
 
-    def _check(self, result: FaultResult, log: StormLog) -> None:
+    def _check(self, result: FaultResult, log: StormLog, scarce: int) -> None:
         events = sorted(log.events)
         result.acknowledged = len(log.acknowledged)
         result.answers = {}
@@ -254,20 +262,27 @@ class Drill:
             orders: dict[str, list[int]] = {}
             for user, order_id in cur.fetchall():
                 orders.setdefault(user, []).append(order_id)
+            # Units in orders that hold stock (paid or pending), per item.
             cur.execute(
-                "SELECT i.stock, coalesce(sum(l.quantity), 0) FROM items i"
-                " LEFT JOIN order_lines l ON l.item_id = i.id"
-                " LEFT JOIN orders o ON o.id = l.order_id AND o.status IN ('paid', 'pending')"
-                " WHERE i.id = %s GROUP BY i.stock",
-                (self.item_id,),
+                "SELECT i.id, i.stock, coalesce(sum(l.quantity) FILTER"
+                " (WHERE o.status IN ('paid', 'pending')), 0)"
+                " FROM items i LEFT JOIN order_lines l ON l.item_id = i.id"
+                " LEFT JOIN orders o ON o.id = l.order_id WHERE i.id IN (%s, %s)"
+                " GROUP BY i.id, i.stock",
+                (self.item_id, scarce),
             )
-            stock, sold = cur.fetchone()
+            held = {item: (stock, int(sold)) for item, stock, sold in cur.fetchall()}
         conn.close()
-        result.lost = sum(
+        result.lost = log.lost_adds + sum(
             1 for user, order_id in log.acknowledged.items() if order_id not in orders.get(user, [])
         )
         result.doubled = sum(1 for ids in orders.values() if len(ids) > 1)
-        result.oversold = max(0, int(sold) - STOCK) + (1 if stock < 0 else 0)
+        # Sold beyond the stock, or stock below zero, on either item.
+        result.oversold = sum(
+            max(0, sold - initial) + max(0, -int(held[item][0]))
+            for item, initial in ((self.item_id, STOCK), (scarce, SCARCE_STOCK))
+            for _, sold in [held[item]]
+        )
         engine = create_engine(normalize_database_url(url))
         try:
             with Session(engine) as session:
@@ -276,18 +291,18 @@ class Drill:
             engine.dispose()
 
 
-def _create_item(url: str) -> int:
-    """The hot item, with its initial stock in the ledger."""
+def _create_item(url: str, stock: int = STOCK) -> int:
+    """An item on sale, with its initial stock in the ledger."""
     libpq_url = url.replace("postgresql+psycopg2://", "postgresql://", 1)
     with psycopg2.connect(libpq_url) as conn, conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO items (name, price, stock) VALUES ('Drill hot item', %s, %s) RETURNING id",
-            (PRICE, STOCK),
+            "INSERT INTO items (name, price, stock) VALUES ('Drill item', %s, %s) RETURNING id",
+            (PRICE, stock),
         )
         (item_id,) = cur.fetchone()
         cur.execute(
             "INSERT INTO stock_movements (item_id, quantity, reason) VALUES (%s, %s, 'initial')",
-            (item_id, STOCK),
+            (item_id, stock),
         )
     conn.close()
     return item_id

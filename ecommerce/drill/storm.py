@@ -15,6 +15,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ecommerce.flashsale.loadgen import parse_head
+
 REQUEST_TIMEOUT_S = 10.0
 TRANSPORT = 0  # the status recorded when no HTTP answer came back
 
@@ -25,6 +27,9 @@ class StormLog:
     events: list[tuple[float, str, int, str, float]] = field(default_factory=list)
     acknowledged: dict[str, int] = field(default_factory=dict)  # user -> order id
     buyers_started: int = 0
+    # Buyers whose add was answered 200 and whose pay then found the cart empty:
+    # an acknowledged add that was lost.
+    lost_adds: int = 0
 
 
 class _Connection:
@@ -46,26 +51,15 @@ class _Connection:
             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
             + data
         )
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length, close, retry_after = 0, False, 0.0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"connection" and value.strip().lower() == b"close":
-                close = True
-            elif name == b"retry-after":
-                retry_after = float(value)
-        raw = await self.reader.readexactly(length) if length else b""
-        if close:
+        head = parse_head(await self.reader.readuntil(b"\r\n\r\n"))
+        raw = await self.reader.readexactly(head.length) if head.length else b""
+        if head.close:
             self.close()
         try:
             parsed = json.loads(raw) if raw else {}
         except ValueError:
             parsed = {}
-        return status, parsed if isinstance(parsed, dict) else {}, retry_after
+        return head.status, parsed if isinstance(parsed, dict) else {}, head.retry_after_s
 
     def close(self) -> None:
         if self.writer is not None:
@@ -78,10 +72,20 @@ class Storm:
     ``host:port``, until :meth:`stop`."""
 
     def __init__(
-        self, host: str, port: int, item_id: int, price: str, connections: int, prefix: str
+        self,
+        host: str,
+        port: int,
+        item_id: int,
+        price: str,
+        connections: int,
+        prefix: str,
+        scarce_item_id: int | None = None,
     ) -> None:
+        """Every tenth buyer buys ``scarce_item_id`` instead (if given): an item
+        that sells out while the fault runs, so overselling would show."""
         self.host, self.port = host, port
         self.item_id, self.price = item_id, price
+        self.scarce_item_id = scarce_item_id
         self.connections, self.prefix = connections, prefix
         self.log = StormLog()
         self._stopping = False
@@ -131,11 +135,13 @@ class Storm:
                 n = self.log.buyers_started
                 self.log.buyers_started += 1
                 user = f"{self.prefix}{n}"
+                scarce = self.scarce_item_id is not None and n % 10 == 0
+                item_id = self.scarce_item_id if scarce else self.item_id
                 status, _ = await self._call(
                     conn,
                     "add",
                     f"/cart/{user}/add",
-                    {"item_id": self.item_id, "quantity": 1},
+                    {"item_id": item_id, "quantity": 1},
                     f"{user}-add",
                 )
                 if status != 200:
@@ -145,5 +151,7 @@ class Storm:
                 )
                 if status in (201, 202):
                     self.log.acknowledged[user] = int(answer["order_id"])
+                elif (answer.get("error") or {}).get("code") == "empty_cart":
+                    self.log.lost_adds += 1
         finally:
             conn.close()

@@ -51,6 +51,29 @@ class LoadResult:
         return self.cpu_s / wall if wall > 0 else 0.0
 
 
+@dataclass(frozen=True)
+class Head:
+    status: int
+    length: int  # Content-Length (0 when absent)
+    close: bool  # Connection: close
+    retry_after_s: float  # Retry-After in seconds (0 when absent)
+
+
+def parse_head(raw: bytes) -> Head:
+    """An HTTP/1.1 response's status line and the headers a client acts on."""
+    length, close, retry_after = 0, False, 0.0
+    for line in raw.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection" and value.strip().lower() == b"close":
+            close = True
+        elif name == b"retry-after":
+            retry_after = float(value)
+    return Head(int(raw[9:12]), length, close, retry_after)
+
+
 class _Connection:
     def __init__(self, host: str, port: int) -> None:
         self.host = host
@@ -70,17 +93,8 @@ class _Connection:
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         self.writer.write(head.encode() + b"\r\n" + (body or b""))
-        raw_head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(raw_head[9:12])
-        length = 0
-        close = False
-        for line in raw_head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"connection" and value.strip().lower() == b"close":
-                close = True
+        head = parse_head(await self.reader.readuntil(b"\r\n\r\n"))
+        status, length, close = head.status, head.length, head.close
         data = await self.reader.readexactly(length) if length else b""
         if close:
             self.close()

@@ -5,6 +5,7 @@ bounded, outside any transaction; nothing is shown when it does not answer."""
 from __future__ import annotations
 
 import csv
+import http.client
 import io
 import urllib.request
 from dataclasses import dataclass
@@ -52,5 +53,5 @@ def instances(url: str | None) -> list[Instance] | None:
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as answer:
             return parse(answer.read().decode("utf-8", "replace"))
-    except (OSError, ValueError):
-        return None
+    except (OSError, ValueError, http.client.HTTPException, csv.Error):
+        return None  # a balancer restarting, a page cut short: nothing shown this second

@@ -23,7 +23,9 @@ def readiness(shop: Shop) -> str:
         raise NotReady(f"the database does not answer: {busy.message}") from busy
     if not writable:
         # A pooled connection to a node that is now a standby (a failover behind
-        # a pooler): no pay can commit here until the shop reaches the primary.
+        # a pooler): no pay can commit here. Every connection is given up, so the
+        # next check connects afresh, host by host, to whichever takes writes.
+        shop.db.forget_connections()
         raise NotReady("the database is a standby (read-only): no primary reached yet")
     head = migrations.head_revision()
     if revision != head:

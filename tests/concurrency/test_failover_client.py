@@ -7,13 +7,17 @@ said ready."""
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import text
 
 from ecommerce.errors import NotReady, ServiceBusy
 from ecommerce.services import cart, health, payment
 from tests.helpers import assert_invariants, commit_item, shop_state
+
+pytestmark = pytest.mark.slow  # a private PostgreSQL
 
 
 def test_a_server_that_stops_taking_writes_is_busy_then_recovers(
@@ -39,3 +43,40 @@ def test_a_server_that_stops_taking_writes_is_busy_then_recovers(
     after = shop_state(private_server.engine)
     assert after.orders == 1 and after.stock[item] == 9
     assert_invariants(private_server.engine)
+
+
+def test_a_connection_kept_by_a_combiner_is_replaced_once_one_is_found_dead(
+    private_server, storm_shop
+):
+    """A combiner keeps its connection between batches; once any connection of
+    the shop is found dead (here: a write refused by a server that turned
+    read-only, as a node turned standby does), the connection the cart-read
+    combiner keeps is replaced before its next batch, though that combiner only
+    reads and would never meet the error itself. Before, it kept reading from
+    the old server (after a failover: a stale or diverged node)."""
+    item = commit_item(private_server.engine, "Hot", "1.00", 10)
+    shop = storm_shop(4, database_url=private_server.url, pay_combining=True, cart_combining=True)
+    cart.add_to_cart(shop, "ann", item, 1)
+    assert cart.view_cart(shop, "ann").total == Decimal("1.00")
+    before = _backends(private_server)  # the add and cart-read combiners' connections
+    assert len(before) == 2, before
+    private_server.configure("default_transaction_read_only", "on")
+    with pytest.raises(ServiceBusy):
+        payment.pay(shop, "ann", Decimal("1.00"))  # the pay combiner's connection dies
+    private_server.configure("default_transaction_read_only", "off")
+    assert cart.view_cart(shop, "ann").total == Decimal("1.00")
+    # The cart-read combiner's is gone (the add combiner's has not been used
+    # since: it is replaced at its next batch).
+    deadline = time.monotonic() + 10
+    while not before - _backends(private_server):
+        assert time.monotonic() < deadline, "the cart reads kept their old connection"
+        time.sleep(0.01)
+
+
+def _backends(server) -> set[int]:
+    with server.engine.connect() as conn:
+        return set(
+            conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE application_name = 'ecommerce'")
+            ).scalars()
+        )

@@ -12,9 +12,13 @@ from __future__ import annotations
 import threading
 from decimal import Decimal
 
+import pytest
+
 from ecommerce.errors import ServiceBusy
 from ecommerce.services import cart, payment
 from tests.helpers import assert_invariants, commit_item, shop_state
+
+pytestmark = pytest.mark.slow  # a private PostgreSQL
 
 
 def test_a_commit_the_standby_may_lack_is_never_acknowledged(

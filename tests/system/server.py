@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 import subprocess
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,3 +85,76 @@ class Server(GunicornProcess):
             text=True,
             check=True,
         )
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy (returned), or fail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out waiting")
+
+
+class Shoppers:
+    """Threads of buyers of one item through the HTTP API, each with its own
+    connection: add one unit, pay, again and again as new users. ``keyed``: the
+    pay carries an Idempotency-Key and a 503 is retried with it, as a
+    well-behaved client does. Every answer is recorded with when it came, and
+    the orders answered 201 with their ids."""
+
+    def __init__(self, port: int, item_id: int, count: int, *, keyed: bool, timeout: float = 30):
+        self.port, self.item_id, self.keyed, self.timeout = port, item_id, keyed, timeout
+        self.events: list[tuple[float, str, int, str | None]] = []  # (when, step, status, code)
+        self.acknowledged: dict[str, int] = {}  # user -> order id answered 201
+        self.failures: list[BaseException] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._shop, args=(n,)) for n in range(count)]
+
+    def start(self) -> Shoppers:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+            assert not thread.is_alive(), "a shopper hung"
+
+    def answered(self, step: str, status: int, after: float = 0.0) -> bool:
+        """Whether a ``step`` was answered ``status`` after the time ``after``."""
+        return any(t > after and s == step and st == status for t, s, st, _ in list(self.events))
+
+    def _shop(self, n: int) -> None:
+        http = HttpClient(self.port, timeout=self.timeout)
+        i = 0
+        try:
+            while not self._stop.is_set():
+                user = f"s{n}-{i}"
+                i += 1
+                r = http.request(
+                    "POST", f"/cart/{user}/add", {"item_id": self.item_id, "quantity": 1}
+                )
+                self.events.append((time.monotonic(), "add", r.status, r.error_code))
+                if r.status == 503:
+                    assert "Retry-After" in r.headers
+                    time.sleep(0.05)
+                if r.status != 200:
+                    continue
+                key = {"Idempotency-Key": f"pay-{user}"} if self.keyed else {}
+                while not self._stop.is_set():
+                    r = http.request("POST", f"/cart/{user}/pay", {"amount": "1.00"}, key)
+                    self.events.append((time.monotonic(), "pay", r.status, r.error_code))
+                    if r.status == 201:
+                        self.acknowledged[user] = r.body["order_id"]
+                    if r.status != 503:
+                        break
+                    assert "Retry-After" in r.headers
+                    time.sleep(0.05)
+                    if not self.keyed:
+                        break  # without a key a retry could pay twice: a new buyer instead
+        except BaseException as exc:
+            self.failures.append(exc)

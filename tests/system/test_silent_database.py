@@ -31,8 +31,7 @@ from ecommerce.embedded_db import (
     stop_server,
 )
 from tests.helpers import assert_invariants, commit_item, shop_state
-from tests.system.server import HttpClient, Server
-from tests.system.test_faults import wait_for
+from tests.system.server import HttpClient, Server, Shoppers, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -121,68 +120,32 @@ def test_a_database_frozen_mid_storm_then_resumed(tmp_path: Path, worker_class: 
         DB_POOL_TIMEOUT_MS="1000",
         PAY_QUEUE_WAIT_MS="1000",
     ).start()
-    stop = threading.Event()
-    events: list[tuple[float, str, int, str | None]] = []
-    acknowledged: dict[str, int] = {}  # user -> order id answered 201
-    failures: list[BaseException] = []
-
-    def shopper(n: int) -> None:
-        http = HttpClient(server.port, timeout=30)
-        i = 0
-        try:
-            while not stop.is_set():
-                user = f"s{n}-{i}"
-                i += 1
-                r = http.request("POST", f"/cart/{user}/add", {"item_id": hot, "quantity": 1})
-                events.append((time.monotonic(), "add", r.status, r.error_code))
-                if r.status != 200:
-                    continue
-                # A well-behaved client: a 503 is retried with the same key.
-                while not stop.is_set():
-                    r = http.request(
-                        "POST",
-                        f"/cart/{user}/pay",
-                        {"amount": "1.00"},
-                        {"Idempotency-Key": f"pay-{user}"},
-                    )
-                    events.append((time.monotonic(), "pay", r.status, r.error_code))
-                    if r.status == 201:
-                        acknowledged[user] = r.body["order_id"]
-                    if r.status != 503:
-                        break
-                    assert "Retry-After" in r.headers
-                    time.sleep(0.05)
-        except BaseException as exc:
-            failures.append(exc)
-
-    threads = [threading.Thread(target=shopper, args=(n,)) for n in range(8)]
+    shoppers = Shoppers(server.port, hot, 8, keyed=True)
     frozen: list[int] = []
     try:
-        for t in threads:
-            t.start()
-        wait_for(lambda: any(s == 201 for _, _, s, _ in events), 30)
+        shoppers.start()
+        wait_for(lambda: shoppers.answered("pay", 201), 30)
         frozen = _postgres_pids(instance)
         frozen_at = time.monotonic()
         for pid in frozen:
             os.kill(pid, signal.SIGSTOP)
         # Bounded answers while it is frozen: a 503 arrives.
-        wait_for(lambda: any(t > frozen_at and s == 503 for t, _, s, _ in events), 30)
-        answered_while_frozen = sum(1 for t, _, _, _ in events if t > frozen_at)
+        wait_for(
+            lambda: any(t > frozen_at and s == 503 for t, _, s, _ in list(shoppers.events)), 30
+        )
+        answered_while_frozen = sum(1 for t, _, _, _ in list(shoppers.events) if t > frozen_at)
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
         resumed_at = time.monotonic()
         frozen = []
-        wait_for(
-            lambda: any(t > resumed_at and st == "pay" and s == 201 for t, st, s, _ in events), 30
-        )
+        wait_for(lambda: shoppers.answered("pay", 201, resumed_at), 30)
     finally:
         for pid in frozen:
             os.kill(pid, signal.SIGCONT)
-        stop.set()
-        for t in threads:
-            t.join(60)
+        shoppers.stop()
         server.stop()
 
+    failures, events, acknowledged = shoppers.failures, shoppers.events, shoppers.acknowledged
     try:
         assert not failures, failures
         statuses = Counter((status, code) for _, _, status, code in events)
