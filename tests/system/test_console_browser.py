@@ -1,6 +1,8 @@
 """The console in a real browser (Debian's Chromium through Playwright): sign in
 with a one-time link, watch a small storm move the numbers, restock from the
-page, and see a forged CSRF token refused. Saves docs/console.png."""
+page, and see a forged CSRF token refused; and watch a database outage come and
+go (banner, the fault marked on the charts). Saves a screenshot under instance/
+(CONSOLE_PICTURE=docs/console.png renews the README's)."""
 
 import os
 import threading
@@ -113,3 +115,48 @@ def test_the_console_in_a_browser(database_url, committed):
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, width
             browser.close()
+
+
+def test_the_console_shows_a_database_outage_as_it_happens(tmp_path):
+    """The console against a PostgreSQL of the test's own, which is stopped and
+    started again while the page watches: a banner says no primary is reachable
+    and the charts mark the fault; once the database answers, the banner goes
+    and the database line is back."""
+    from sqlalchemy import create_engine
+
+    from ecommerce import migrations
+    from ecommerce.embedded_db import ensure_database, ensure_server, server_url, stop_server
+
+    instance = tmp_path / "pg"
+    url = server_url(ensure_server(instance), "shop").render_as_string(hide_password=False)
+    try:
+        ensure_database(url)
+        migrations.upgrade(url)
+        engine = create_engine(url)
+        commit_item(engine, "Phone", "9.00", 10)
+        engine.dispose()
+        server = Server(url, LOG_LEVEL="warning", WEB_CONCURRENCY="1", DB_CONNECT_TIMEOUT_MS="1000")
+        with server, playwright.sync_playwright() as p:
+            link = server.flask("console-link").stdout.split()[-1]
+            link = link[link.index("/console/login") :]
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"http://127.0.0.1:{server.port}{link}")
+            page.wait_for_selector(".connection.live", timeout=15_000)
+            page.wait_for_function(
+                "() => document.querySelector('#database').textContent.startsWith('primary ')",
+                timeout=15_000,
+            )
+            assert page.locator("#banner").is_hidden()
+
+            stop_server(instance)
+            page.wait_for_selector("#banner.down", state="visible", timeout=30_000)
+            assert "No primary reachable" in page.locator("#banner").inner_text()
+
+            ensure_server(instance)
+            page.wait_for_selector("#banner", state="hidden", timeout=30_000)
+            assert page.locator("svg.stock-chart line.mark.fault").count() == 1
+            assert page.locator("#database").inner_text().startswith("primary ")
+            browser.close()
+    finally:
+        stop_server(instance)
