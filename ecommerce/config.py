@@ -52,7 +52,7 @@ class Settings:
     instance_path: Path = DEFAULT_INSTANCE_PATH
     secret_key: str = DEFAULT_SECRET_KEY
     port: int = 8080
-    # Database waits are bounded so a hot row never hangs a worker (see README).
+    # Database waits are bounded so a hot row never hangs a worker (docs/OPERATIONS.md).
     lock_timeout_ms: int = 3000
     statement_timeout_ms: int = 10000
     idle_in_transaction_timeout_ms: int = 15000

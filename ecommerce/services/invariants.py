@@ -13,7 +13,7 @@ the simulator and the tests all use this module).
   refunded order has a refund of its total, other orders none;
 * no cart line points at a missing item;
 * no order is still pending more than :data:`SWEEP_GRACE` after its expiry
-  (`flask release-expired` runs every minute from cron, see the README).
+  (`flask release-expired` runs every minute from cron, see docs/OPERATIONS.md).
 """
 
 from __future__ import annotations
