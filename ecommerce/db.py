@@ -85,6 +85,10 @@ def _send_pending_sql_first(conn, cursor, statement, parameters, context, execut
     return pending + statement, parameters
 
 
+class _OlderGeneration(sa_exc.DisconnectionError):
+    """A pooled connection refused at checkout (see Database._refuse_older_generation)."""
+
+
 class CommitNotReplicated(psycopg2.OperationalError):
     """COMMIT returned, but its wait for the synchronous standby was cancelled (a
     statement timeout, a cancel): the transaction is visible on this server and
@@ -161,7 +165,7 @@ def _connect_host_by_host(dialect, cargs, cparams, hosts: list[str]):
     ports, addresses = each("port"), each("hostaddr")
     listed = ",".join(hosts)
     first = _last_good.get(listed, 0)
-    failures: list[tuple[str, psycopg2.OperationalError]] = []
+    failures: list[tuple[str, psycopg2.Error]] = []
     for index in [first] + [i for i in range(count) if i != first]:
         params = dict(cparams, host=hosts[index])
         params.pop("target_session_attrs", None)
@@ -177,7 +181,7 @@ def _connect_host_by_host(dialect, cargs, cparams, hosts: list[str]):
             connection = dialect.connect(*cargs, **params)
             if writable_only and not _takes_writes(connection):
                 raise psycopg2.OperationalError("session is read-only (a standby)")
-        except psycopg2.OperationalError as error:
+        except psycopg2.Error as error:
             if connection is not None:
                 with contextlib.suppress(psycopg2.Error):
                     connection.close()
@@ -360,6 +364,8 @@ class Database:
         event.listen(engine, "do_connect", connect)
         event.listen(engine, "handle_error", _standby_is_a_disconnect)
         event.listen(engine.pool, "invalidate", self._connection_found_dead)
+        event.listen(engine.pool, "connect", self._stamp_generation)
+        event.listen(engine.pool, "checkout", self._refuse_older_generation)
         # SQLAlchemy has no event after COMMIT that sees the DBAPI connection.
         engine.dialect.do_commit = _commit_checked(engine.dialect.do_commit)  # type: ignore[method-assign]
         return engine
@@ -402,6 +408,7 @@ class Database:
             try:
                 with contextlib.suppress(Exception):
                     connection.invalidate()  # type: ignore[union-attr]
+                with contextlib.suppress(Exception):
                     connection.close()  # type: ignore[union-attr]
             finally:
                 self._owned.replacing = False
@@ -415,18 +422,26 @@ class Database:
     def _next_generation(self) -> None:
         self._generation += 1
 
-    def _connection_found_dead(self, *_: object) -> None:
-        if not getattr(self._owned, "replacing", False):
-            self._next_generation()
+    def _connection_found_dead(self, _dbapi_connection, _record, error=None) -> None:
+        if getattr(self._owned, "replacing", False) or isinstance(error, _OlderGeneration):
+            return  # a replacement, not a new death: the others are not told again
+        self._next_generation()
+
+    def _stamp_generation(self, _dbapi_connection, record) -> None:
+        record.info["generation"] = self._generation
+
+    def _refuse_older_generation(self, _dbapi_connection, record, _proxy) -> None:
+        """A pooled connection made before a connection was found dead (or the
+        pool was told to forget) is replaced as it is checked out: the pool
+        reconnects that slot, so its size still bounds the connections."""
+        if record.info.get("generation", self._generation) != self._generation:
+            raise _OlderGeneration("made before the last connection found dead")
 
     def forget_connections(self) -> None:
-        """Every pooled connection is given up (the checked-out ones when they
-        come back), and so is every connection a thread keeps: for when the
-        server they reach is no longer the one to use (it became a standby)."""
+        """Every connection made so far is replaced at its next use, pooled or
+        kept by a thread: for when the server they reach is no longer the one to
+        use (it became a standby)."""
         self._next_generation()
-        engine = self._engine
-        if engine is not None and self._engine_pid == os.getpid():
-            engine.dispose()
 
     @contextmanager
     def sessions_bound_to(self, connection: Connection) -> Iterator[None]:

@@ -117,7 +117,8 @@ def _line(r: FaultResult) -> str:
         f"acknowledged {r.acknowledged}, lost {r.lost}, oversold {r.oversold}, "
         f"doubled {r.doubled}, other 5xx {r.five_xx}, "
         f"sales back after {_s(_back(r))}, longest without a sale "
-        f"{r.longest_without_sale_s:.1f} s"
+        f"{r.longest_without_sale_s:.1f} s, "
+        f"second item sold out: {'yes' if r.scarce_sold_out else 'no'}"
         + (f", violations: {r.violations}" if r.violations else "")
     )
 

@@ -34,7 +34,9 @@ FAULTS = (
 SHORT = ("primary-killed", "instance-killed")
 PRICE = "1.00"
 STOCK = 10_000_000  # the hot item: it sells through every phase
-SCARCE_STOCK = 100  # a second item per phase, sold out while the fault runs
+# A second item per phase, bought by every tenth buyer: it sells out around
+# the fault (SALES_BEFORE sales come first), so overselling would show.
+SCARCE_STOCK = 30
 #: Sales that must be seen before a fault (the storm is flowing) and after the
 #: recovery (it flows again) before the phase ends.
 SALES_BEFORE, SALES_AFTER = 200, 200
@@ -49,6 +51,7 @@ class FaultResult:
     doubled: int = 0  # buyers (one key each) with two orders
     five_xx: int = 0  # 5xx answers other than 503
     violations: list[str] = field(default_factory=list)
+    scarce_sold_out: bool = False  # the second item sold out in the phase (as meant)
     back_after_s: float = 0.0  # from the fault to the end of the longest stretch without a sale
     longest_without_sale_s: float = 0.0  # within the phase
     promoted_after_s: float | None = None  # from the fault to a new primary
@@ -271,13 +274,14 @@ class Drill:
                 " GROUP BY i.id, i.stock",
                 (self.item_id, scarce),
             )
-            held = {item: (stock, int(sold)) for item, stock, sold in cur.fetchall()}
+            held = {item: (int(stock), int(sold)) for item, stock, sold in cur.fetchall()}
         conn.close()
         result.lost = log.lost_adds + sum(
             1 for user, order_id in log.acknowledged.items() if order_id not in orders.get(user, [])
         )
         result.doubled = sum(1 for ids in orders.values() if len(ids) > 1)
         # Sold beyond the stock, or stock below zero, on either item.
+        result.scarce_sold_out = held[scarce] == (0, SCARCE_STOCK)
         result.oversold = sum(
             max(0, sold - initial) + max(0, -int(held[item][0]))
             for item, initial in ((self.item_id, STOCK), (scarce, SCARCE_STOCK))

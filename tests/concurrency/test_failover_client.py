@@ -80,3 +80,23 @@ def _backends(server) -> set[int]:
                 text("SELECT pid FROM pg_stat_activity WHERE application_name = 'ecommerce'")
             ).scalars()
         )
+
+
+def test_connections_made_before_they_were_forgotten_are_replaced_at_their_next_use(
+    private_server, storm_shop
+):
+    """What /readyz does on a read-only session (a node turned standby behind a
+    pooler): every connection made so far is replaced when it is next checked
+    out, within the pool's size (no second pool beside the first)."""
+    shop = storm_shop(2, database_url=private_server.url, pay_combining=False, cart_combining=False)
+
+    def backend(session):
+        return session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+    first = shop.transaction(backend, "probe")
+    assert shop.transaction(backend, "probe") == first  # pooled, reused
+    shop.db.forget_connections()
+    second = shop.transaction(backend, "probe")
+    assert second != first
+    assert shop.transaction(backend, "probe") == second  # and the new one is kept
+    assert shop.db.engine.pool.checkedout() == 0

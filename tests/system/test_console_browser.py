@@ -2,7 +2,7 @@
 with a one-time link, watch a small storm move the numbers, restock from the
 page, and see a forged CSRF token refused; and watch a database outage come and
 go (banner, the fault marked on the charts). Saves a screenshot under instance/
-(CONSOLE_PICTURE=docs/console.png renews the README's)."""
+(CONSOLE_PICTURE=docs/console.png renews the one in docs/OPERATIONS.md)."""
 
 import os
 import threading
@@ -78,9 +78,9 @@ def test_the_console_in_a_browser(database_url, committed):
             assert page.locator("#database").inner_text().startswith("primary ")
             assert "no standby attached" in page.locator("#database").inner_text()
             assert page.locator("#banner").is_hidden()
-            time.sleep(2)  # mid-storm: the picture for the README
+            time.sleep(2)  # mid-storm: the picture for docs/OPERATIONS.md
             # Into instance/ (the tree stays clean); CONSOLE_PICTURE=docs/console.png
-            # renews the README's picture.
+            # renews the picture in docs/OPERATIONS.md.
             picture = PROJECT_ROOT / os.environ.get("CONSOLE_PICTURE", "instance/console.png")
             picture.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(picture), full_page=True)
