@@ -90,8 +90,9 @@ class _OlderGeneration(sa_exc.DisconnectionError):
 
 
 class CommitNotReplicated(psycopg2.OperationalError):
-    """COMMIT returned, but its wait for the synchronous standby was cancelled (a
-    statement timeout, a cancel): the transaction is visible on this server and
+    """COMMIT returned, but its wait for the synchronous standby was cancelled
+    (pg_cancel_backend: an operator, a tool; statement_timeout does not cut that
+    wait): the transaction is visible on this server and
     may be missing on the standby that a failover promotes. Its outcome is
     unknown to the client until the standby has it."""
 
