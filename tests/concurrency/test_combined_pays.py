@@ -39,10 +39,16 @@ def batch_sizes(monkeypatch) -> list[int]:
     return sizes
 
 
+# These tests combine pays themselves: run once (not once per value of the
+# pay_combining fixture, tests/concurrency/conftest.py).
+ONLY_COMBINED = pytest.mark.parametrize("pay_combining", [True], ids=["combined"])
+
+
 def answer(result):
     return result.code if isinstance(result, ShopError) else "paid"
 
 
+@ONLY_COMBINED
 @pytest.mark.parametrize("strategy", ["for_update", "atomic"])
 def test_a_mixed_storm_every_buyer_gets_their_own_answer(
     storm_shop, committed, strategy, batch_sizes
@@ -106,6 +112,7 @@ def test_a_mixed_storm_every_buyer_gets_their_own_answer(
     assert max(batch_sizes) > 1, "the buyers were combined into batches"
 
 
+@ONLY_COMBINED
 def test_buyers_refused_before_the_item_lock_draw_no_order_id(storm_shop, committed, batch_sizes):
     """A storm of buyers refused whatever the stock says (a wrong amount, an empty
     cart, a sale not yet open), pressing pay again and again in shared batches,
@@ -142,6 +149,7 @@ def test_buyers_refused_before_the_item_lock_draw_no_order_id(storm_shop, commit
     assert_invariants(committed)
 
 
+@ONLY_COMBINED
 def test_a_combiner_never_waits_for_the_pool_behind_requests(storm_shop, committed):
     """Request threads hold every pooled connection the pool will give (as a
     storm of reads would); a pay, an add and a cart read still go through,
@@ -167,6 +175,7 @@ def test_a_combiner_never_waits_for_the_pool_behind_requests(storm_shop, committ
     assert_invariants(committed)
 
 
+@ONLY_COMBINED
 def test_a_combiners_connection_that_died_is_replaced(storm_shop, committed):
     """The database ends every connection of the shop (a restart, a failover):
     the next pay, add and cart read run on new ones, with no error."""
@@ -197,6 +206,7 @@ def _sequence_position(engine) -> int:
     return last if called else last - 1
 
 
+@ONLY_COMBINED
 def test_a_batch_whose_write_fails_is_rerun_buyer_by_buyer(
     storm_shop, committed, batch_sizes, monkeypatch
 ):
@@ -222,6 +232,7 @@ def test_a_batch_whose_write_fails_is_rerun_buyer_by_buyer(
     assert_invariants(committed)
 
 
+@ONLY_COMBINED
 def test_a_sold_out_item_is_refused_without_its_row_lock(storm_shop, committed):
     shop = storm_shop(4, pay_combining=True, sold_out_recheck_ms=60_000)
     hot = commit_item(committed, "Hot", "1.00", 1)

@@ -45,6 +45,7 @@ def test_a_server_that_stops_taking_writes_is_busy_then_recovers(
     assert_invariants(private_server.engine)
 
 
+@pytest.mark.parametrize("pay_combining", [True], ids=["combined"])  # once, combined
 def test_a_connection_kept_by_a_combiner_is_replaced_once_one_is_found_dead(
     private_server, storm_shop
 ):
@@ -82,6 +83,7 @@ def _backends(server) -> set[int]:
         )
 
 
+@pytest.mark.parametrize("pay_combining", [False], ids=["alone"])  # once, pooled only
 def test_connections_made_before_they_were_forgotten_are_replaced_at_their_next_use(
     private_server, storm_shop
 ):
