@@ -29,9 +29,16 @@ class Claims:
 
 
 def issue_token(
-    secret_key: str, user_id: str, ttl_s: int = DEFAULT_TTL_S, *, admin: bool = False
+    secret_key: str,
+    user_id: str,
+    ttl_s: int = DEFAULT_TTL_S,
+    *,
+    admin: bool = False,
+    now: float | None = None,
 ) -> str:
-    claims: dict[str, object] = {"sub": user_id, "exp": int(time.time()) + ttl_s}
+    """A token for ``user_id`` valid ``ttl_s`` from ``now`` (the clock's time)."""
+    issued = time.time() if now is None else now
+    claims: dict[str, object] = {"sub": user_id, "exp": int(issued) + ttl_s}
     if admin:
         claims["adm"] = True
     return _serializer(secret_key).dumps(claims)

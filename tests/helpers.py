@@ -214,3 +214,16 @@ def run_together(workers: list[Callable[[], Any]], timeout: float = 60) -> list[
         t.join(timeout)
         assert not t.is_alive(), "a worker thread hung"
     return results
+
+
+def age_reservations(engine: Engine, seconds: float) -> None:
+    """Move every pending order's expiry ``seconds`` earlier, as if that much time
+    had passed (the database keeps the reservations' clock)."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE orders SET expires_at = expires_at - make_interval(secs => :s)"
+                " WHERE status = 'pending'"
+            ),
+            {"s": seconds},
+        )

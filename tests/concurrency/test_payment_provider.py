@@ -16,6 +16,7 @@ from ecommerce.errors import Conflict, PaymentDeclined
 from ecommerce.flashsale.fake_gateway import start_in_thread
 from ecommerce.services import orders, payment, settlement
 from tests.helpers import (
+    age_reservations,
     assert_conserved,
     assert_invariants,
     commit_cart_lines,
@@ -103,13 +104,13 @@ def test_a_hanging_provider_never_holds_a_lock_another_buyer_needs(gateway_shop,
 def test_expired_reservations_go_back_and_a_late_charge_is_refunded(
     gateway_shop, provider, committed
 ):
-    shop = gateway_shop(reservation_ttl_s=1, payment_gateway_timeout_ms=200)
+    shop = gateway_shop(reservation_ttl_s=60, payment_gateway_timeout_ms=200)
     hot = commit_item(committed, "Hot", "1.14", 3)
     commit_cart_lines(committed, [("late", hot, 1)])
     pending = payment.pay(shop, "late", Decimal("1.14"))
     assert pending.status == "pending"
     assert orders.release_expired(shop) == 0  # not due yet
-    time.sleep(1.1)
+    age_reservations(committed, 61)  # its minute of reservation has passed
     assert orders.release_expired(shop) == 1
     assert orders.release_expired(shop) == 0  # idempotent
     assert status_of(committed, pending.order_id) == "expired"
@@ -153,12 +154,12 @@ def test_reconcile_settles_what_the_provider_knows(gateway_shop, committed):
 
 
 def test_cancel_confirm_and_expiry_of_one_order_end_in_one_state(gateway_shop, committed):
-    shop = gateway_shop(reservation_ttl_s=1, payment_gateway_timeout_ms=200)
+    shop = gateway_shop(reservation_ttl_s=60, payment_gateway_timeout_ms=200)
     hot = commit_item(committed, "Hot", "1.14", 5)
     commit_cart_lines(committed, [("dora", hot, 1)])
     order = payment.pay(shop, "dora", Decimal("1.14"))
     assert order.status == "pending"
-    time.sleep(1.05)
+    age_reservations(committed, 61)  # due: the expiry races the cancel and the confirm
 
     results = run_together(
         [lambda: orders.cancel_order(shop, order.order_id, "dora")] * 3

@@ -16,7 +16,13 @@ from sqlalchemy.exc import OperationalError
 
 from ecommerce import migrations
 from ecommerce.embedded_db import ensure_database, ensure_server, server_url, stop_server
-from tests.helpers import assert_invariants, commit_cart_lines, commit_item, shop_state
+from tests.helpers import (
+    age_reservations,
+    assert_invariants,
+    commit_cart_lines,
+    commit_item,
+    shop_state,
+)
 from tests.system.server import HttpClient, Server, Shoppers, wait_for
 
 pytestmark = pytest.mark.slow
@@ -148,7 +154,7 @@ def test_worker_killed_between_reserve_and_confirm(database_url, committed):
         database_url,
         PAYMENT_GATEWAY_URL=f"http://127.0.0.1:{provider.server_address[1]}",
         PAYMENT_GATEWAY_TIMEOUT_MS="30000",
-        RESERVATION_TTL_S="1",
+        RESERVATION_TTL_S="60",
         WEB_CONCURRENCY="1",
     )
     try:
@@ -172,7 +178,7 @@ def test_worker_killed_between_reserve_and_confirm(database_url, committed):
             with committed.connect() as conn:
                 status = conn.execute(text("SELECT status FROM orders")).scalar_one()
             assert status == "pending" and shop_state(committed).stock[hot] == 2
-            time.sleep(1.1)
+            age_reservations(committed, 61)  # its minute of reservation has passed
             assert "released 1" in server.flask("release-expired").stdout
             assert shop_state(committed).stock[hot] == 3
 
