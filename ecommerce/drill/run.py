@@ -20,6 +20,7 @@ from ecommerce.drill.front import INSTANCE_ENV, Balancer, Instances
 from ecommerce.drill.procs import free_port, wait_for
 from ecommerce.drill.storm import TRANSPORT, Storm, StormLog
 from ecommerce.flashsale.server import GunicornProcess
+from ecommerce.models import STATUSES_HOLDING_STOCK
 from ecommerce.services.invariants import find_violations
 
 FAULTS = (
@@ -268,11 +269,11 @@ class Drill:
             # Units in orders that hold stock (paid or pending), per item.
             cur.execute(
                 "SELECT i.id, i.stock, coalesce(sum(l.quantity) FILTER"
-                " (WHERE o.status IN ('paid', 'pending')), 0)"
+                " (WHERE o.status = ANY(%s)), 0)"
                 " FROM items i LEFT JOIN order_lines l ON l.item_id = i.id"
                 " LEFT JOIN orders o ON o.id = l.order_id WHERE i.id IN (%s, %s)"
                 " GROUP BY i.id, i.stock",
-                (self.item_id, scarce),
+                (list(STATUSES_HOLDING_STOCK), self.item_id, scarce),
             )
             held = {item: (int(stock), int(sold)) for item, stock, sold in cur.fetchall()}
         conn.close()

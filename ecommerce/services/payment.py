@@ -426,16 +426,12 @@ def _refused_before_lock(
     request: PayRequest, cart: Sequence[CartLineRow], marked: Mapping[int, str], at: dt.datetime
 ) -> bool:
     """Whether the buyer will be refused whatever the item rows say once locked:
-    an empty cart, a total too large or not the amount paid, an item marked sold
-    out; or (as the rules read with the cart say) outside the sale window or over
-    a per-buyer limit by this cart alone. Such buyers draw no order id; should a
-    rule change before the lock let one win, its id is drawn then."""
-    if not cart or any(line.item_id in marked for line in cart):
-        return True
-    total = total_of(_lines_of(cart))
-    if total > MAX_AMOUNT or total != request.amount:
-        return True
-    return _rule_refusal(cart, at, {}) is not None
+    :func:`_refusal` as if every unmarked item had stock enough (an item marked
+    sold out has none), on the rules read with the cart. Such buyers draw no
+    order id; should a rule change before the lock let one win, its id is drawn
+    then."""
+    enough = {ln.item_id: Decimal(0 if ln.item_id in marked else ln.quantity) for ln in cart}
+    return _refusal(request.user_id, request.amount, cart, enough, None, at, {}) is not None
 
 
 @dataclass
