@@ -1,7 +1,7 @@
 """A shop backend that cannot oversell.
 
 ``create_app`` builds the Flask application: settings from the environment, the
-shop (database, transaction policy, stock strategy), the HTTP API and the CLI
+shop (database, transaction policy, clock, combiners), the HTTP API and the CLI
 commands. Creating it does not connect to the database: the engine is built on
 first use, inside the gunicorn worker, after the fork.
 """
@@ -28,8 +28,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(settings.instance_path))
     app.config["SECRET_KEY"] = settings.secret_key
     shop = build_shop(settings)
-    if not shop.stock.safe:
-        app.logger.warning("STOCK_STRATEGY=%s can oversell: demonstration only", shop.stock.name)
     app.extensions["shop"] = shop
     app.extensions["settings"] = settings
 

@@ -1,5 +1,9 @@
 """Settings read from the environment, in one place.
 
+Every environment setting of the shop (the app and its gunicorn server,
+ecommerce/gunicorn_conf.py) is parsed here, by :meth:`Settings.from_env`, and
+checked by :meth:`Settings.validate` (the app's) and :meth:`Settings.validate_server`
+(the server's too); docs/CONFIGURATION.md has the table.
 Every knob has a safe default so that `make run` works on a fresh machine; a
 real deployment sets DATABASE_URL and SECRET_KEY at least.
 """
@@ -7,7 +11,7 @@ real deployment sets DATABASE_URL and SECRET_KEY at least.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +25,14 @@ DEFAULT_INSTANCE_PATH = (
 )
 DEFAULT_SECRET_KEY = "dev-secret-change-me"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+PAYMENT_GATEWAYS = ("instant", "http")
+#: Old names still read (docs/CONFIGURATION.md): old -> new. The new name wins
+#: when both are set.
+DEPRECATED_NAMES = {
+    "PAY_BATCH_MAX": "COMBINING_BATCH_MAX",
+    "PAY_QUEUE_MAX": "COMBINING_QUEUE_MAX",
+    "PAY_QUEUE_WAIT_MS": "COMBINING_QUEUE_WAIT_MS",
+}
 
 
 def _env_int(name: str, default: int, environ: dict[str, str]) -> int:
@@ -45,6 +57,53 @@ def env_bool(name: str, default: bool, environ: dict[str, str]) -> bool:
     raise ValueError(f"{name} must be true or false, got {raw!r}")
 
 
+#: Settings that no longer exist, and why (a deployment that still sets one is
+#: told at start instead of silently getting something else).
+REMOVED_NAMES = {
+    "STOCK_STRATEGY": "a pay takes stock one way, under its row locks (docs/DESIGN.md)",
+    "ALLOW_UNSAFE_STRATEGY": "the naive strategy is the simulator's negative control now "
+    "(ecommerce/flashsale/naive.py)",
+}
+
+
+def _refuse_removed(environ: dict[str, str]) -> None:
+    for name, why in REMOVED_NAMES.items():
+        value = (environ.get(name) or "").strip()
+        if value and not (name == "STOCK_STRATEGY" and value == "for_update"):
+            raise ValueError(f"{name} was removed: {why}; unset it")
+
+
+def _renamed_int(name: str, default: int, environ: dict[str, str], old_set: list[str]) -> int:
+    """``name``, or else its deprecated old name; an old name set is recorded in
+    ``old_set`` (the new name wins when both are set)."""
+    for old, new in DEPRECATED_NAMES.items():
+        if new == name and (environ.get(old) or "").strip():
+            old_set.append(old)
+            if not (environ.get(name) or "").strip():
+                return _env_int(old, default, environ)
+    return _env_int(name, default, environ)
+
+
+def _payment_gateway_url(env: dict[str, str]) -> str | None:
+    """PAYMENT_GATEWAY_URL; PAYMENT_GATEWAY, which it makes redundant, may only
+    agree with it."""
+    url = env.get("PAYMENT_GATEWAY_URL") or None
+    declared = (env.get("PAYMENT_GATEWAY") or "").strip().lower()
+    if declared and declared not in PAYMENT_GATEWAYS:
+        raise ValueError(
+            f"PAYMENT_GATEWAY must be instant or http, got {env['PAYMENT_GATEWAY']!r}"
+            " (or leave it unset: PAYMENT_GATEWAY_URL alone chooses the http gateway)"
+        )
+    if declared == "http" and not url:
+        raise ValueError("PAYMENT_GATEWAY=http needs PAYMENT_GATEWAY_URL, the provider to call")
+    if declared == "instant" and url:
+        raise ValueError(
+            "PAYMENT_GATEWAY=instant calls no provider, but PAYMENT_GATEWAY_URL is set:"
+            " unset one of them"
+        )
+    return url
+
+
 @dataclass(frozen=True)
 class Settings:
     # None means: start (or reuse) the embedded PostgreSQL under instance/.
@@ -66,25 +125,24 @@ class Settings:
     # Deadlocks and serialization failures re-run the whole unit of work.
     transaction_retries: int = 3
     retry_after_s: int = 1
-    stock_strategy: str = "for_update"
-    allow_unsafe_strategy: bool = False
     # "production" turns authentication on by default and refuses the default key.
     environment: str = "development"
     auth_required: bool = False
     idempotency_ttl_s: int = 24 * 3600
     # Combined pays (ecommerce/services/combining.py): on by default.
     pay_combining: bool = True
-    pay_batch_max: int = 64
-    pay_queue_max: int = 1024
-    pay_queue_wait_ms: int = 3000
     # Adds, and cart reads (the checkout quote, GET /cart/<user>), that arrive
-    # together are combined like pays, under the same bounds; on by default.
+    # together are combined like pays; on by default.
     cart_combining: bool = True
+    # The bounds of every combiner of a worker (pays, cart adds, cart reads):
+    # requests per batch; requests waiting for it; the longest wait (then 503).
+    combining_batch_max: int = 64
+    combining_queue_max: int = 1024
+    combining_queue_wait_ms: int = 3000
     # How long a sold-out mark is trusted before a plain read re-checks it.
     sold_out_recheck_ms: int = 500
-    # The payment provider (ecommerce/gateway.py): "instant" (paid at once, no
-    # outside call) or "http" (PAYMENT_GATEWAY_URL; the default when it is set).
-    payment_gateway: str = "instant"
+    # The payment provider (ecommerce/gateway.py): set, pays go through it (the
+    # http gateway); None, the instant gateway (paid at once, no outside call).
     payment_gateway_url: str | None = None
     payment_gateway_timeout_ms: int = 2000
     payment_webhook_secret: str | None = None
@@ -95,19 +153,53 @@ class Settings:
     # JSON logs at this level (a line per request at info); Prometheus metrics.
     log_level: str = "info"
     metrics_enabled: bool = True
+    # prometheus-client's multiprocess directory; None: the gunicorn master
+    # makes a temporary one (and removes it at exit).
+    metrics_dir: str | None = None
+
+    # The gunicorn server (ecommerce/gunicorn_conf.py).
+    # None: 0.0.0.0:<port>.
+    gunicorn_bind: str | None = None
+    # Worker processes: one per core (docs/CAPACITY.md).
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # "gevent" or "gthread" (both drain on SIGTERM); any other gunicorn worker
+    # class is handed to gunicorn as it is.
+    worker_class: str = "gevent"
+    # GUNICORN_THREADS. gthread: each worker's request threads. Every worker
+    # class: the default pool_size is threads + one connection per combiner
+    # (from_env). gunicorn's gevent worker ignores threads, so under gevent it
+    # only sets how many of a worker's requests hold a pooled connection at
+    # once (the others wait, at most pool_timeout_s, then 503), and nothing at
+    # all when DB_POOL_SIZE is set; worker_connections bounds the requests.
+    threads: int = 32
+    # gevent: connections a worker serves at once; beyond it they wait in the backlog.
+    worker_connections: int = 1000
+    # Above statement_timeout, which is above lock_timeout: the database gives
+    # up first and the client gets a 503, not a killed worker.
+    worker_timeout_s: int = 30
+    # On SIGTERM, how long workers may finish the requests in flight.
+    graceful_timeout_s: int = 20
+    # Each worker listens on a socket of its own (SO_REUSEPORT); gunicorn_conf.
+    reuse_port: bool = True
+
+    # The deprecated names (DEPRECATED_NAMES) set in the environment: the
+    # gunicorn master logs them at start.
+    deprecated_names_set: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
-        threads = _env_int("GUNICORN_THREADS", 32, env)
+        threads = _env_int("GUNICORN_THREADS", cls.threads, env)
         combining = env_bool("PAY_COMBINING", cls.pay_combining, env)
         cart_combining = env_bool("CART_COMBINING", cls.cart_combining, env)
         environment = (env.get("APP_ENV") or cls.environment).strip().lower()
+        deprecated: list[str] = []
+        _refuse_removed(env)
         return cls(
             database_url=env.get("DATABASE_URL") or None,
             instance_path=Path(env.get("INSTANCE_PATH") or DEFAULT_INSTANCE_PATH),
             secret_key=env.get("SECRET_KEY") or DEFAULT_SECRET_KEY,
-            port=_env_int("PORT", 8080, env),
+            port=_env_int("PORT", cls.port, env),
             lock_timeout_ms=_env_int("LOCK_TIMEOUT_MS", cls.lock_timeout_ms, env),
             statement_timeout_ms=_env_int("STATEMENT_TIMEOUT_MS", cls.statement_timeout_ms, env),
             idle_in_transaction_timeout_ms=_env_int(
@@ -119,38 +211,57 @@ class Settings:
             pool_size=_env_int(
                 "DB_POOL_SIZE", threads + int(combining) + 2 * int(cart_combining), env
             ),
-            pool_max_overflow=_env_int("DB_POOL_MAX_OVERFLOW", 0, env),
-            pool_timeout_s=float(_env_int("DB_POOL_TIMEOUT_MS", 5000, env)) / 1000.0,
+            pool_max_overflow=_env_int("DB_POOL_MAX_OVERFLOW", cls.pool_max_overflow, env),
+            pool_timeout_s=_env_int("DB_POOL_TIMEOUT_MS", 5000, env) / 1000.0,
             db_connect_timeout_ms=_env_int("DB_CONNECT_TIMEOUT_MS", cls.db_connect_timeout_ms, env),
             transaction_retries=_env_int("TRANSACTION_RETRIES", cls.transaction_retries, env),
             retry_after_s=_env_int("RETRY_AFTER_S", cls.retry_after_s, env),
-            stock_strategy=env.get("STOCK_STRATEGY") or cls.stock_strategy,
-            allow_unsafe_strategy=env_bool("ALLOW_UNSAFE_STRATEGY", False, env),
             environment=environment,
             auth_required=env_bool("AUTH_REQUIRED", environment == "production", env),
             idempotency_ttl_s=_env_int("IDEMPOTENCY_TTL_S", cls.idempotency_ttl_s, env),
             pay_combining=combining,
             cart_combining=cart_combining,
-            pay_batch_max=_env_int("PAY_BATCH_MAX", cls.pay_batch_max, env),
-            pay_queue_max=_env_int("PAY_QUEUE_MAX", cls.pay_queue_max, env),
-            pay_queue_wait_ms=_env_int("PAY_QUEUE_WAIT_MS", cls.pay_queue_wait_ms, env),
+            combining_batch_max=_renamed_int(
+                "COMBINING_BATCH_MAX", cls.combining_batch_max, env, deprecated
+            ),
+            combining_queue_max=_renamed_int(
+                "COMBINING_QUEUE_MAX", cls.combining_queue_max, env, deprecated
+            ),
+            combining_queue_wait_ms=_renamed_int(
+                "COMBINING_QUEUE_WAIT_MS", cls.combining_queue_wait_ms, env, deprecated
+            ),
             sold_out_recheck_ms=_env_int("SOLD_OUT_RECHECK_MS", cls.sold_out_recheck_ms, env),
-            payment_gateway=(
-                env.get("PAYMENT_GATEWAY")
-                or ("http" if env.get("PAYMENT_GATEWAY_URL") else cls.payment_gateway)
-            )
-            .strip()
-            .lower(),
-            payment_gateway_url=env.get("PAYMENT_GATEWAY_URL") or None,
-            balancer_stats_url=env.get("BALANCER_STATS_URL") or None,
+            payment_gateway_url=_payment_gateway_url(env),
             payment_gateway_timeout_ms=_env_int(
                 "PAYMENT_GATEWAY_TIMEOUT_MS", cls.payment_gateway_timeout_ms, env
             ),
             payment_webhook_secret=env.get("PAYMENT_WEBHOOK_SECRET") or None,
             reservation_ttl_s=_env_int("RESERVATION_TTL_S", cls.reservation_ttl_s, env),
+            balancer_stats_url=env.get("BALANCER_STATS_URL") or None,
             log_level=(env.get("LOG_LEVEL") or cls.log_level).strip().lower(),
             metrics_enabled=env_bool("METRICS", cls.metrics_enabled, env),
+            metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            gunicorn_bind=env.get("GUNICORN_BIND") or None,
+            workers=_env_int("WEB_CONCURRENCY", os.cpu_count() or 1, env),
+            worker_class=(env.get("GUNICORN_WORKER_CLASS") or cls.worker_class).strip(),
+            threads=threads,
+            worker_connections=_env_int("GUNICORN_WORKER_CONNECTIONS", cls.worker_connections, env),
+            worker_timeout_s=_env_int("GUNICORN_TIMEOUT", cls.worker_timeout_s, env),
+            graceful_timeout_s=_env_int("GUNICORN_GRACEFUL_TIMEOUT", cls.graceful_timeout_s, env),
+            reuse_port=env_bool("GUNICORN_REUSE_PORT", cls.reuse_port, env),
+            deprecated_names_set=tuple(deprecated),
         )
+
+    @property
+    def payment_gateway(self) -> str:
+        """The gateway pays go through: http when PAYMENT_GATEWAY_URL is set, else
+        instant (derived from the URL, never set on its own)."""
+        return "http" if self.payment_gateway_url else "instant"
+
+    @property
+    def bind(self) -> str:
+        """The address gunicorn listens on (GUNICORN_BIND, else all interfaces at PORT)."""
+        return self.gunicorn_bind or f"0.0.0.0:{self.port}"
 
     @property
     def db_silence_timeout_s(self) -> float:
@@ -165,18 +276,28 @@ class Settings:
             raise ValueError("DB_CONNECT_TIMEOUT_MS must be positive")
         if self.pool_size < 1:
             raise ValueError("DB_POOL_SIZE must be at least 1")
+        if self.pool_max_overflow < 0:
+            # SQLAlchemy would read -1 as "no limit": connections stay bounded.
+            raise ValueError("DB_POOL_MAX_OVERFLOW must not be negative")
+        if self.pool_timeout_s <= 0:
+            raise ValueError("DB_POOL_TIMEOUT_MS must be positive")
+        if self.retry_after_s < 0:
+            raise ValueError("RETRY_AFTER_S must not be negative")
         if self.transaction_retries < 0:
             raise ValueError("TRANSACTION_RETRIES must not be negative")
         if self.environment not in {"development", "production"}:
             raise ValueError("APP_ENV must be development or production")
         if self.idempotency_ttl_s < 1:
             raise ValueError("IDEMPOTENCY_TTL_S must be positive")
-        if self.pay_batch_max < 1 or self.pay_queue_max < 1 or self.pay_queue_wait_ms < 1:
-            raise ValueError("PAY_BATCH_MAX, PAY_QUEUE_MAX and PAY_QUEUE_WAIT_MS must be positive")
-        if self.payment_gateway not in ("instant", "http"):
-            raise ValueError("PAYMENT_GATEWAY must be instant or http")
-        if (self.payment_gateway == "http") != bool(self.payment_gateway_url):
-            raise ValueError("PAYMENT_GATEWAY=http needs PAYMENT_GATEWAY_URL, and only it uses one")
+        for name, value in (
+            ("COMBINING_BATCH_MAX", self.combining_batch_max),
+            ("COMBINING_QUEUE_MAX", self.combining_queue_max),
+            ("COMBINING_QUEUE_WAIT_MS", self.combining_queue_wait_ms),
+        ):
+            if value < 1:
+                old = [o for o in self.deprecated_names_set if DEPRECATED_NAMES[o] == name]
+                also = f" (or its deprecated name {old[0]})" if old else ""
+                raise ValueError(f"{name}{also} must be positive")
         if self.balancer_stats_url and not self.balancer_stats_url.startswith(
             ("http://", "https://")
         ):
@@ -197,3 +318,22 @@ class Settings:
             raise ValueError(
                 "APP_ENV=production needs SECRET_KEY set to a secret of 16+ characters"
             )
+
+    def validate_server(self) -> None:
+        """validate(), and the gunicorn server's settings (ecommerce/gunicorn_conf.py
+        calls it in the master, so a bad value stops the start)."""
+        self.validate()
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"PORT must be between 0 and 65535, got {self.port}")
+        if self.workers < 1:
+            raise ValueError("WEB_CONCURRENCY must be at least 1")
+        if self.threads < 1:
+            raise ValueError("GUNICORN_THREADS must be at least 1")
+        if self.worker_connections < 1:
+            raise ValueError("GUNICORN_WORKER_CONNECTIONS must be at least 1")
+        if self.worker_timeout_s * 1000 <= self.statement_timeout_ms:
+            raise ValueError(
+                "GUNICORN_TIMEOUT must be above STATEMENT_TIMEOUT_MS, or workers die first"
+            )
+        if self.graceful_timeout_s < 1:
+            raise ValueError("GUNICORN_GRACEFUL_TIMEOUT must be positive")

@@ -1,8 +1,9 @@
 """gunicorn settings: ``gunicorn -c python:ecommerce.gunicorn_conf wsgi:app``.
 
-Everything can be overridden from the environment (WEB_CONCURRENCY,
-GUNICORN_THREADS, PORT, ...). The app is not preloaded: each worker imports it
-and builds its own SQLAlchemy engine after the fork.
+Every value set from the environment comes from ecommerce.config.Settings, parsed
+and checked once here, in the master (docs/CONFIGURATION.md): a bad value stops
+the start with its message. The app is not preloaded: each worker imports it and
+builds its own SQLAlchemy engine after the fork.
 """
 
 from __future__ import annotations
@@ -22,25 +23,25 @@ from gunicorn.workers.ggevent import GeventWorker
 from gunicorn.workers.gthread import ThreadWorker
 
 from ecommerce import logs, metrics_dir
-from ecommerce.config import Settings, env_bool
+from ecommerce.config import DEPRECATED_NAMES, Settings
 
 _settings = Settings.from_env()
+_settings.validate_server()
 
-bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{_settings.port}"
-# The worker model (docs/BENCHMARKS.md, "Sale night suite, gevent workers"):
+bind = _settings.bind
+# The worker model (measured: docs/BENCHMARKS.md and its History):
 # one process per core, each serving its connections in greenlets (gevent) on
 # one OS thread. A pay queues for the worker's pay combiner, whose one greenlet
 # runs the queued pays as one transaction on one connection; adds and checkouts
 # likewise queue for the worker's cart combiners (one for adds, one for cart
-# reads); other reads use a pooled connection (DB_POOL_SIZE, default
-# GUNICORN_THREADS + 3 = 35 per worker: a greenlet past it waits for one, at most
-# DB_POOL_TIMEOUT_MS, then 503). psycopg2 waits for PostgreSQL through gevent's hub
-# (ecommerce/cooperative.py). Measured on 2 cores, one hot item, 64 connections:
-# the same code sold ~1.4 x as many pays with gevent as with 2 x 32 gthread
-# threads, whose request threads spent the difference switching and waiting for
-# the GIL. One process per core keeps batches large (3 workers did worse).
-# GUNICORN_WORKER_CLASS=gthread gives the threaded model (GUNICORN_THREADS
-# threads per worker) with the same guarantees.
+# reads); other reads use a pooled connection (DB_POOL_SIZE: a greenlet past it
+# waits for one, at most DB_POOL_TIMEOUT_MS, then 503). psycopg2 waits for
+# PostgreSQL through gevent's hub (ecommerce/cooperative.py). gevent sold more
+# pays than gthread threads, whose request threads spent the difference
+# switching and waiting for the GIL; one process per core keeps batches large
+# (figures: docs/BENCHMARKS.md, docs/CAPACITY.md). GUNICORN_WORKER_CLASS=gthread
+# gives the threaded model (GUNICORN_THREADS threads per worker) with the same
+# guarantees.
 
 
 class DrainingThreadWorker(ThreadWorker):
@@ -102,36 +103,32 @@ def _stop_accepting() -> None:
         server.close()
 
 
-_worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gevent"
+_worker_class = _settings.worker_class
 worker_class = {"gthread": DrainingThreadWorker, "gevent": DrainingGeventWorker}.get(
     _worker_class, _worker_class
 )
-workers = int(os.environ.get("WEB_CONCURRENCY") or (os.cpu_count() or 1))
-threads = int(os.environ.get("GUNICORN_THREADS") or 32)  # gthread only
+workers = _settings.workers
+# gthread: request threads per worker. gevent ignores it (GUNICORN_THREADS only
+# sizes the default pool there: Settings.threads).
+threads = _settings.threads
 # gevent: connections served at once per worker; beyond it they wait in the backlog.
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or 1000)
+worker_connections = _settings.worker_connections
 preload_app = False
-# The worker timeout sits above statement_timeout (10 s), which sits above
-# lock_timeout (3 s): the database gives up first and the client gets a 503.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT") or 30)
-if timeout * 1000 <= _settings.statement_timeout_ms:
-    raise ValueError("GUNICORN_TIMEOUT must be above STATEMENT_TIMEOUT_MS, or workers die first")
-graceful_timeout = 20
+# The worker timeout sits above statement_timeout, which sits above
+# lock_timeout (both checked by Settings.validate_server): the database gives up
+# first and the client gets a 503.
+timeout = _settings.worker_timeout_s
+graceful_timeout = _settings.graceful_timeout_s
 keepalive = 5
 backlog = 2048
 # Each worker listens on a socket of its own (SO_REUSEPORT), and the kernel
 # spreads new connections over them. With one shared socket, the worker that
-# woke first accepted a burst of connections alone: of 64 keep-alive
-# connections opened at once, 64/0 or 44/20 in about half the runs, and since
-# each worker combines only its own requests, a lopsided split cost up to a
-# quarter of the pays/s (docs/BENCHMARKS.md). GUNICORN_REUSE_PORT=false gives
-# the shared socket back; a bind without a fixed TCP port always uses it.
+# woke first accepted a burst of connections alone, and since each worker
+# combines only its own requests, a lopsided split cost pays/s
+# (docs/BENCHMARKS.md). GUNICORN_REUSE_PORT=false gives the shared socket back;
+# a bind without a fixed TCP port always uses it.
 _address = parse_address(bind)
-reuse_port = (
-    env_bool("GUNICORN_REUSE_PORT", True, dict(os.environ))
-    and isinstance(_address, tuple)
-    and int(_address[1]) != 0
-)
+reuse_port = _settings.reuse_port and isinstance(_address, tuple) and int(_address[1]) != 0
 # The control socket's default path is per user, not per instance: a second
 # gunicorn (the simulator or a test next to `make run`) would take it over.
 control_socket_disable = True
@@ -159,8 +156,8 @@ logger_class = JsonGunicornLogger
 # is set here, in the master, before any worker imports prometheus_client; it
 # is emptied at start (stale files would count twice), an exited worker's live
 # gauges are dropped, and a directory made here is removed at exit.
-_made_metrics_dir = not os.environ.get(metrics_dir.ENV)
-os.environ[metrics_dir.ENV] = os.environ.get(metrics_dir.ENV) or metrics_dir.make()
+_made_metrics_dir = not _settings.metrics_dir
+os.environ[metrics_dir.ENV] = _settings.metrics_dir or metrics_dir.make()
 
 
 def on_starting(server) -> None:
@@ -173,6 +170,14 @@ def on_starting(server) -> None:
         from ecommerce.embedded_db import embedded_database_url
 
         embedded_database_url(_settings.instance_path)
+
+
+def when_ready(server) -> None:
+    """Name each deprecated setting the environment still uses, once, in the
+    master's log (docs/CONFIGURATION.md)."""
+    for old in _settings.deprecated_names_set:
+        new = DEPRECATED_NAMES[old]
+        server.log.warning("%s is deprecated: set %s (which wins when both are set)", old, new)
 
 
 def _refuse_a_taken_port(server) -> None:
@@ -207,8 +212,8 @@ def post_fork(server, worker) -> None:
 def post_worker_init(worker) -> None:
     """The app is loaded in this worker: everything alive now (modules, the app,
     its routes and models) leaves the cyclic collector's reach. A full collection
-    otherwise walks it all, and stalled a worker for 60-100 ms every few seconds
-    under a storm (docs/BENCHMARKS.md); the objects are never freed anyway."""
+    otherwise walks it all, and stalled a worker every few seconds under a storm
+    (docs/BENCHMARKS.md); the objects are never freed anyway."""
     gc.collect()
     gc.freeze()
 

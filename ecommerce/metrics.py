@@ -49,12 +49,12 @@ PAYS = Counter(
 )
 PAY_BATCH_SIZE = Histogram(
     "shop_pay_batch_size",
-    "Buyers per combined-pay transaction.",
+    "Buyers per pay transaction (a batch; 1 with PAY_COMBINING off).",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
 CART_BATCH_SIZE = Histogram(
     "shop_cart_batch_size",
-    "Requests per combined cart transaction, by kind: add, read (the checkout quote).",
+    "Requests per cart transaction (a batch; 1 with CART_COMBINING off), by kind: add, read.",
     ["kind"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )

@@ -33,10 +33,10 @@ from sqlalchemy.orm import Session
 
 from ecommerce import create_app, migrations
 from ecommerce.config import DEFAULT_INSTANCE_PATH, Settings
-from ecommerce.db import normalize_database_url
 from ecommerce.embedded_db import embedded_database_url
+from ecommerce.failover import normalize_database_url
 from ecommerce.services import Shop
-from tests.helpers import truncate_all
+from tests.helpers import sessions_bound_to, truncate_all
 
 EMBEDDED_TEST_DATABASE = "ecommerce_test"
 
@@ -120,7 +120,7 @@ def session(connection: Connection) -> Iterator[Session]:
 def app(make_app: Callable[..., Flask], connection: Connection) -> Iterator[Flask]:
     """An app whose every session joins the test's outer transaction."""
     app = make_app()
-    with app.extensions["shop"].db.sessions_bound_to(connection):
+    with sessions_bound_to(app.extensions["shop"].db, connection):
         yield app
 
 

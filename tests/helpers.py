@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from ecommerce.db import Database
 from ecommerce.models import table_names
 from ecommerce.services.invariants import find_violations
 
@@ -227,3 +229,77 @@ def age_reservations(engine: Engine, seconds: float) -> None:
             ),
             {"s": seconds},
         )
+
+
+@contextmanager
+def sessions_bound_to(db: Database, connection: Connection) -> Iterator[None]:
+    """Every session the shop makes joins ``connection``'s transaction, its
+    commits becoming savepoints (SQLAlchemy's "joining a Session into an
+    external transaction" recipe); the test rolls the transaction back."""
+    db.session = sessionmaker(  # type: ignore[method-assign]
+        bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
+    )
+    try:
+        yield
+    finally:
+        del db.session
+
+
+def backend_pid(session: Session | Connection) -> int:
+    """The server process of the session's connection (inside a transaction: also
+    behind a transaction-pooling proxy, which keeps it until the transaction ends)."""
+    return session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+
+def wait_until_the_session_has_ended(engine: Engine, pid: int, timeout: float = 10) -> None:
+    """Poll pg_stat_activity, on a connection of its own, until the server process
+    ``pid`` is gone: the server ended that session (its locks released first)."""
+    deadline = time.monotonic() + timeout
+    with engine.connect() as conn:
+        while conn.execute(
+            text("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = :pid)"), {"pid": pid}
+        ).scalar_one():
+            conn.rollback()  # a fresh snapshot of pg_stat_activity on the next read
+            assert time.monotonic() < deadline, (
+                f"the server did not end the session of backend {pid} within {timeout} s"
+            )
+            time.sleep(0.01)
+
+
+def queue_behind_a_held_batch(
+    shop: Any,
+    combiner: str,
+    held: threading.Event,
+    release: threading.Event,
+    first: Callable[[], Any],
+    rest: list[Callable[[], Any]],
+) -> list[Any]:
+    """Run ``first`` until the test's hook holds its batch (and sets ``held``),
+    then ``rest``, each on a thread of its own, until all of them wait in the
+    queue of the shop's ``combiner``; then ``release`` the held batch, so that
+    the rest form the next batch together. Returns each one's result or
+    exception, ``first``'s first."""
+    results: list[Any] = [None] * (1 + len(rest))
+
+    def run(index: int, work: Callable[[], Any]) -> None:
+        try:
+            results[index] = work()
+        except BaseException as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(0, first))]
+    threads[0].start()
+    assert held.wait(10), "the first batch was not held"
+    for index, work in enumerate(rest, 1):
+        threads.append(threading.Thread(target=run, args=(index, work)))
+        threads[-1].start()
+    queue = shop._combiners[combiner]._queue  # observable state: who waits
+    deadline = time.monotonic() + 10
+    while len(queue) < len(rest):
+        assert time.monotonic() < deadline, "the rest did not queue"
+        time.sleep(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive(), "a worker thread hung"
+    return results

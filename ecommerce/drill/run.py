@@ -14,11 +14,11 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
 from ecommerce import migrations
-from ecommerce.db import normalize_database_url
 from ecommerce.drill.cluster import Cluster
 from ecommerce.drill.front import INSTANCE_ENV, Balancer, Instances
 from ecommerce.drill.procs import free_port, wait_for
 from ecommerce.drill.storm import TRANSPORT, Storm, StormLog
+from ecommerce.failover import normalize_database_url
 from ecommerce.flashsale.server import GunicornProcess
 from ecommerce.models import STATUSES_HOLDING_STOCK
 from ecommerce.services.invariants import find_violations

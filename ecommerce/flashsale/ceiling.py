@@ -1,9 +1,10 @@
 """The database's own ceiling for the pay transaction, measured with pgbench.
 
 The pgbench script is compiled from the very statement objects the shop
-executes (ecommerce.repositories and ecommerce.transactions), so "the same pay
-transaction" is literally the same SQL: the add's upsert, then BEGIN, SET LOCAL
-timeouts, the cart lock, the order write, the strategy's stock statements,
+executes (ecommerce.repositories and ecommerce.services.transactions), so "the
+same pay transaction" is literally the same SQL, for a batch of one: the add's
+upsert, then BEGIN, SET LOCAL timeouts with the cart lock, the order id, the
+item lock, the one statement that writes the order and takes the stock,
 COMMIT. pgbench sends them with the simple query protocol, as psycopg2 does
 (values inlined as literals), so parse and plan costs count on both sides.
 """
@@ -21,8 +22,9 @@ from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.sql import ClauseElement
 
 from ecommerce import embedded_db
-from ecommerce import repositories as sql
-from ecommerce.services.transactions import SET_LOCAL_TIMEOUTS
+from ecommerce.models import ORDER_STATUS_PAID
+from ecommerce.repositories import CartRepository, ItemRepository, OrderRepository
+from ecommerce.services.transactions import TransactionPolicy, set_local_timeouts_sql
 
 DEFAULT_CLIENTS = (4, 16, 64)
 
@@ -33,38 +35,53 @@ def _sql(statement: ClauseElement) -> str:
     return re.sub(r"\s*\n\s*", "\n", text) + ";"
 
 
-STRATEGY_STATEMENTS: dict[str, list[ClauseElement]] = {
-    "for_update": [sql.LOCK_ITEMS, sql.DECREMENT_ITEMS],
-    "atomic": [sql.TAKE_IF_AVAILABLE],
-}
+def _array(value: str) -> str:
+    """A pgbench expression for a one-element array literal (an array value the
+    statement casts, as the ARRAY[...] psycopg2 sends)."""
+    return f"quote_literal('{{' || {value} || '}}')"
 
 
-def pay_script(strategy: str, first_item: int, last_item: int, price: str) -> str:
-    """A pgbench script: one execution = one add and one pay of one unit."""
-    if strategy not in STRATEGY_STATEMENTS:
-        raise ValueError(f"no ceiling for strategy {strategy!r}")
+def pay_script(first_item: int, last_item: int, price: str) -> str:
+    """A pgbench script: one execution = one add and one pay of one unit, each a
+    batch of one, with the statements the shop sends for it."""
     # In simple-protocol mode pgbench pastes a variable's text into the SQL, so
     # text values carry their own quotes, as psycopg2 inlines them.
+    user_ids = _array("'pgbench-' || :client_id || '-' || :r")
     variables = (
-        "SELECT quote_literal('pgbench-' || :client_id || '-' || :n) AS user_id,"
-        " :item AS item_id, 1 AS quantity, quote_literal('{' || :item || '}') AS item_ids,"
-        f" quote_literal('{{1}}') AS quantities, quote_literal('{{{price}}}') AS unit_prices,"
-        f" {price} AS total, {price} AS amount, :item AS take_id, 1 AS take_quantity,"
-        f" {price} AS expected_price, quote_literal('3000ms') AS lock,"
-        " quote_literal('10000ms') AS stmt, quote_literal('15000ms') AS idle,"
-        " quote_literal('paid') AS status, 0 AS reserve_s"
+        f"SELECT {user_ids} AS users, {_array(':item')} AS items, {_array(':item')} AS item_ids,"
+        f" {_array('1')} AS quantities, 1 AS n,"
+    )
+    # The order's id comes from the shop's own NEXT_ORDER_IDS, read by an outer
+    # SELECT that also spells the arrays WRITE_PAID_ORDERS takes (same round trip).
+    next_ids = _sql(OrderRepository.NEXT_ORDER_IDS)[:-1]
+    order_arrays = (
+        f"SELECT {_array('next.id')} AS o_ids, {_array('next.id')} AS l_orders"
+        f" FROM ({next_ids}) AS next"
+    )
+    variables += (
+        f" {user_ids} AS user_ids, {user_ids} AS o_users, {user_ids} AS l_users,"
+        f" {_array(price)} AS o_totals, {_array(':item')} AS l_items,"
+        f" {_array('1')} AS l_quantities, {_array(price)} AS l_prices,"
+        " quote_literal('{}') AS k_users, quote_literal('{}') AS k_keys,"
+        " quote_literal('{}') AS k_fingerprints, quote_literal('{}') AS k_results,"
+        f" 0 AS ttl_s, {_array(':item')} AS s_items, {_array('1')} AS s_quantities,"
+        f" quote_literal('{ORDER_STATUS_PAID}') AS status, 0 AS reserve_s"
     )
     lines = [
-        r"\set n random(1, 2000000000)",
+        r"\set r random(1, 2000000000)",
         rf"\set item random({first_item}, {last_item})",
         variables,
         r"\gset",
-        _sql(sql.ADD_TO_CART_LINE),
+        _sql(CartRepository.ADD_TO_CART_LINES),
         "BEGIN;",
         # One round trip, as the shop sends them (ecommerce/db.py).
-        _sql(SET_LOCAL_TIMEOUTS)[:-1] + " \\;\n" + _sql(sql.LOCK_CART_FOR_PAY),
-        _sql(sql.WRITE_PAID_ORDER),
-        *(_sql(s) for s in STRATEGY_STATEMENTS[strategy]),
+        set_local_timeouts_sql(TransactionPolicy()).rstrip().rstrip(";")
+        + " \\;\n"
+        + _sql(CartRepository.LOCK_CARTS_FOR_PAY),
+        order_arrays,
+        r"\gset",
+        _sql(ItemRepository.LOCK_ITEMS),
+        _sql(OrderRepository.WRITE_PAID_ORDERS),
         "COMMIT;",
     ]
     return "\n".join(lines) + "\n"
@@ -115,12 +132,11 @@ def run_pgbench(database_url: str, script: str, clients: int, seconds: float) ->
 
 def measure_ceiling(
     database_url: str,
-    strategy: str,
     first_item: int,
     last_item: int,
     price: str,
     clients: tuple[int, ...] = DEFAULT_CLIENTS,
     seconds: float = 3,
 ) -> list[CeilingRun]:
-    script = pay_script(strategy, first_item, last_item, price)
+    script = pay_script(first_item, last_item, price)
     return [run_pgbench(database_url, script, c, seconds) for c in clients]

@@ -20,10 +20,9 @@ from sqlalchemy import create_engine, make_url, text
 from ecommerce import migrations
 from ecommerce.embedded_db import ensure_database
 from ecommerce.flashsale.report import table, write_chart, write_json
-from ecommerce.flashsale.run import SaleConfig, run_sale
-from ecommerce.services.stock import STRATEGIES
+from ecommerce.flashsale.run import STRATEGIES, SaleConfig, run_sale
 
-COMPARE_ORDER = ("for_update", "atomic", "naive")
+COMPARE_ORDER = STRATEGIES
 
 
 def _simulator_database(app_url: str) -> str:
@@ -58,10 +57,11 @@ def _machine(database_url: str) -> dict[str, object]:
     type=click.Choice(sorted(STRATEGIES)),
     default="for_update",
     show_default=True,
-    help="Stock strategy of the server started; with --url, the one the target runs "
-    "(it labels the run and picks the ceiling's SQL).",
+    help="for_update: the shop; naive: the negative control, the shop with the 12.12 "
+    "bug put back (ecommerce/flashsale/naive.py). With --url, the one the target runs "
+    "(it labels the run).",
 )
-@click.option("--compare", is_flag=True, help="Run every strategy, naive included.")
+@click.option("--compare", is_flag=True, help="Run the shop and the naive negative control.")
 @click.option(
     "--suite",
     is_flag=True,

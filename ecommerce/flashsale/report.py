@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-COLORS = {"for_update": "#1f77b4", "atomic": "#2ca02c", "naive": "#d62728"}
+COLORS = {"for_update": "#1f77b4", "naive": "#d62728"}
 
 
 def table(results: list[dict[str, Any]]) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -18,11 +17,16 @@ from ecommerce.config import Settings
 from ecommerce.flashsale.ceiling import DEFAULT_CLIENTS, measure_ceiling
 from ecommerce.flashsale.fake_gateway import start_in_thread
 from ecommerce.flashsale.loadgen import ADD, PAY, TRANSPORT_ERROR, LoadPlan, run_load_in_process
-from ecommerce.flashsale.server import GunicornProcess
+from ecommerce.flashsale.server import GunicornProcess, mean_batch_sizes, warm_up
 from ecommerce.models import table_names
 from ecommerce.services import Shop, build_shop, console, invariants, inventory
 
 SALE_PRICE = "9.99"
+
+
+#: for_update: the shop as it is; naive: the negative control, the shop with the
+#: 12.12 bug put back from outside (ecommerce/flashsale/naive.py).
+STRATEGIES = ("for_update", "naive")
 
 
 @dataclass
@@ -137,8 +141,6 @@ def sale_server(
         {
             **provider,
             "DATABASE_URL": database_url,
-            "STOCK_STRATEGY": config.strategy,
-            "ALLOW_UNSAFE_STRATEGY": "true" if config.strategy == "naive" else "false",
             "APP_ENV": "development",
             "AUTH_REQUIRED": "false",
             "WEB_CONCURRENCY": str(config.workers),
@@ -147,44 +149,9 @@ def sale_server(
             "PAY_COMBINING": "true" if config.combining else "false",
             "CART_COMBINING": "true" if config.combining else "false",
             "METRICS": "true" if config.metrics else "false",
-        }
+        },
+        app="ecommerce.flashsale.naive_app:app" if config.strategy == "naive" else "wsgi:app",
     )
-
-
-def mean_batch_sizes(host: str, port: int) -> dict[str, float]:
-    """Requests per combined transaction over the server's life, from /metrics:
-    "pay" (buyers per combined pay), "add" and "read" (per combined cart
-    transaction); a kind that never ran a batch is absent."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
-        scrape = response.read().decode()
-    sums: dict[str, float] = {}
-    counts: dict[str, float] = {}
-    for family in text_string_to_metric_families(scrape):
-        if family.name not in ("shop_pay_batch_size", "shop_cart_batch_size"):
-            continue
-        for sample in family.samples:
-            kind = sample.labels.get("kind", "pay")
-            if sample.name.endswith("_sum"):
-                sums[kind] = sample.value
-            elif sample.name.endswith("_count"):
-                counts[kind] = sample.value
-    return {kind: round(sums[kind] / n, 1) for kind, n in counts.items() if n and kind in sums}
-
-
-def warm_up(host: str, port: int, requests: int) -> None:
-    """Let every worker open its connections before the clock starts."""
-
-    def get() -> None:
-        with urllib.request.urlopen(f"http://{host}:{port}/items", timeout=10):
-            pass
-
-    threads = [threading.Thread(target=get) for _ in range(requests)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
 
 
 class StockPoller(threading.Thread):
@@ -297,7 +264,6 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
                 raise RuntimeError("the ceiling's items did not get consecutive ids; run again")
             runs = measure_ceiling(
                 database_url,
-                config.strategy,
                 min(ceiling_ids),
                 max(ceiling_ids),
                 SALE_PRICE,

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -94,3 +95,39 @@ class GunicornProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def mean_batch_sizes(host: str, port: int) -> dict[str, float]:
+    """Requests per batch (a batch of one counts) over the server's life, from /metrics:
+    "pay" (buyers per combined pay), "add" and "read" (per combined cart
+    transaction); a kind that never ran a batch is absent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as response:
+        scrape = response.read().decode()
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(scrape):
+        if family.name not in ("shop_pay_batch_size", "shop_cart_batch_size"):
+            continue
+        for sample in family.samples:
+            kind = sample.labels.get("kind", "pay")
+            if sample.name.endswith("_sum"):
+                sums[kind] = sample.value
+            elif sample.name.endswith("_count"):
+                counts[kind] = sample.value
+    return {kind: round(sums[kind] / n, 1) for kind, n in counts.items() if n and kind in sums}
+
+
+def warm_up(host: str, port: int, requests: int) -> None:
+    """Let every worker open its connections before the clock starts."""
+
+    def get() -> None:
+        with urllib.request.urlopen(f"http://{host}:{port}/items", timeout=10):
+            pass
+
+    threads = [threading.Thread(target=get) for _ in range(requests)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()

@@ -7,6 +7,7 @@ exception. Callers (the HTTP API, the CLI, the tests) never see a session.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,6 @@ from ecommerce.db import Database
 from ecommerce.gateway import HttpGateway
 from ecommerce.services.combining import Combiner, CombiningPolicy
 from ecommerce.services.soldout import SoldOutMarks
-from ecommerce.services.stock import StockStrategy, strategy_named
 from ecommerce.services.transactions import TransactionPolicy, run_in_transaction
 
 T = TypeVar("T")
@@ -27,17 +27,19 @@ T = TypeVar("T")
 
 @dataclass
 class Shop:
-    """Everything a use case needs: the database, how to run a transaction, how
-    stock is taken, and this process's combiners and sold-out marks."""
+    """Everything a use case needs: the database, how to run a transaction, the
+    clock, and this process's combiners and sold-out marks."""
 
     db: Database
     policy: TransactionPolicy
-    stock: StockStrategy
     idempotency_ttl_s: int = 24 * 3600
-    # None: every pay is its own transaction (PAY_COMBINING=false, or naive stock).
+    # None: every pay is a batch of one, in its request's thread (PAY_COMBINING=false).
     combining: CombiningPolicy | None = None
-    # None: every add and every cart read is its own transaction (CART_COMBINING=false).
+    # None: every add and cart read is a batch of one (CART_COMBINING=false).
     cart_combining: CombiningPolicy | None = None
+    # The time sale windows, reservations and the console are judged at (UTC);
+    # tests set their own.
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     sold_out: SoldOutMarks = field(default_factory=SoldOutMarks)
     # The payment provider; None: "instant", a pay is paid in its own transaction.
     gateway: HttpGateway | None = None
@@ -89,10 +91,7 @@ class Shop:
 
 
 def build_shop(settings: Settings) -> Shop:
-    """The shop a process runs, from its settings (refuses unsafe combinations)."""
-    stock = strategy_named(settings.stock_strategy, allow_unsafe=settings.allow_unsafe_strategy)
-    if settings.environment == "production" and not stock.safe:
-        raise ValueError("an unsafe STOCK_STRATEGY is never allowed in production")
+    """The shop a process runs, from its settings."""
     policy = TransactionPolicy(
         lock_timeout_ms=settings.lock_timeout_ms,
         statement_timeout_ms=settings.statement_timeout_ms,
@@ -100,26 +99,22 @@ def build_shop(settings: Settings) -> Shop:
         retries=settings.transaction_retries,
         retry_after_s=settings.retry_after_s,
     )
-    # The naive strategy is the unlocked read-then-write that oversold: it only
-    # exists to be shown failing, one transaction per buyer as on 12.12.
     combining_policy = CombiningPolicy(
-        batch_max=settings.pay_batch_max,
-        queue_max=settings.pay_queue_max,
-        wait_s=settings.pay_queue_wait_ms / 1000,
+        batch_max=settings.combining_batch_max,
+        queue_max=settings.combining_queue_max,
+        wait_s=settings.combining_queue_wait_ms / 1000,
         retry_after_s=settings.retry_after_s,
     )
-    combining = combining_policy if settings.pay_combining and stock.safe else None
     return Shop(
         db=Database(settings),
         policy=policy,
-        stock=stock,
         idempotency_ttl_s=settings.idempotency_ttl_s,
-        combining=combining,
+        combining=combining_policy if settings.pay_combining else None,
         cart_combining=combining_policy if settings.cart_combining else None,
         sold_out=SoldOutMarks(settings.sold_out_recheck_ms / 1000),
         gateway=(
             HttpGateway(settings.payment_gateway_url, settings.payment_gateway_timeout_ms / 1000)
-            if settings.payment_gateway == "http" and settings.payment_gateway_url
+            if settings.payment_gateway_url
             else None
         ),
         reservation_ttl_s=settings.reservation_ttl_s,

@@ -5,7 +5,8 @@ arrive while others are being served are answered together, as pays are
 (ecommerce/services/combining.py): one transaction for the batch, one
 statement for all its adds (or all its reads). Each buyer still gets exactly
 the answer they would get alone, in the order the requests arrived; a batch
-that fails unexpectedly is re-run request by request.
+that fails unexpectedly is re-run request by request. Off, each add and each
+read is a batch of one in its request's thread: one engine either way.
 """
 
 from __future__ import annotations
@@ -17,19 +18,19 @@ from dataclasses import dataclass, replace
 from sqlalchemy.orm import Session
 
 from ecommerce import metrics
+from ecommerce.domain import adds, rules
 from ecommerce.errors import NotFound, ShopError
 from ecommerce.repositories import (
-    AddedLine,
     CartLineRow,
     CartRepository,
     IdempotencyRepository,
     NewKeyRecord,
     OrderRepository,
 )
-from ecommerce.services import Shop, idempotency, rules
-from ecommerce.services.combining import Combiner
+from ecommerce.services import Shop, idempotency
+from ecommerce.services.combining import Combiner, value_of
 from ecommerce.services.results import CartView, LineView, encode
-from ecommerce.services.stock import insufficient, shortage
+from ecommerce.services.transactions import Unchanged
 
 
 def _cart_view(user_id: str, rows: Sequence[CartLineRow], at: dt.datetime) -> CartView:
@@ -41,16 +42,7 @@ def _cart_view(user_id: str, rows: Sequence[CartLineRow], at: dt.datetime) -> Ca
     )
 
 
-def _read_cart(session: Session, user_id: str) -> CartView:
-    return _cart_view(user_id, CartRepository(session).lines(user_id), rules.now())
-
-
-def _read_carts(session: Session, user_ids: Sequence[str]) -> list[CartView]:
-    """Each user's cart, all from one plain read (a user may appear twice)."""
-    metrics.observe_cart_batch("read", len(user_ids))
-    carts = CartRepository(session).lines_many(user_ids)
-    at = rules.now()
-    return [_cart_view(user_id, carts.get(user_id, []), at) for user_id in user_ids]
+# --- Reading carts ---------------------------------------------------------------
 
 
 def view_cart(shop: Shop, user_id: str) -> CartView:
@@ -62,20 +54,31 @@ def view_cart(shop: Shop, user_id: str) -> CartView:
     return _cart_reader(shop).submit(user_id)
 
 
-def _view_alone(shop: Shop, user_id: str) -> CartView:
-    return shop.transaction(lambda session: _read_cart(session, user_id), "view_cart")
-
-
 def _cart_reader(shop: Shop) -> Combiner[str, CartView]:
     assert shop.cart_combining is not None
     return shop.combiner(
         "cart-reader",
         shop.cart_combining,
-        run_batch=lambda users: shop.transaction(
-            lambda session: _read_carts(session, users), "view_carts"
-        ),
+        run_batch=lambda users: _run_reads(shop, users),
         run_alone=lambda user_id: _view_alone(shop, user_id),
     )
+
+
+def _view_alone(shop: Shop, user_id: str) -> CartView:
+    (view,) = _run_reads(shop, [user_id])
+    return view
+
+
+def _run_reads(shop: Shop, user_ids: Sequence[str]) -> list[CartView]:
+    """Each user's cart, all from one plain read (a user may appear twice)."""
+    metrics.observe_cart_batch("read", len(user_ids))
+
+    def read(session: Session) -> list[CartView]:
+        carts = CartRepository(session).lines_many(user_ids)
+        at = shop.clock()
+        return [_cart_view(user_id, carts.get(user_id, []), at) for user_id in user_ids]
+
+    return shop.transaction(read, "view_cart")
 
 
 # --- Adding to a cart ----------------------------------------------------------
@@ -103,9 +106,9 @@ def add_to_cart(
     """Add ``quantity`` of an item to the user's cart line; returns the cart.
 
     Refuses when the line would take the buyer past the item's per-buyer limit
-    (counting their orders) or exceed its current stock. Both are plain reads,
-    early feedback; the authoritative checks are at pay. Adding before the
-    sale opens is allowed.
+    (counting their orders) or exceed its current stock (ecommerce/domain/adds.py).
+    Both are plain reads, early feedback; the authoritative checks are at pay.
+    Adding before the sale opens is allowed.
     """
     request = AddRequest(user_id, item_id, quantity, idempotency_key)
     if shop.cart_combining is None:
@@ -114,67 +117,25 @@ def add_to_cart(
     return _cart_adder(shop).submit(request, key)
 
 
-def _add_refusal(request: AddRequest, line: AddedLine, held: int) -> ShopError | None:
-    """Why the line, at ``line.quantity`` with this add, may not stay in the cart
-    (``held``: the buyer's units of the item in orders)."""
-    if line.per_user_limit is not None:
-        refusal = rules.limit_refusal(
-            request.item_id, line.name, line.per_user_limit, held, line.quantity
-        )
-        if refusal is not None:
-            return refusal
-    if line.quantity > line.stock:
-        return insufficient([shortage(request.item_id, line.name, line.quantity, line.stock)])
-    return None
-
-
-def _not_found(item_id: int) -> NotFound:
-    return NotFound(f"item {item_id} does not exist")
-
-
-def _held(session: Session, pairs: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """Units held in orders for these (user, item) pairs (one statement)."""
-    if not pairs:
-        return {}
-    users = {user for user, _ in pairs}
-    items = {item for _, item in pairs}
-    return OrderRepository(session).held_units(users, items)
-
-
-def _add_alone(shop: Shop, request: AddRequest) -> CartView:
-    def add(session: Session) -> CartView:
-        line = CartRepository(session).add(request.user_id, request.item_id, request.quantity)
-        if line is None:
-            raise _not_found(request.item_id)
-        limited = [(request.user_id, request.item_id)] if line.per_user_limit is not None else []
-        held = _held(session, limited).get((request.user_id, request.item_id), 0)
-        refusal = _add_refusal(request, line, held)
-        if refusal is not None:
-            raise refusal
-        return _read_cart(session, request.user_id)
-
-    return idempotency.run_once(
-        shop,
-        "add_to_cart",
-        user_id=request.user_id,
-        key=request.key,
-        arguments=request.arguments,
-        effect=add,
-        decode=CartView.decode,
-    )
-
-
 def _cart_adder(shop: Shop) -> Combiner[AddRequest, CartView]:
     assert shop.cart_combining is not None
     return shop.combiner(
         "cart-adder",
         shop.cart_combining,
-        run_batch=lambda batch: shop.transaction(
-            lambda session: _add_batch(session, shop, batch), "add_to_carts"
-        ),
+        run_batch=lambda batch: _run_adds(shop, batch),
         run_alone=lambda request: _add_alone(shop, request),
         key_in_use=idempotency.in_use,
     )
+
+
+def _add_alone(shop: Shop, request: AddRequest) -> CartView:
+    """An add as a batch of one, in the request's own thread."""
+    return value_of(_run_adds(shop, [request])[0])
+
+
+def _run_adds(shop: Shop, batch: Sequence[AddRequest]) -> list[CartView | ShopError]:
+    metrics.observe_cart_batch("add", len(batch))
+    return shop.transaction(lambda session: _add_batch(session, shop, batch), "add_to_cart")
 
 
 def _add_batch(
@@ -188,14 +149,15 @@ def _add_batch(
        locks the lines; what each line held before the batch is its new
        quantity less the batch's units;
     3. in arrival order, each add is judged on the line as the adds before it
-       left it (limit, then stock, as alone); a refused add is taken back out
-       with one more statement, so it changes nothing;
+       left it (ecommerce/domain/adds.py); refused units are taken back out
+       with one more statement, so a refused add changes nothing (a batch of
+       only refused adds rolls back instead);
     4. one read of the batch's carts answers everyone (a buyer who added twice
        sees, in each answer, only the adds up to that one); keyed results are
        stored in one statement.
     """
-    metrics.observe_cart_batch("add", len(batch))
-    outcomes = idempotency.claim_many(session, batch, CartView.decode)
+    outcomes = idempotency.claim(session, batch, CartView.decode)
+    replayed = any(isinstance(outcome, CartView) for outcome in outcomes)
     active = [n for n, outcome in enumerate(outcomes) if outcome is None]
     if not active:
         return [o for o in outcomes if o is not None]
@@ -203,42 +165,34 @@ def _add_batch(
     carts = CartRepository(session)
     units: dict[tuple[str, int], int] = {}
     for n in active:
-        pair = (batch[n].user_id, batch[n].item_id)
-        units[pair] = units.get(pair, 0) + batch[n].quantity
-    added = carts.add_many(units)
+        line = (batch[n].user_id, batch[n].item_id)
+        units[line] = units.get(line, 0) + batch[n].quantity
+    added = carts.add(units)
     # What each line held before this batch (its row is locked now).
-    quantity = {pair: line.quantity - units[pair] for pair, line in added.items()}
-    held = _held(session, [pair for pair, line in added.items() if line.per_user_limit is not None])
+    before = {line: row.quantity - units[line] for line, row in added.items()}
+    held = _held(session, [line for line, row in added.items() if row.per_user_limit is not None])
 
-    lines_of_user: dict[str, list[tuple[str, int]]] = {}
-    for pair in quantity:
-        lines_of_user.setdefault(pair[0], []).append(pair)
-    # Per accepted add: the user's lines touched by the batch, as it left them.
-    seen: dict[int, dict[int, int]] = {}
-    for n in active:
-        request = batch[n]
-        pair = (request.user_id, request.item_id)
-        if pair not in added:
-            outcomes[n] = _not_found(request.item_id)
-            continue
-        line = replace(added[pair], quantity=quantity[pair] + request.quantity)
-        refusal = _add_refusal(request, line, held.get(pair, 0))
-        if refusal is not None:
-            outcomes[n] = refusal
-            continue
-        quantity[pair] = line.quantity
-        seen[n] = {item: quantity[(user, item)] for user, item in lines_of_user[request.user_id]}
+    judged = adds.judge(
+        [adds.Add(batch[n].user_id, batch[n].item_id, batch[n].quantity) for n in active],
+        added,
+        before,
+        held,
+    )
+    for position, refused in enumerate(judged.refusals):
+        if refused is not None:
+            outcomes[active[position]] = refused
 
     # Refused units out again: every line back to what its accepted adds make.
-    corrections = {pair: q for pair, q in quantity.items() if q != added[pair].quantity}
+    corrections = {ln: q for ln, q in judged.quantities.items() if q != added[ln].quantity}
     if corrections:
         carts.set_quantities(corrections)
 
-    if seen:
-        lines = carts.lines_many(batch[n].user_id for n in seen)
-        at = rules.now()
+    if judged.seen:
+        accepted = {active[position]: touched for position, touched in judged.seen.items()}
+        lines = carts.lines_many(batch[n].user_id for n in accepted)
+        at = shop.clock()
         new_keys: list[NewKeyRecord] = []
-        for n, touched in seen.items():
+        for n, touched in accepted.items():
             request = batch[n]
             rows = [
                 replace(row, quantity=touched.get(row.item_id, row.quantity))
@@ -252,15 +206,31 @@ def _add_batch(
                     NewKeyRecord(request.user_id, request.key, request.fingerprint, encode(view))
                 )
         if new_keys:
-            IdempotencyRepository(session).save_many(new_keys, shop.idempotency_ttl_s)
+            IdempotencyRepository(session).save(new_keys, shop.idempotency_ttl_s)
     assert all(o is not None for o in outcomes)
-    return [o for o in outcomes if o is not None]
+    answers = [o for o in outcomes if o is not None]
+    if not judged.seen and not replayed:
+        raise Unchanged(answers)  # every add refused: rolled back, nothing to flush
+    return answers
+
+
+def _held(session: Session, lines: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """Units held in orders for these (user, item) lines (one statement)."""
+    if not lines:
+        return {}
+    users = {user for user, _ in lines}
+    items = {item for _, item in lines}
+    return OrderRepository(session).held_units(users, items)
+
+
+# --- Removing from a cart --------------------------------------------------------
 
 
 def remove_from_cart(shop: Shop, user_id: str, item_id: int) -> CartView:
     def work(session: Session) -> CartView:
-        if not CartRepository(session).remove(user_id, item_id):
+        carts = CartRepository(session)
+        if not carts.remove(user_id, item_id):
             raise NotFound(f"item {item_id} is not in the cart of {user_id}")
-        return _read_cart(session, user_id)
+        return _cart_view(user_id, carts.lines(user_id), shop.clock())
 
     return shop.transaction(work, "remove_from_cart")

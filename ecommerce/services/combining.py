@@ -51,6 +51,19 @@ class CombiningPolicy:
     retry_after_s: int = 1
 
 
+def value_of(outcome: Out | BaseException) -> Out:
+    """A batch's outcome for one request: its value, or its exception raised.
+    Raised without a reference cycle (the traceback holds this frame, which
+    would hold the exception); pass the outcome straight in, so that no frame of
+    the caller holds it either."""
+    if isinstance(outcome, BaseException):
+        try:
+            raise outcome
+        finally:
+            del outcome
+    return outcome
+
+
 @dataclass(eq=False)
 class _Pending(Generic[Req, Out]):
     request: Req

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ecommerce import metrics
+from ecommerce.domain import rules
 from ecommerce.errors import Unauthorized
 from ecommerce.repositories import (
     ConsoleLinkRepository,
@@ -27,7 +28,7 @@ from ecommerce.repositories import (
     ItemAccountRow,
     ItemRepository,
 )
-from ecommerce.services import Shop, balancer, rules
+from ecommerce.services import Shop, balancer
 
 #: Items shown at most.
 MAX_ITEMS = 50
@@ -86,7 +87,7 @@ class Feed:
             return items, console.pending(), console.database()
 
         items, (pending, next_expiry), database = self.shop.transaction(read, "console_snapshot")
-        now = rules.now()
+        now = self.shop.clock()
         figures = metrics.pay_figures()
         taken = time.monotonic()
         self.readings.append((taken, figures))

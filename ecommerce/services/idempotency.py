@@ -32,7 +32,7 @@ from ecommerce.errors import IdempotencyKeyInUse, IdempotencyKeyReused, ShopErro
 from ecommerce.limits import IDEMPOTENCY_HEADER
 from ecommerce.repositories import IdempotencyRepository
 from ecommerce.services import Shop
-from ecommerce.services.results import Recordable, encode
+from ecommerce.services.results import Recordable
 
 R = TypeVar("R", bound=Recordable)
 
@@ -56,70 +56,8 @@ def reused() -> IdempotencyKeyReused:
     )
 
 
-def run_once(
-    shop: Shop,
-    use_case: str,
-    *,
-    user_id: str,
-    key: str | None,
-    arguments: dict[str, Any],
-    effect: Callable[[Session], R],
-    decode: Callable[[bytes], R],
-) -> R:
-    """Run the use case ``effect`` as one transaction, at most once per key.
-
-    ``arguments`` (with the use case and user) make the request's fingerprint:
-    the same key with other arguments is refused.
-    """
-    request_fingerprint = fingerprint(use_case, user_id, arguments)
-
-    def work(session: Session) -> R:
-        return once(
-            session,
-            user_id=user_id,
-            key=key,
-            request_fingerprint=request_fingerprint,
-            ttl_s=shop.idempotency_ttl_s,
-            effect=lambda: effect(session),
-            decode=decode,
-        )
-
-    return shop.transaction(work, use_case)
-
-
-def once(
-    session: Session,
-    *,
-    user_id: str,
-    key: str | None,
-    request_fingerprint: str,
-    ttl_s: int,
-    effect: Callable[[], R],
-    decode: Callable[[bytes], R],
-) -> R:
-    """Run ``effect`` (inside the caller's transaction) unless ``key`` already ran,
-    in which case its stored result comes back (decoded, so marked as replayed).
-
-    Without a key the effect simply runs.
-    """
-    if key is None:
-        return effect()
-    keys = IdempotencyRepository(session)
-    if not keys.try_lock(user_id, key):
-        raise in_use()
-    stored = keys.find_live(user_id, key)
-    if stored is not None:
-        if stored.fingerprint != request_fingerprint:
-            raise reused()
-        keys.commit_waits_for_replicas([(user_id, key)])
-        return decode(stored.result)
-    result = effect()
-    keys.save(user_id, key, request_fingerprint, encode(result), ttl_s)
-    return result
-
-
 class KeyedRequest(Protocol):
-    """A request of a combined batch, as the key step sees it."""
+    """A request of a batch, as the key step sees it."""
 
     @property
     def user_id(self) -> str: ...
@@ -129,15 +67,16 @@ class KeyedRequest(Protocol):
     def fingerprint(self) -> str: ...
 
 
-def claim_many(
+def claim(
     session: Session, batch: Sequence[KeyedRequest], decode: Callable[[bytes], R]
 ) -> list[R | ShopError | None]:
-    """:func:`once` for a combined batch, up to the effect: per request, its
-    replayed result or its refusal (in use, reused), or None where the effect
-    is still to run (no key, or a key not used yet, now locked for this
-    transaction). Two statements for the whole batch, none without keys. The
-    combiner lets one request per (user, key) be in flight, so a batch never
-    holds one key twice; the caller stores the new results."""
+    """The key step of a batch (one request or many), inside its transaction, up
+    to the effect: per request, its replayed result or its refusal (in use,
+    reused), or None where the effect is still to run (no key, or a key not
+    used yet, now locked for this transaction by its advisory lock). Two
+    statements for the whole batch, none without keys. The combiner lets one
+    request per (user, key) be in flight, so a batch never holds one key twice;
+    the caller stores the new results in the statement that writes the effect."""
     outcomes: list[R | ShopError | None] = [None] * len(batch)
     first_with_key: dict[tuple[str, str], int] = {}
     for n, request in enumerate(batch):
@@ -147,8 +86,8 @@ def claim_many(
         return outcomes
     keys = IdempotencyRepository(session)
     pairs = list(first_with_key)
-    locked = [pair for pair, ok in zip(pairs, keys.try_lock_many(pairs), strict=True) if ok]
-    stored = keys.find_live_many(locked) if locked else {}
+    locked = [pair for pair, ok in zip(pairs, keys.try_lock(pairs), strict=True) if ok]
+    stored = keys.find_live(locked) if locked else {}
     locked_set = set(locked)
     replayed = []
     for pair, n in first_with_key.items():

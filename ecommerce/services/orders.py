@@ -26,6 +26,7 @@ at the provider, with no transaction open (ecommerce/gateway.py):
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 
@@ -43,7 +44,7 @@ from ecommerce.models import (
     ORDER_STATUS_REFUNDED,
 )
 from ecommerce.repositories import OrderRecord, OrderRepository
-from ecommerce.services import Shop, rules, settlement
+from ecommerce.services import Shop, settlement
 from ecommerce.services.results import OrderView
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,11 @@ def release_expired(shop: Shop, limit: int = 1000) -> int:
 
     def expire(session: Session, order_id: int, charge: str | None) -> bool:
         order = OrderRepository(session).lock(order_id)
-        if order is None or order.status != ORDER_STATUS_PENDING or not _expired(order):
+        if (
+            order is None
+            or order.status != ORDER_STATUS_PENDING
+            or not _expired(order, shop.clock())
+        ):
             return False
         settlement.give_back(session, order, ORDER_STATUS_EXPIRED, "release", charge)
         return True
@@ -187,5 +192,5 @@ def _void(shop: Shop, order_id: int) -> str | None:
         return None
 
 
-def _expired(order: OrderRecord) -> bool:
-    return order.expires_at is not None and order.expires_at <= rules.now()
+def _expired(order: OrderRecord, now: dt.datetime) -> bool:
+    return order.expires_at is not None and order.expires_at <= now

@@ -30,44 +30,49 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ecommerce import metrics
 from ecommerce.cooperative import DatabaseSilent
-from ecommerce.db import (
+from ecommerce.db import PENDING_SQL_KEY
+from ecommerce.errors import Conflict, InvalidRequest, ServiceBusy
+from ecommerce.failover import CommitNotReplicated
+from ecommerce.sqlstates import (
     DEADLOCK_DETECTED,
     LOCK_NOT_AVAILABLE,
-    PENDING_SQL_KEY,
     RETRYABLE_SQLSTATES,
     TIMEOUT_SQLSTATES,
-    CommitNotReplicated,
     is_unavailable,
     sqlstate,
 )
-from ecommerce.errors import Conflict, InvalidRequest, ServiceBusy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: SET LOCAL lock_timeout, statement_timeout and idle_in_transaction_session_timeout
-#: (the pgbench ceiling runs it too). Per transaction, never per connection: a
-#: transaction-pooling proxy (PgBouncer) hands a server connection to whichever
-#: client runs a transaction next, so nothing may live on the session.
-SET_LOCAL_TIMEOUTS = text(
-    "SELECT set_config('lock_timeout', :lock, true), set_config('statement_timeout', :stmt, true),"
-    " set_config('idle_in_transaction_session_timeout', :idle, true)"
-)
-
 
 def set_local_timeouts_sql(policy: TransactionPolicy) -> str:
-    """SET_LOCAL_TIMEOUTS with the policy's values inlined (they are integers)."""
+    """SET LOCAL lock_timeout, statement_timeout and idle_in_transaction_session_timeout,
+    the policy's values inlined (they are integers); the pgbench ceiling sends
+    it too. Per transaction, never per connection: a transaction-pooling proxy
+    (PgBouncer) hands a server connection to whichever client runs a
+    transaction next, so nothing may live on the session."""
     return (
         f"SELECT set_config('lock_timeout', '{int(policy.lock_timeout_ms)}ms', true),"
         f" set_config('statement_timeout', '{int(policy.statement_timeout_ms)}ms', true),"
         " set_config('idle_in_transaction_session_timeout',"
         f" '{int(policy.idle_in_transaction_timeout_ms)}ms', true);\n"
     )
+
+
+class Unchanged(Exception):
+    """Raised by a unit of work that wrote nothing, with its result: the
+    transaction is rolled back instead of committed (a COMMIT of a transaction
+    that only locked rows still writes a commit record, flushes it and waits for
+    the synchronous standby, with its locks held) and the result returned."""
+
+    def __init__(self, result: object) -> None:
+        super().__init__("nothing was written")
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -96,7 +101,6 @@ def run_in_transaction(
     policy: TransactionPolicy,
     *,
     name: str = "transaction",
-    isolation_level: str | None = None,
 ) -> T:
     attempt = 0
     reconnected = False
@@ -107,9 +111,6 @@ def run_in_transaction(
             # A new session each attempt; one that met a dead connection is closed
             # with it, forgetting the connection and its transaction.
             with sessions() as session, session.begin():
-                if isolation_level is not None:
-                    # Must be set before the transaction's first statement.
-                    session.connection(execution_options={"isolation_level": isolation_level})
                 # SET LOCAL rides along with the transaction's first statement
                 # (ecommerce/db.py): the bounds hold for this transaction only,
                 # also behind a transaction-pooling proxy, at no extra round trip.
@@ -122,6 +123,8 @@ def run_in_transaction(
                     info.pop(PENDING_SQL_KEY, None)
                 committing = True
             return result
+        except Unchanged as unchanged:
+            return unchanged.result  # type: ignore[return-value]
         except sa_exc.DBAPIError as error:
             code = sqlstate(error)
             silent = isinstance(error.orig, DatabaseSilent)

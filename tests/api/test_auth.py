@@ -1,14 +1,12 @@
 """Own-cart authentication (AUTH_REQUIRED)."""
 
-from dataclasses import replace
-
 import pytest
 
 from ecommerce import create_app
 from ecommerce.config import Settings
 from ecommerce.errors import Unauthorized
 from ecommerce.tokens import issue_token, verify_token
-from tests.helpers import insert_cart_line, insert_item
+from tests.helpers import insert_cart_line, insert_item, sessions_bound_to
 
 SECRET = "test-secret-0123456789"
 
@@ -16,7 +14,7 @@ SECRET = "test-secret-0123456789"
 @pytest.fixture
 def auth_app(make_app, connection):
     app = make_app(auth_required=True, secret_key=SECRET)
-    with app.extensions["shop"].db.sessions_bound_to(connection):
+    with sessions_bound_to(app.extensions["shop"].db, connection):
         yield app
 
 
@@ -123,14 +121,6 @@ def test_production_refuses_the_default_secret_key():
         create_app(Settings.from_env({"APP_ENV": "production"}))
     with pytest.raises(ValueError, match="SECRET_KEY"):
         create_app(Settings.from_env({"APP_ENV": "production", "SECRET_KEY": "short"}))
-    with pytest.raises(ValueError, match="unsafe"):
-        create_app(
-            replace(
-                Settings.from_env({"APP_ENV": "production", "SECRET_KEY": SECRET}),
-                stock_strategy="naive",
-                allow_unsafe_strategy=True,
-            )
-        )
 
 
 def test_issue_token_command(make_app):

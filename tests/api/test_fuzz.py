@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ecommerce.tokens import issue_token
-from tests.helpers import insert_cart_line, insert_item, shop_state
+from tests.helpers import insert_cart_line, insert_item, sessions_bound_to, shop_state
 
 SECRET = "fuzz-secret-0123456789"
 
@@ -97,7 +97,7 @@ def fuzz_client(request, make_app, connection):
     for user in ("alice", "bob"):
         insert_cart_line(connection, user, a, 2)
         insert_cart_line(connection, user, b, 1)
-    with app.extensions["shop"].db.sessions_bound_to(connection):
+    with sessions_bound_to(app.extensions["shop"].db, connection):
         yield app.test_client()
 
 

@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import text
 
 from ecommerce.tokens import issue_token
-from tests.helpers import insert_cart_line, insert_item, shop_state
+from tests.helpers import insert_cart_line, insert_item, sessions_bound_to, shop_state
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_orders_that_already_gave_their_stock_back_cannot_be_ended(client, conne
 def test_someone_elses_order_cannot_be_cancelled(make_app, connection):
     app = make_app(auth_required=True)
     secret = app.extensions["settings"].secret_key
-    with app.extensions["shop"].db.sessions_bound_to(connection):
+    with sessions_bound_to(app.extensions["shop"].db, connection):
         client = app.test_client()
         item = insert_item(connection, "Lamp", "1.00", 5)
         insert_cart_line(connection, "owner", item, 1)

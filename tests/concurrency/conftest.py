@@ -13,14 +13,6 @@ from ecommerce import migrations
 from ecommerce.embedded_db import ensure_database, ensure_server, server_url, stop_server
 from ecommerce.services import Shop
 
-SAFE_STRATEGIES = ["for_update", "atomic"]
-
-
-@pytest.fixture(params=SAFE_STRATEGIES)
-def safe_strategy(request) -> str:
-    """Every safe stock strategy must pass the concurrency tests that use this."""
-    return request.param
-
 
 @pytest.fixture
 def storm_shop(make_app: Callable[..., Flask], committed) -> Callable[..., Shop]:

@@ -15,10 +15,8 @@ from tests.helpers import (
 )
 
 
-def test_same_key_while_the_first_still_runs_is_409_then_replays(
-    make_app, committed, safe_strategy
-):
-    app = make_app(pool_size=4, stock_strategy=safe_strategy)
+def test_same_key_while_the_first_still_runs_is_409_then_replays(make_app, committed):
+    app = make_app(pool_size=4)
     hot = commit_item(committed, "Hot", "2.00", 5)
     commit_cart_lines(committed, [("u1", hot, 1)])
     headers = {"Idempotency-Key": "double-click"}
@@ -48,9 +46,9 @@ def test_same_key_while_the_first_still_runs_is_409_then_replays(
     assert_invariants(committed)
 
 
-def test_a_storm_of_one_key_makes_one_order(make_app, committed, safe_strategy):
+def test_a_storm_of_one_key_makes_one_order(make_app, committed):
     clicks = 20
-    app = make_app(pool_size=clicks, stock_strategy=safe_strategy)
+    app = make_app(pool_size=clicks)
     hot = commit_item(committed, "Hot", "2.00", 50)
     commit_cart_lines(committed, [("u1", hot, 3)])
 

@@ -48,7 +48,7 @@ def slow_provider():
 
 def provider_shop(storm_shop, url: str, buyers: int = 4, **overrides):
     overrides.setdefault("payment_gateway_timeout_ms", 300)
-    return storm_shop(buyers, payment_gateway="http", payment_gateway_url=url, **overrides)
+    return storm_shop(buyers, payment_gateway_url=url, **overrides)
 
 
 def wait_for(predicate, timeout: float = 30):

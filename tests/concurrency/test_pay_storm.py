@@ -8,7 +8,6 @@ from sqlalchemy import text
 
 from ecommerce.errors import EmptyCart, InsufficientStock, ShopError
 from ecommerce.services import cart, payment
-from tests.concurrency.conftest import SAFE_STRATEGIES as SAFE
 from tests.helpers import (
     assert_conserved,
     assert_invariants,
@@ -31,10 +30,9 @@ def outcome_counts(results):
     return counts
 
 
-@pytest.mark.parametrize("strategy", SAFE)
-def test_s_units_many_buyers_exactly_s_orders(storm_shop, committed, strategy):
+def test_s_units_many_buyers_exactly_s_orders(storm_shop, committed):
     stock, buyers = 5, 40
-    shop = storm_shop(buyers, stock_strategy=strategy)
+    shop = storm_shop(buyers)
     hot = commit_item(committed, "Hot item", "9.99", stock)
     users = [f"buyer{n}" for n in range(buyers)]
     commit_cart_lines(committed, [(u, hot, 1) for u in users])
@@ -52,10 +50,9 @@ def test_s_units_many_buyers_exactly_s_orders(storm_shop, committed, strategy):
     assert len({r.order_id for r in results if not isinstance(r, Exception)}) == stock
 
 
-@pytest.mark.parametrize("strategy", SAFE)
-def test_mixed_quantities_never_oversell(storm_shop, committed, strategy):
+def test_mixed_quantities_never_oversell(storm_shop, committed):
     stock, buyers = 17, 30
-    shop = storm_shop(buyers, stock_strategy=strategy)
+    shop = storm_shop(buyers)
     hot = commit_item(committed, "Hot item", "1.00", stock)
     wants = {f"buyer{n}": 1 + n % 3 for n in range(buyers)}
     commit_cart_lines(committed, [(u, hot, q) for u, q in wants.items()])
@@ -76,11 +73,10 @@ def test_mixed_quantities_never_oversell(storm_shop, committed, strategy):
     assert all(q > after.stock[hot] for q in refused)
 
 
-@pytest.mark.parametrize("strategy", SAFE)
-def test_opposite_item_orders_never_deadlock(storm_shop, committed, strategy):
+def test_opposite_item_orders_never_deadlock(storm_shop, committed):
     buyers = 24
     # No retries: a deadlock would surface as an error here instead of being hidden.
-    shop = storm_shop(buyers, stock_strategy=strategy, transaction_retries=0)
+    shop = storm_shop(buyers, transaction_retries=0)
     a = commit_item(committed, "A", "1.00", 1000)
     b = commit_item(committed, "B", "2.00", 1000)
     users = [f"user{n}" for n in range(buyers)]
@@ -104,10 +100,9 @@ def test_opposite_item_orders_never_deadlock(storm_shop, committed, strategy):
     assert_invariants(committed)
 
 
-@pytest.mark.parametrize("strategy", SAFE)
-def test_one_cart_paid_many_times_at_once_makes_one_order(storm_shop, committed, strategy):
+def test_one_cart_paid_many_times_at_once_makes_one_order(storm_shop, committed):
     attempts = 20
-    shop = storm_shop(attempts, stock_strategy=strategy)
+    shop = storm_shop(attempts)
     a = commit_item(committed, "A", "5.00", 100)
     commit_cart_lines(committed, [("impatient", a, 3)])
 

@@ -42,7 +42,6 @@ def gateway_shop(storm_shop, provider):
     def make(buyers: int = 8, **overrides):
         overrides.setdefault("payment_gateway_timeout_ms", 400)
         overrides.setdefault("payment_gateway_url", url)
-        overrides.setdefault("payment_gateway", "http")
         return storm_shop(buyers, payment_webhook_secret=SECRET, **overrides)
 
     return make
@@ -199,7 +198,6 @@ def test_the_webhook_settles_a_pending_order_once_and_refuses_bad_signatures(
 ):
     url, _ = provider
     app = make_app(
-        payment_gateway="http",
         payment_gateway_url=url,
         payment_gateway_timeout_ms=200,
         payment_webhook_secret=SECRET,

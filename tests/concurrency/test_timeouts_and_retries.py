@@ -1,7 +1,6 @@
 """Bounded waits and retries, forced for real on PostgreSQL."""
 
 import threading
-import time
 from decimal import Decimal
 
 import pytest
@@ -12,19 +11,20 @@ from ecommerce.errors import ServiceBusy
 from ecommerce.services.transactions import TransactionPolicy, run_in_transaction
 from tests.helpers import (
     assert_invariants,
+    backend_pid,
     commit_cart_lines,
     commit_item,
     run_together,
     shop_state,
+    wait_until_the_session_has_ended,
 )
 
 
-def test_a_held_row_lock_gives_503_with_retry_after_not_a_hang(make_app, committed, safe_strategy):
+def test_a_held_row_lock_gives_503_with_retry_after_not_a_hang(make_app, committed):
     app = make_app(
         lock_timeout_ms=200,
         statement_timeout_ms=2000,
         retry_after_s=2,
-        stock_strategy=safe_strategy,
     )
     client = app.test_client()
     hot = commit_item(committed, "Hot", "1.00", 5)
@@ -65,13 +65,10 @@ def _two_way_race(engine, policy, work_for, isolation_level=None):
             attempts[index] += 1
             return work_for(index, session, barrier if attempts[index] == 1 else None)
 
-        return run_in_transaction(
-            lambda: Session(engine),
-            work,
-            policy,
-            name=f"race{index}",
-            isolation_level=isolation_level,
+        bind = (
+            engine.execution_options(isolation_level=isolation_level) if isolation_level else engine
         )
+        return run_in_transaction(lambda: Session(bind), work, policy, name=f"race{index}")
 
     results = run_together([lambda: run(0), lambda: run(1)])
     return results, attempts
@@ -192,7 +189,9 @@ def test_a_transaction_left_idle_loses_its_locks_after_the_bound(make_app, commi
 
     def stall_holding_the_row(session: Session) -> None:
         session.execute(text("SELECT 1 FROM items WHERE id = :i FOR UPDATE"), {"i": hot})
-        time.sleep(1.0)  # a stalled client: the server ends the session meanwhile
+        pid = backend_pid(session)
+        # A stalled client: the server ends the session meanwhile.
+        wait_until_the_session_has_ended(committed, pid)
         session.execute(text("SELECT 1"))
 
     with pytest.raises(ServiceBusy):

@@ -1,4 +1,4 @@
-"""The pay use case against real PostgreSQL, for each safe stock strategy.
+"""The pay use case against real PostgreSQL.
 Each test runs inside a transaction that is rolled back afterwards."""
 
 from decimal import Decimal
@@ -8,25 +8,16 @@ from sqlalchemy import text
 
 from ecommerce.errors import AmountMismatch, EmptyCart, InsufficientStock
 from ecommerce.services import cart, payment
-from ecommerce.services.stock import strategy_named
 from tests.helpers import insert_cart_line, insert_item, shop_state
 
-SAFE_STRATEGIES = ["for_update", "atomic"]
 
-
-@pytest.fixture(params=SAFE_STRATEGIES)
-def strategy_shop(request, shop):
-    shop.stock = strategy_named(request.param)
-    return shop
-
-
-def test_pay_decrements_stock_and_writes_order(strategy_shop, connection):
+def test_pay_decrements_stock_and_writes_order(shop, connection):
     apple = insert_item(connection, "Apple", "0.50", 10)
     pear = insert_item(connection, "Pear", "1.25", 3)
     insert_cart_line(connection, "u1", apple, 2)
     insert_cart_line(connection, "u1", pear, 3)
 
-    order = payment.pay(strategy_shop, "u1", Decimal("4.75"))
+    order = payment.pay(shop, "u1", Decimal("4.75"))
 
     assert order.status == "paid"
     assert order.total == Decimal("4.75")
@@ -40,12 +31,12 @@ def test_pay_decrements_stock_and_writes_order(strategy_shop, connection):
     assert amount == Decimal("4.75")
 
 
-def test_empty_cart_is_refused(strategy_shop):
+def test_empty_cart_is_refused(shop):
     with pytest.raises(EmptyCart):
-        payment.pay(strategy_shop, "nobody", Decimal("0"))
+        payment.pay(shop, "nobody", Decimal("0"))
 
 
-def test_insufficient_stock_names_every_short_item_and_changes_nothing(strategy_shop, connection):
+def test_insufficient_stock_names_every_short_item_and_changes_nothing(shop, connection):
     a = insert_item(connection, "A", "1.00", 1)
     b = insert_item(connection, "B", "1.00", 5)
     c = insert_item(connection, "C", "1.00", 0)
@@ -54,7 +45,7 @@ def test_insufficient_stock_names_every_short_item_and_changes_nothing(strategy_
     before = shop_state(connection)
 
     with pytest.raises(InsufficientStock) as refused:
-        payment.pay(strategy_shop, "u1", Decimal("4.00"))
+        payment.pay(shop, "u1", Decimal("4.00"))
 
     short = refused.value.details["items"]
     assert [s["item_id"] for s in short] == [a, c]
@@ -62,26 +53,26 @@ def test_insufficient_stock_names_every_short_item_and_changes_nothing(strategy_
     assert shop_state(connection) == before
 
 
-def test_amount_must_equal_total_exactly(strategy_shop, connection):
+def test_amount_must_equal_total_exactly(shop, connection):
     a = insert_item(connection, "A", "0.10", 10)
     insert_cart_line(connection, "u1", a, 3)
     before = shop_state(connection)
 
     for wrong in (Decimal("0.29"), Decimal("0.31"), Decimal("0")):
         with pytest.raises(AmountMismatch) as refused:
-            payment.pay(strategy_shop, "u1", wrong)
+            payment.pay(shop, "u1", wrong)
         assert refused.value.details["expected"] == "0.30"
     assert shop_state(connection) == before
 
-    assert payment.pay(strategy_shop, "u1", Decimal("0.30")).total == Decimal("0.30")
+    assert payment.pay(shop, "u1", Decimal("0.30")).total == Decimal("0.30")
 
 
-def test_paid_cart_is_empty_and_second_pay_is_refused(strategy_shop, connection):
+def test_paid_cart_is_empty_and_second_pay_is_refused(shop, connection):
     a = insert_item(connection, "A", "1.00", 10)
     insert_cart_line(connection, "u1", a, 1)
-    payment.pay(strategy_shop, "u1", Decimal("1.00"))
+    payment.pay(shop, "u1", Decimal("1.00"))
     with pytest.raises(EmptyCart):
-        payment.pay(strategy_shop, "u1", Decimal("1.00"))
+        payment.pay(shop, "u1", Decimal("1.00"))
 
 
 def test_add_to_cart_refuses_more_than_stock(shop, connection):
@@ -92,13 +83,24 @@ def test_add_to_cart_refuses_more_than_stock(shop, connection):
     assert cart.view_cart(shop, "u1").lines[0].quantity == 2
 
 
-@pytest.mark.parametrize("strategy", SAFE_STRATEGIES)
-def test_a_price_changed_under_the_lock_is_a_conflict(strategy, connection, session):
-    """The order is written at the price read with the cart; if the row's price
-    differs when the stock is taken, the pay is refused (and rolls back)."""
-    from ecommerce.errors import Conflict
+def test_sale_windows_are_judged_at_the_shops_clock(shop, connection):
+    """No test waits for a window to open or close: the shop's clock is set."""
+    import datetime as dt
+
+    from ecommerce.errors import SaleEnded, SaleNotStarted
+    from tests.helpers import set_sale_rules
 
     a = insert_item(connection, "A", "1.00", 5)
-    with pytest.raises(Conflict):
-        strategy_named(strategy).take(session, {a: 1}, {a: Decimal("0.99")})
-    assert connection.execute(text("SELECT stock FROM items WHERE id = :a"), {"a": a}).scalar() == 5
+    set_sale_rules(connection, a, starts_in_s=3600, ends_in_s=7200)
+    insert_cart_line(connection, "u1", a, 1)
+    now = dt.datetime.now(dt.UTC)
+
+    with pytest.raises(SaleNotStarted):
+        payment.pay(shop, "u1", Decimal("1.00"))
+    shop.clock = lambda: now + dt.timedelta(hours=3)
+    assert cart.view_cart(shop, "u1").off_sale == {a}
+    with pytest.raises(SaleEnded):
+        payment.pay(shop, "u1", Decimal("1.00"))
+    shop.clock = lambda: now + dt.timedelta(hours=1, minutes=30)
+    assert cart.view_cart(shop, "u1").off_sale == frozenset()
+    assert payment.pay(shop, "u1", Decimal("1.00")).total == Decimal("1.00")

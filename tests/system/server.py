@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -60,6 +61,12 @@ class HttpClient:
         parsed = json.loads(data) if content_type.startswith("application/json") else data
         return Response(raw.status, dict(raw.getheaders()), parsed)
 
+    def connect(self) -> int:
+        """Connect now rather than at the first request; returns this end's port
+        (the connection's name in /proc/net/tcp, see :func:`wait_until_accepted`)."""
+        self.conn.connect()
+        return self.conn.sock.getsockname()[1]
+
     def close(self) -> None:
         self.conn.close()
 
@@ -96,6 +103,55 @@ def wait_for(predicate, timeout: float, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError("timed out waiting")
+
+
+def accepted_client_ports(port: int) -> set[int]:
+    """The client ports of the open loopback connections to ``port`` that the
+    server has accepted. In /proc/net/tcp a connection still waiting in a
+    listener's accept queue has no inode yet; once a process accepted it, it has."""
+    accepted = set()
+    with open("/proc/net/tcp") as table:
+        next(table)  # the header
+        for line in table:
+            _, local, remote, state, *_, inode = line.split()[:10]
+            if state == "01" and int(local.split(":")[1], 16) == port and inode != "0":
+                accepted.add(int(remote.split(":")[1], 16))  # 01: ESTABLISHED
+    return accepted
+
+
+def wait_until_accepted(
+    port: int, client_ports: list[int], count: int, timeout: float = 10
+) -> None:
+    """Poll until ``client_ports`` (filled in by the clients as they connect) holds
+    ``count`` ports and the server on ``port`` has accepted each one's connection:
+    each is then a worker's, in flight, which a graceful stop must answer, and no
+    longer one waiting in the kernel's backlog."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ports = set(client_ports)
+        waiting = ports - accepted_client_ports(port)
+        if len(ports) >= count and not waiting:
+            return
+        assert time.monotonic() < deadline, (
+            f"after {timeout} s, {count - len(ports)} of {count} connections not yet open"
+            f" and {len(waiting)} not yet accepted by the server on port {port}"
+        )
+        time.sleep(0.01)
+
+
+def wait_until_refused(port: int, timeout: float = 10) -> None:
+    """Poll until a new connection to ``port`` is refused (nothing listens there
+    any more), or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except OSError:
+            return
+        assert time.monotonic() < deadline, (
+            f"port {port} still took new connections after {timeout} s"
+        )
+        time.sleep(0.01)
 
 
 class Shoppers:

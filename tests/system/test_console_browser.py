@@ -78,7 +78,14 @@ def test_the_console_in_a_browser(database_url, committed):
             assert page.locator("#database").inner_text().startswith("primary ")
             assert "no standby attached" in page.locator("#database").inner_text()
             assert page.locator("#banner").is_hidden()
-            time.sleep(2)  # mid-storm: the picture for docs/OPERATIONS.md
+            # Mid-storm, a third of the buyers served and the charts under way: the
+            # picture for docs/OPERATIONS.md.
+            page.wait_for_function(
+                f"""() => Number(document.querySelector(
+                    'article.item[data-item-id="{hot}"] .sold').textContent)
+                    >= {len(buyers) // 3}""",
+                timeout=30_000,
+            )
             # Into instance/ (the tree stays clean); CONSOLE_PICTURE=docs/console.png
             # renews the picture in docs/OPERATIONS.md.
             picture = PROJECT_ROOT / os.environ.get("CONSOLE_PICTURE", "instance/console.png")

@@ -105,7 +105,7 @@ def test_database_restart_during_a_storm(tmp_path: Path, combining: str):
         LOCK_TIMEOUT_MS="1000",
         STATEMENT_TIMEOUT_MS="3000",
         DB_POOL_TIMEOUT_MS="1000",
-        PAY_QUEUE_WAIT_MS="1000",
+        COMBINING_QUEUE_WAIT_MS="1000",
         PAY_COMBINING=combining,
         CART_COMBINING=combining,
     ).start()

@@ -25,18 +25,16 @@ from tests.system.server import HttpClient, Server
 pytestmark = pytest.mark.slow
 
 
-# Both safe strategies, pays, adds and cart reads combined and alone, in the default gevent workers;
-# the threaded workers (GUNICORN_WORKER_CLASS=gthread) with the default strategy.
+# Pays, adds and cart reads combined and alone (batches of one), in the default
+# gevent workers and in threaded ones (GUNICORN_WORKER_CLASS=gthread).
 @pytest.fixture(
-    params=[(s, c, "gevent") for s in ("for_update", "atomic") for c in ("true", "false")]
-    + [("for_update", c, "gthread") for c in ("true", "false")],
-    ids=lambda p: f"{p[0]}-{'combined' if p[1] == 'true' else 'alone'}-{p[2]}",
+    params=[(c, w) for w in ("gevent", "gthread") for c in ("true", "false")],
+    ids=lambda p: f"{'combined' if p[0] == 'true' else 'alone'}-{p[1]}",
 )
 def server(request, database_url, committed):
-    strategy, combining, worker_class = request.param
+    combining, worker_class = request.param
     server = Server(
         database_url,
-        STOCK_STRATEGY=strategy,
         PAY_COMBINING=combining,
         CART_COMBINING=combining,
         GUNICORN_WORKER_CLASS=worker_class,
@@ -162,7 +160,7 @@ def test_a_gevent_worker_bounds_the_pool_and_the_pay_queue(database_url, committ
         PAY_COMBINING="true",
         DB_POOL_SIZE="2",
         DB_POOL_TIMEOUT_MS="300",
-        PAY_QUEUE_WAIT_MS="300",
+        COMBINING_QUEUE_WAIT_MS="300",
         LOCK_TIMEOUT_MS="20000",
         STATEMENT_TIMEOUT_MS="25000",
     ).start()

@@ -4,9 +4,7 @@ added up across gunicorn workers, JSON logs, and a graceful shutdown mid-batch."
 import json
 import os
 import signal
-import socket
 import threading
-import time
 from decimal import Decimal
 
 import pytest
@@ -22,7 +20,7 @@ from tests.helpers import (
     shop_state,
     wait_until_a_backend_waits_on_a_lock,
 )
-from tests.system.server import HttpClient, Server
+from tests.system.server import HttpClient, Server, wait_until_accepted, wait_until_refused
 
 pytestmark = pytest.mark.slow
 
@@ -117,12 +115,17 @@ def test_sigterm_mid_batch_answers_every_request_in_flight(database_url, committ
     )
     server.start()
     answers: dict[str, object] = {}
+    client_ports: list[int] = []  # of the buyers' connections, as they open
 
     def pay(user: str) -> None:
+        http = HttpClient(server.port, reconnect=False)
         try:
-            answers[user] = _fresh(server.port, "POST", f"/cart/{user}/pay", {"amount": "1.00"})
+            client_ports.append(http.connect())
+            answers[user] = http.request("POST", f"/cart/{user}/pay", {"amount": "1.00"})
         except Exception as error:  # recorded and asserted on below
             answers[user] = error
+        finally:
+            http.close()
 
     try:
         with committed.connect() as holder:
@@ -131,11 +134,12 @@ def test_sigterm_mid_batch_answers_every_request_in_flight(database_url, committ
             for t in threads:
                 t.start()
             wait_until_a_backend_waits_on_a_lock(committed)  # a batch holds its buyers
-            time.sleep(0.3)  # the rest are queued behind it or in the other worker's batch
+            # Every buyer's connection taken by a worker (none left in the kernel's
+            # backlog): the rest are in flight behind the batch or in the other
+            # worker's, all of them for the graceful stop to answer.
+            wait_until_accepted(server.port, client_ports, len(buyers))
             os.kill(server.process.pid, signal.SIGTERM)
-            time.sleep(0.5)
-            with pytest.raises(OSError):  # new connections are refused meanwhile
-                socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+            wait_until_refused(server.port)  # new connections are refused meanwhile
             holder.rollback()  # the batches go on to commit
         for t in threads:
             t.join(30)

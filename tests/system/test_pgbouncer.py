@@ -6,7 +6,6 @@ on the server), so a transaction-pooling proxy with its default settings can
 hand each transaction to any server connection, and every guarantee holds.
 """
 
-import time
 from collections import Counter
 from decimal import Decimal
 
@@ -18,10 +17,12 @@ from ecommerce.errors import ServiceBusy
 from tests.helpers import (
     assert_conserved,
     assert_invariants,
+    backend_pid,
     commit_cart_lines,
     commit_item,
     run_together,
     shop_state,
+    wait_until_the_session_has_ended,
 )
 from tests.system.pgbouncer import PGBOUNCER, PgBouncer
 from tests.system.server import HttpClient, Server
@@ -62,8 +63,9 @@ def test_the_cli_and_every_bound_work_through_the_pooler(bouncer, make_app, comm
         shop.transaction(lambda s: s.execute(text("SELECT pg_sleep(2)")), "probe")
 
     def stall(session: Session) -> None:
-        session.execute(text("SELECT 1"))
-        time.sleep(1.0)  # idle in transaction past its bound: the server ends it
+        pid = backend_pid(session)  # the server connection the pooler gave this transaction
+        # Idle in transaction past its bound: the server ends it.
+        wait_until_the_session_has_ended(committed, pid)
         session.execute(text("SELECT 1"))
 
     with pytest.raises(ServiceBusy):

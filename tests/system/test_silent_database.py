@@ -118,7 +118,7 @@ def test_a_database_frozen_mid_storm_then_resumed(tmp_path: Path, worker_class: 
         STATEMENT_TIMEOUT_MS="2000",
         DB_CONNECT_TIMEOUT_MS="1000",
         DB_POOL_TIMEOUT_MS="1000",
-        PAY_QUEUE_WAIT_MS="1000",
+        COMBINING_QUEUE_WAIT_MS="1000",
     ).start()
     shoppers = Shoppers(server.port, hot, 8, keyed=True)
     frozen: list[int] = []

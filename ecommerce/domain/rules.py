@@ -8,7 +8,8 @@
   (authoritative; two pays of one buyer's cart queue on its rows), and early at
   add from a plain read.
 
-Times are compared with this process's clock in UTC (keep instances on NTP).
+Times are compared with the shop's clock (``Shop.clock``: this process's clock
+in UTC; keep instances on NTP), passed in as ``at``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,6 @@ class HasSaleRules(Protocol):
     def sale_starts_at(self) -> dt.datetime | None: ...
     @property
     def sale_ends_at(self) -> dt.datetime | None: ...
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def on_sale(item: HasSaleRules, at: dt.datetime) -> bool:
