@@ -30,10 +30,11 @@ serve: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The developer's loop: everything but the tests that start extra processes
-# (gunicorn, a private PostgreSQL, PgBouncer, a browser), about a minute.
+# The developer's loop, under a minute: the unit, integration and API tests
+# (not the concurrency storms, nor the tests that start gunicorn, a private
+# PostgreSQL, PgBouncer or a browser: make test runs those).
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" tests/unit tests/integration tests/api $(PYTEST_ARGS)
 
 # ruff, then the layering contract (setup.cfg [importlinter]).
 lint: install
