@@ -71,6 +71,11 @@ class _Pending(Generic[Req, Out]):
     taken: bool = False
     outcome: Out | BaseException | None = None
 
+    def take(self) -> Out | BaseException:
+        """The outcome, handed over: this request no longer holds it."""
+        outcome, self.outcome = self.outcome, None
+        return outcome  # type: ignore[return-value]
+
 
 class Combiner(Generic[Req, Out]):
     def __init__(
@@ -164,17 +169,10 @@ class Combiner(Generic[Req, Out]):
                     self._queue.remove(pending)
                     raise self._busy("the shop is busy, please retry")
             pending.done.wait()  # in a running batch: the database bounds it
-        outcome, pending.outcome = pending.outcome, None
-        if isinstance(outcome, BaseException):
-            # Raised without a reference cycle (the exception's traceback holds
-            # this frame, which would hold the exception): a refusal storm would
-            # otherwise leave every request's frames for the cyclic collector,
-            # whose full passes stalled a worker for ~100 ms (docs/BENCHMARKS.md).
-            try:
-                raise outcome
-            finally:
-                del outcome, pending
-        return outcome  # type: ignore[return-value]
+        # Raised without a reference cycle (value_of): a refusal storm would
+        # otherwise leave every request's frames for the cyclic collector, whose
+        # full passes stalled a worker for ~100 ms (docs/BENCHMARKS.md, History).
+        return value_of(pending.take())
 
     def _loop(self) -> None:
         with self.thread_context():
