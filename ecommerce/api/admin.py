@@ -12,7 +12,8 @@ from flask import Blueprint, Response, request
 
 from ecommerce.api import auth, current_shop, json_response, schemas, validation
 from ecommerce.api.openapi import Operation, documented
-from ecommerce.api.render import item_json, item_sales_json, order_json
+from ecommerce.api.orders import ended_response
+from ecommerce.api.render import item_json, item_sales_json
 from ecommerce.services import inventory, orders
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -75,14 +76,14 @@ def restock(item_id: int) -> Response:
 @documented(
     Operation(
         "Refund an order (as its owner's cancel): paid -> refunded, pending -> cancelled, "
-        "the stock back on sale.",
-        {200: schemas.Order},
+        "the stock back on sale; 202 when the provider has not confirmed the refund yet.",
+        {200: schemas.Order, 202: schemas.Order},
         errors=(404, 409),
         admin=True,
     )
 )
 def refund(order_id: int) -> Response:
-    return json_response(order_json(orders.refund_order(current_shop(), order_id)))
+    return ended_response(orders.refund_order(current_shop(), order_id))
 
 
 @bp.get("/items/<id:item_id>/sales")

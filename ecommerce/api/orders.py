@@ -7,8 +7,15 @@ from ecommerce.api.openapi import Operation, documented
 from ecommerce.api.render import order_json, order_page_json
 from ecommerce.limits import MAX_ORDER_ID, MAX_PAGE_SIZE
 from ecommerce.services import orders
+from ecommerce.services.results import OrderView
 
 bp = Blueprint("orders", __name__)
+
+
+def ended_response(order: OrderView) -> Response:
+    """A cancel's or a refund's answer: 202 while the provider has not confirmed
+    the refund the shop recorded (it is sent again), else 200."""
+    return json_response(order_json(order), 202 if order.refund_pending else 200)
 
 
 @bp.get("/orders/<order_id:order_id>")
@@ -27,15 +34,16 @@ def get_order(order_id: int) -> Response:
 @documented(
     Operation(
         "Cancel an order: pending -> cancelled, paid -> refunded, the stock back on sale. "
-        "Again: unchanged; expired or payment_failed: 409.",
-        {200: schemas.Order},
+        "Again: unchanged; expired or payment_failed: 409. With a payment provider: 202 when "
+        "the refund is recorded but the provider has not confirmed it yet (sent again).",
+        {200: schemas.Order, 202: schemas.Order},
         (404, 409),
         token=True,
     )
 )
 def cancel(order_id: int) -> Response:
     owner = auth.current_subject()
-    return json_response(order_json(orders.cancel_order(current_shop(), order_id, owner)))
+    return ended_response(orders.cancel_order(current_shop(), order_id, owner))
 
 
 @bp.get("/users/<user_id>/orders")

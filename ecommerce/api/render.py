@@ -117,14 +117,18 @@ def line_json(line: LineView) -> dict[str, Any]:
 
 
 def order_json(order: OrderView) -> dict[str, Any]:
-    return {
-        "order_id": order.order_id,
-        "user_id": order.user_id,
-        "status": order.status,
-        "total": format_money(order.total),
-        "created_at": order.created_at.isoformat(),
-        "lines": [line_json(line) for line in order.lines],
-    } | ({"expires_at": order.expires_at.isoformat()} if order.expires_at else {})
+    return (
+        {
+            "order_id": order.order_id,
+            "user_id": order.user_id,
+            "status": order.status,
+            "total": format_money(order.total),
+            "created_at": order.created_at.isoformat(),
+            "lines": [line_json(line) for line in order.lines],
+        }
+        | ({"expires_at": order.expires_at.isoformat()} if order.expires_at else {})
+        | ({"refund": "pending"} if order.refund_pending else {})
+    )
 
 
 def pending_json(order: OrderView) -> dict[str, Any]:

@@ -204,6 +204,13 @@ class Order(_Answer):
         json_schema_extra={"format": "date-time"},
         description="While pending: when the reservation lapses and the stock goes back.",
     )
+    refund: str | None = Field(
+        default=None,
+        examples=["pending"],
+        description="On a cancel or refund answered 202: the order is refunded and its stock "
+        "is back, but the payment provider has not confirmed the refund yet; it is sent again "
+        "until it does.",
+    )
 
 
 class PendingOrder(_Answer):

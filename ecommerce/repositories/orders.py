@@ -256,6 +256,13 @@ class OrderRepository(_Repository):
         )
         return [(order_id, amount) for order_id, amount in self._execute(stmt, {})]
 
+    def refund_unconfirmed(self, order_id: int) -> bool:
+        """Whether the order has a refund the provider has not confirmed yet."""
+        stmt = select(Refund.order_id).where(
+            Refund.order_id == order_id, Refund.confirmed_at.is_(None)
+        )
+        return self._execute(stmt, {}).first() is not None
+
     def confirm_refund(self, order_id: int) -> None:
         self._execute(
             update(Refund)

@@ -9,26 +9,37 @@ pay locks them. Repeating an end is harmless: an order already cancelled or
 refunded is answered unchanged; one that expired or whose payment failed has
 nothing left to end (409 conflict).
 
-With a payment provider, money kept always equals orders paid. A pending
-order's charge may still succeed at any moment (the provider was slower than
-the shop's wait), so before a cancel or an expiry ends it, its charge is voided
-at the provider, with no transaction open (ecommerce/gateway.py):
+With a payment provider, money kept always equals orders paid, and the shop
+records what it is about to do before it asks the provider to do it (the
+intent, the call, the outcome), so a failure at any step leaves something that
+a retry or `flask reconcile-payments` finishes:
 
-* the provider answers that the charge had already succeeded: the payment is
-  recorded first (the order becomes paid, its reservation honoured); a buyer's
-  cancel (or an admin's refund) then refunds it like any paid order, and an
-  expiry leaves it paid, since its stock was still reserved;
-* the provider answers that no charge succeeded and none ever will: the order
-  ends, its stock goes back;
-* the provider does not answer: a cancel is refused 503 (retry), an expiry is
-  left for the next run; nothing ends while its charge is unknown.
+* a pending order's charge may still succeed at any moment (the provider was
+  slower than the shop's wait), so before a cancel or an expiry ends it, its
+  charge is voided at the provider, with no transaction open
+  (ecommerce/gateway.py). The provider answers that the charge had already
+  succeeded: the payment is recorded (the order becomes paid, its reservation
+  honoured); a buyer's cancel (or an admin's refund) then refunds it like any
+  paid order, and an expiry leaves it paid. It answers that no charge
+  succeeded and none ever will: the order ends, its stock goes back. It does
+  not answer: a cancel is refused 503 (nothing happened; retry), an expiry is
+  left for the next run;
+* a paid order is refunded in three steps. First one transaction records the
+  refund: the order becomes refunded, its stock goes back, and a refund row
+  not yet confirmed is written (if this fails, nothing happened and no money
+  moved: 503, retry). Then the provider is asked to refund, with no
+  transaction open. Then the provider's confirmation is recorded on the refund
+  row alone (no item lock). A provider that does not confirm leaves the refund
+  unconfirmed: the answer says so (202, ``"refund": "pending"``), and a repeated
+  cancel or `flask reconcile-payments` sends it again until it is confirmed
+  (the provider refunds one idempotency key once).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
@@ -97,23 +108,6 @@ _ALREADY_ENDED = (ORDER_STATUS_CANCELLED, ORDER_STATUS_REFUNDED)
 
 def _end(shop: Shop, order_id: int, owner: str | None, name: str) -> OrderView:
     voided = False
-
-    def work(session: Session) -> OrderView:
-        orders = OrderRepository(session)
-        order = orders.lock(order_id)
-        if order is None or (owner is not None and order.user_id != owner):
-            raise NotFound(f"order {order_id} does not exist")
-        if order.status in _ALREADY_ENDED:
-            return OrderView.of(order)
-        if order.status not in _ENDINGS:
-            raise Conflict(f"order {order_id} is {order.status}: there is nothing to end")
-        new_status, reason = _ENDINGS[order.status]
-        if order.status == ORDER_STATUS_PAID:
-            # With a provider, the money went back before this transaction.
-            orders.add_refund(order_id, order.total, confirmed=True)
-        charge = CHARGE_SETTLED if voided else None
-        return settlement.give_back(session, order, new_status, reason, charge)
-
     if shop.gateway is not None:
         current = get_order(shop, order_id, owner)
         if current.status == ORDER_STATUS_PENDING:
@@ -126,23 +120,37 @@ def _end(shop: Shop, order_id: int, owner: str | None, name: str) -> OrderView:
             if outcome == gateway.SUCCEEDED:
                 # The charge went through after all: the order is paid, and the
                 # end below refunds it.
-                current = settlement.confirm_payment(shop, order_id, outcome)
+                settlement.confirm_payment(shop, order_id, outcome)
             else:
                 voided = True
-        # A paid order's money goes back through the provider first, with no
-        # transaction open (its idempotency key makes a repeat harmless); the
-        # transaction then records it.
-        if current.status == ORDER_STATUS_PAID:
-            try:
-                shop.gateway.refund(order_id, current.total)
-            except GatewayUnavailable as unknown:
-                raise ServiceBusy(
-                    "the payment provider did not confirm the refund; retry",
-                    retry_after_s=shop.policy.retry_after_s,
-                ) from unknown
-    ended = shop.transaction(work, name)
+
+    def work(session: Session) -> tuple[OrderView, bool]:
+        """The end recorded; and whether a refund is owed to the provider."""
+        orders = OrderRepository(session)
+        order = orders.lock(order_id)
+        if order is None or (owner is not None and order.user_id != owner):
+            raise NotFound(f"order {order_id} does not exist")
+        if order.status in _ALREADY_ENDED:
+            # A refund recorded earlier and never confirmed is sent again.
+            unsent = shop.gateway is not None and orders.refund_unconfirmed(order_id)
+            return OrderView.of(order), unsent
+        if order.status not in _ENDINGS:
+            raise Conflict(f"order {order_id} is {order.status}: there is nothing to end")
+        new_status, reason = _ENDINGS[order.status]
+        refund = order.status == ORDER_STATUS_PAID
+        if refund:
+            # Without a provider the money goes back here; with one, this row is
+            # the intent, confirmed once the provider has refunded.
+            orders.add_refund(order_id, order.total, confirmed=shop.gateway is None)
+        charge = CHARGE_SETTLED if voided else None
+        ended = settlement.give_back(session, order, new_status, reason, charge)
+        return ended, refund and shop.gateway is not None
+
+    ended, refund_owed = shop.transaction(work, name)
     for line in ended.lines:  # stock came back: no longer sold out here
         shop.sold_out.clear(line.item_id)
+    if refund_owed and not settlement.send_refund(shop, order_id, ended.total):
+        return replace(ended, refund_pending=True)
     return ended
 
 

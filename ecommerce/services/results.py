@@ -51,6 +51,9 @@ class OrderView:
     lines: list[LineView]
     replayed: bool = False
     expires_at: dt.datetime | None = None  # while pending: when the reservation lapses
+    # Refunded, and the provider has not confirmed the refund yet (it is sent
+    # again by a repeated cancel and by reconcile-payments).
+    refund_pending: bool = False
 
     @classmethod
     def of(cls, order: OrderRecord, replayed: bool = False) -> OrderView:

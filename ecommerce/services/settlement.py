@@ -20,7 +20,7 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from ecommerce import gateway
-from ecommerce.errors import NotFound
+from ecommerce.errors import NotFound, ServiceBusy
 from ecommerce.gateway import GatewayUnavailable
 from ecommerce.models import (
     CHARGE_OPEN,
@@ -105,7 +105,16 @@ def send_refund(shop: Shop, order_id: int, total: Decimal) -> bool:
     except GatewayUnavailable:
         log.error("order %s: the refund was not confirmed; reconcile-payments resends it", order_id)
         return False
-    shop.transaction(lambda s: OrderRepository(s).confirm_refund(order_id), "confirm_refund")
+    try:
+        # The refund row alone: no item lock, so a hot item cannot hold it up.
+        shop.transaction(lambda s: OrderRepository(s).confirm_refund(order_id), "confirm_refund")
+    except ServiceBusy:
+        log.error(
+            "order %s: refunded, but its confirmation was not recorded; reconcile-payments"
+            " asks again",
+            order_id,
+        )
+        return False
     return True
 
 

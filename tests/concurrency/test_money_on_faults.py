@@ -1,0 +1,169 @@
+"""The truth about money when a step fails half-way: a cancel or an admin's
+refund records the refund before the provider moves the money, and an answer
+after a charge says what is true. Real PostgreSQL, the fake provider, locks held
+from a separate connection, books checked from a separate connection.
+
+Before the fix, a cancel called the provider's refund first and recorded it
+second: with the item's row held past LOCK_TIMEOUT_MS the cancel answered 503,
+while the provider had already given the money back for an order still paid
+(test_a_cancel_that_cannot_lock_the_items_moves_no_money: the provider kept 0
+charges for 1 paid order)."""
+
+from __future__ import annotations
+
+import socket
+from contextlib import contextmanager
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import Engine, text
+
+from ecommerce.errors import ServiceBusy
+from ecommerce.flashsale.fake_gateway import start_in_thread
+from ecommerce.services import invariants, orders, payment, settlement
+from tests.helpers import (
+    assert_conserved,
+    assert_invariants,
+    commit_cart_lines,
+    commit_item,
+    shop_state,
+)
+
+# Ending an order has one engine whatever the combining: run these once.
+once = pytest.mark.parametrize("pay_combining", [True], ids=["combined"])
+
+
+@pytest.fixture
+def provider():
+    server, fake = start_in_thread()
+    yield f"http://127.0.0.1:{server.server_address[1]}", fake
+    server.shutdown()
+
+
+def closed_port_url() -> str:
+    """A provider that is down: nothing listens on this port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@contextmanager
+def row_held(engine: Engine, table: str, row_id: int):
+    """The row locked FOR UPDATE by another transaction until the block ends."""
+    with engine.connect() as conn, conn.begin():
+        conn.execute(text(f"SELECT 1 FROM {table} WHERE id = :i FOR UPDATE"), {"i": row_id})
+        yield
+
+
+def paid_orders(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM orders WHERE status = 'paid'")).scalar_one()
+
+
+def status_and_refund(engine: Engine, order_id: int) -> tuple[str, str | None]:
+    """The order's status, and its refund row: None, 'unconfirmed' or 'confirmed'."""
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT o.status, CASE WHEN r.order_id IS NULL THEN NULL"
+                " WHEN r.confirmed_at IS NULL THEN 'unconfirmed' ELSE 'confirmed' END"
+                " FROM orders o LEFT JOIN refunds r ON r.order_id = o.id WHERE o.id = :o"
+            ),
+            {"o": order_id},
+        ).one()  # type: ignore[return-value]
+
+
+def assert_money_kept_equals_orders_paid(shop, fake, engine: Engine) -> None:
+    assert fake.stats()["kept"] == paid_orders(engine), fake.stats()
+    assert not invariants.check(shop), invariants.check(shop)
+    assert_invariants(engine)
+
+
+@once
+@pytest.mark.parametrize("ending", ["cancel", "admin_refund"])
+def test_a_cancel_that_cannot_lock_the_items_moves_no_money(
+    ending, storm_shop, committed, provider
+):
+    url, fake = provider
+    shop = storm_shop(4, payment_gateway_url=url, lock_timeout_ms=300)
+    hot = commit_item(committed, "Hot", "1.00", 5)
+    commit_cart_lines(committed, [("ann", hot, 1)])
+    order = payment.pay(shop, "ann", Decimal("1.00"))
+    assert order.status == "paid"
+
+    def end():
+        if ending == "cancel":
+            return orders.cancel_order(shop, order.order_id, "ann")
+        return orders.refund_order(shop, order.order_id)
+
+    with row_held(committed, "items", hot), pytest.raises(ServiceBusy):
+        end()  # the hot row is held past the lock timeout: nothing happened
+    assert status_and_refund(committed, order.order_id) == ("paid", None)
+    assert fake.stats()["refunds"] == 0
+    assert_money_kept_equals_orders_paid(shop, fake, committed)
+    settlement.reconcile_payments(shop)
+    assert_money_kept_equals_orders_paid(shop, fake, committed)
+
+    ended = end()  # the retry does it all
+    assert (ended.status, ended.refund_pending) == ("refunded", False)
+    assert status_and_refund(committed, order.order_id) == ("refunded", "confirmed")
+    assert shop_state(committed).stock[hot] == 5
+    assert_money_kept_equals_orders_paid(shop, fake, committed)
+
+
+@once
+def test_a_refund_the_provider_does_not_confirm_is_recorded_then_sent_again(
+    storm_shop, committed, provider
+):
+    """The provider goes down between the pay and the cancel: the cancel records
+    the refund (the order refunded, its stock back) and says the refund is still
+    pending; a repeated cancel, or reconcile-payments, sends it once the
+    provider answers, and the provider refunds it once."""
+    url, fake = provider
+    shop = storm_shop(4, payment_gateway_url=url)
+    down = storm_shop(4, payment_gateway_url=closed_port_url())
+    hot = commit_item(committed, "Hot", "1.00", 5)
+    commit_cart_lines(committed, [("ann", hot, 1), ("ben", hot, 1)])
+    ann = payment.pay(shop, "ann", Decimal("1.00"))
+    ben = payment.pay(shop, "ben", Decimal("1.00"))
+
+    for order, user in ((ann, "ann"), (ben, "ben")):
+        ended = orders.cancel_order(down, order.order_id, user)
+        assert (ended.status, ended.refund_pending) == ("refunded", True)
+        assert status_and_refund(committed, order.order_id) == ("refunded", "unconfirmed")
+    assert shop_state(committed).stock[hot] == 5
+    assert fake.stats()["refunds"] == 0
+
+    again = orders.cancel_order(shop, ann.order_id, "ann")  # the buyer asks again
+    assert (again.status, again.refund_pending) == ("refunded", False)
+    assert settlement.reconcile_payments(shop)["refunds_resent"] == 1  # ben's
+    for order in (ann, ben):
+        assert status_and_refund(committed, order.order_id) == ("refunded", "confirmed")
+    assert fake.stats()["refunds"] == 2
+    assert_conserved({hot: Decimal(5)}, shop_state(committed))
+    assert_money_kept_equals_orders_paid(shop, fake, committed)
+
+
+def test_a_cancel_answers_202_while_its_refund_is_unconfirmed(make_app, committed):
+    """Over HTTP: 202 with ``"refund": "pending"``; 200 once the provider confirmed."""
+    server, fake = start_in_thread()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        hot = commit_item(committed, "Hot", "1.00", 5)
+        commit_cart_lines(committed, [("ann", hot, 1)])
+        up = make_app(payment_gateway_url=url).test_client()
+        paid = up.post("/cart/ann/pay", json={"amount": "1.00"})
+        assert paid.status_code == 201, paid.json
+        order_id = paid.json["order_id"]
+
+        down = make_app(payment_gateway_url=closed_port_url()).test_client()
+        pending = down.post(f"/orders/{order_id}/cancel")
+        assert pending.status_code == 202, pending.json
+        assert (pending.json["status"], pending.json["refund"]) == ("refunded", "pending")
+
+        confirmed = up.post(f"/orders/{order_id}/cancel")
+        assert confirmed.status_code == 200, confirmed.json
+        assert confirmed.json["status"] == "refunded" and "refund" not in confirmed.json
+        assert fake.stats()["refunds"] == 1
+    finally:
+        server.shutdown()
