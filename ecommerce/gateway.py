@@ -33,9 +33,13 @@ rehearsals):
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import io
 import json
-import urllib.error
-import urllib.request
+import socket
+import time
+import urllib.parse
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -47,7 +51,8 @@ DECLINED = "declined"
 
 
 class GatewayUnavailable(Exception):
-    """No answer in time, or no answer that means anything: the outcome is unknown."""
+    """No answer within PAYMENT_GATEWAY_TIMEOUT_MS (one deadline for the whole
+    call), or no answer that means anything: the outcome is unknown."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,7 @@ class HttpGateway:
     def lookup(self, order_id: int) -> ChargeState | None:
         """The state of the order's charge, None if it never reached the provider."""
         try:
-            answer = self._call("GET", f"/charges/{charge_key(order_id)}", None)
+            answer = self._call("GET", f"/charges/{charge_key(order_id)}", None, missing_ok=True)
         except _NotFound:
             return None
         return ChargeState(self._outcome(answer), bool(answer.get("refunded")))
@@ -128,20 +133,102 @@ class HttpGateway:
             raise GatewayUnavailable(f"the provider answered {status!r}")
         return status
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+    def _call(
+        self, method: str, path: str, body: dict[str, Any] | None, *, missing_ok: bool = False
+    ) -> dict[str, Any]:
+        """The provider's JSON object answer. Every way the call can fail (no
+        connection, a reset, a reply cut mid-body, a bad status line, an HTTP
+        error, a body that is not a JSON object, the deadline) is one outcome:
+        GatewayUnavailable, the outcome unknown. A 404 is _NotFound when
+        ``missing_ok`` (a look-up of a charge the provider never saw)."""
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as error:
-            if error.code == 404:
-                raise _NotFound from error
-            raise GatewayUnavailable(f"the provider answered HTTP {error.code}") from error
-        except (OSError, ValueError) as error:  # timeouts, refused connections, bad JSON
-            raise GatewayUnavailable(f"the provider did not answer: {error}") from error
+            status, raw = _exchange(
+                self.url + path, method, data, time.monotonic() + self.timeout_s
+            )
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            raise GatewayUnavailable(f"the provider did not answer: {error!r}") from error
+        if status == 404 and missing_ok:
+            raise _NotFound
+        if not 200 <= status < 300:
+            raise GatewayUnavailable(f"the provider answered HTTP {status}")
+        try:
+            answer = json.loads(raw or b"{}")
+        except ValueError as error:
+            raise GatewayUnavailable("the provider's answer is not JSON") from error
+        if not isinstance(answer, dict):
+            raise GatewayUnavailable("the provider's answer is not a JSON object")
+        return answer
+
+
+def _exchange(url: str, method: str, data: bytes | None, deadline: float) -> tuple[int, bytes]:
+    """One HTTP request and its whole answer (status, body), within ``deadline``
+    (time.monotonic()): a total bound, not one per socket read, so a provider
+    that trickles its answer a byte at a time is cut off at the deadline too."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = kind(parts.hostname, parts.port, timeout=_remaining(deadline))
+    try:
+        connection.connect()
+        connection.sock = _DeadlineSocket(connection.sock, deadline)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        headers = {"Content-Type": "application/json", "Connection": "close"}
+        connection.request(method, target, body=data, headers=headers)
+        with contextlib.closing(connection.getresponse()) as response:
+            return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the provider's deadline passed")
+    return left
+
+
+class _DeadlineSocket:
+    """A connected socket whose every send and receive is bounded by what is left
+    of one deadline (http.client reads through ``makefile``)."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._deadline = deadline
+
+    def sendall(self, data: bytes) -> None:
+        self._sock.settimeout(_remaining(self._deadline))
+        self._sock.sendall(data)
+
+    def makefile(self, mode: str = "rb", *args: object, **kwargs: object) -> io.BufferedReader:
+        # The socket's own reader underneath: it counts as a reference, so the
+        # connection stays open while the answer is read (as http.client expects).
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _DeadlineReader(io.RawIOBase):
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self._sock.settimeout(_remaining(self._deadline))
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 class _NotFound(Exception):
