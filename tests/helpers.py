@@ -174,6 +174,36 @@ def assert_invariants(engine: Engine) -> None:
     assert not violations, "\n".join(map(str, violations))
 
 
+def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "") -> None:
+    """Poll ``predicate`` until it holds (an observable event), failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting {what or 'for the event'}"
+        time.sleep(0.01)
+
+
+def in_thread(work: Callable[[], Any]) -> Callable[[], Any]:
+    """Start ``work`` on a thread of its own; returns a function that waits for it
+    and gives its result (or the exception it raised)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as error:  # handed to the test, which inspects it
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def result(timeout: float = 60) -> Any:
+        thread.join(timeout)
+        assert outcome, "the thread did not finish"
+        return outcome[0]
+
+    return result
+
+
 def wait_until_a_backend_waits_on_a_lock(
     engine: Engine, timeout: float = 10, count: int = 1
 ) -> None:

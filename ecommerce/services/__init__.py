@@ -51,6 +51,22 @@ class Shop:
     _combiners: dict[str, Combiner[Any, Any]] = field(default_factory=dict, repr=False)
     _combiners_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    @property
+    def charge_budget_s(self) -> float:
+        """How long a keyed pay may take to reserve its order (the combining
+        queue, the item lock, a second more) and still start its charge."""
+        queued = self.combining.wait_s if self.combining is not None else 0.0
+        return queued + self.policy.lock_timeout_ms / 1000 + 1.0
+
+    @property
+    def charge_lease_s(self) -> float:
+        """How long after a keyed pay's order was written its first request may
+        still be charging the provider: the budget to start, the provider's
+        deadline, and a second for the app's and the database's clocks. A
+        replay of the key within it is refused as in use (services/payment.py)."""
+        deadline = self.gateway.timeout_s if self.gateway is not None else 0.0
+        return self.charge_budget_s + deadline + 1.0
+
     def transaction(self, work: Callable[[Session], T], name: str) -> T:
         return run_in_transaction(self.db.session, work, self.policy, name=name)
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -92,6 +93,7 @@ class PayRequest:
 def pay(shop: Shop, user_id: str, amount: Decimal, idempotency_key: str | None = None) -> OrderView:
     """Pay exactly ``amount`` for the user's whole cart; returns the paid order."""
     request = PayRequest(user_id, amount, idempotency_key)
+    started = time.monotonic()
     try:
         if shop.combining is None:
             order = _pay_alone(shop, request)
@@ -101,7 +103,7 @@ def pay(shop: Shop, user_id: str, amount: Decimal, idempotency_key: str | None =
             key = (user_id, idempotency_key) if idempotency_key is not None else None
             order = _combiner(shop).submit(request, key)
         if shop.gateway is not None:
-            order = _charge_and_confirm(shop, order)
+            order = _charge_and_confirm(shop, order, request, started)
     except ServiceBusy:
         metrics.count_pay("busy", ServiceBusy.code)
         raise
@@ -312,24 +314,54 @@ def _new_order(
 # --- With a payment provider: reserve, charge with no lock held, confirm -------------
 
 
-def _charge_and_confirm(shop: Shop, order: OrderView) -> OrderView:
+def _charge_and_confirm(
+    shop: Shop, order: OrderView, request: PayRequest, started: float
+) -> OrderView:
     """The reserved (pending) order charged at the provider, with no transaction
-    open, then confirmed or released. A replayed pay asks again: the provider
-    answers a repeated idempotency key with the first outcome, never a second
-    charge. No answer in time: the order stays pending (202); the webhook,
-    `flask reconcile-payments` or `flask release-expired` settles it."""
+    open, then confirmed or released. No answer in time: the order stays pending
+    (202); the webhook, `flask reconcile-payments` or `flask release-expired`
+    settles it.
+
+    An answer says what is true: once the provider may have taken the money,
+    nothing is answered as if nothing happened. A confirmation that fails after
+    the charge (a lock timeout, a failover) answers 202 pending with the order's
+    id: the money may have moved, the order exists, and it is settled like any
+    charge whose answer was lost.
+
+    A keyed pay holds its key until its charge's outcome is known, across
+    processes: a replay of the key finds the pending order, and while the first
+    request may still be charging (:meth:`Shop.charge_lease_s` after the order
+    was written) it is refused 409 idempotency_key_in_use, never charged a
+    second time; the first request never starts its charge after that lease
+    (it answers 202 pending instead, and a replay after the lease charges)."""
     assert shop.gateway is not None
     if order.replayed:
         current = orders.get_order(shop, order.order_id)
+        if current.status == ORDER_STATUS_PENDING and shop.clock() < current.created_at + (
+            dt.timedelta(seconds=shop.charge_lease_s)
+        ):
+            raise idempotency.in_use()
         order = replace(current, replayed=True)
     if order.status != ORDER_STATUS_PENDING:
         return _answer(order)
+    if request.key is not None and time.monotonic() - started > shop.charge_budget_s:
+        log.warning("order %s: reserved too late to charge within its key's lease", order.order_id)
+        return order
     try:
         outcome = shop.gateway.charge(order.order_id, order.total)
     except GatewayUnavailable as unknown:
         log.warning("order %s: %s; it stays pending", order.order_id, unknown)
         return order
-    confirmed = settlement.confirm_payment(shop, order.order_id, outcome)
+    try:
+        confirmed = settlement.confirm_payment(shop, order.order_id, outcome)
+    except ServiceBusy as unrecorded:
+        log.warning(
+            "order %s: the provider answered %s, recording it failed (%s); it stays pending",
+            order.order_id,
+            outcome,
+            unrecorded.message,
+        )
+        return order
     return _answer(replace(confirmed, replayed=order.replayed))
 
 

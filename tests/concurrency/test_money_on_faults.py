@@ -18,7 +18,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine, text
 
-from ecommerce.errors import ServiceBusy
+from ecommerce.errors import IdempotencyKeyInUse, ServiceBusy
 from ecommerce.flashsale.fake_gateway import start_in_thread
 from ecommerce.services import invariants, orders, payment, settlement
 from tests.helpers import (
@@ -26,7 +26,9 @@ from tests.helpers import (
     assert_invariants,
     commit_cart_lines,
     commit_item,
+    in_thread,
     shop_state,
+    wait_for,
 )
 
 # Ending an order has one engine whatever the combining: run these once.
@@ -165,5 +167,73 @@ def test_a_cancel_answers_202_while_its_refund_is_unconfirmed(make_app, committe
         assert confirmed.status_code == 200, confirmed.json
         assert confirmed.json["status"] == "refunded" and "refund" not in confirmed.json
         assert fake.stats()["refunds"] == 1
+    finally:
+        server.shutdown()
+
+
+def order_of(engine: Engine, user: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            text("SELECT id FROM orders WHERE user_id = :u"), {"u": user}
+        ).scalar_one()
+
+
+def test_a_charge_whose_confirmation_fails_is_answered_pending_not_busy(storm_shop, committed):
+    """The provider took the money, then recording it failed (the order's row
+    held past the lock timeout): the answer is the pending order with its id
+    (202), never 503 "nothing happened", and reconcile-payments records it.
+
+    Before the fix the pay answered 503 busy while the provider had charged."""
+    server, fake = start_in_thread(latency_ms=300)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        shop = storm_shop(4, payment_gateway_url=url, payment_gateway_timeout_ms=10_000)
+        slow_locks = storm_shop(4, payment_gateway_url=url, lock_timeout_ms=200)
+        hot = commit_item(committed, "Hot", "1.00", 5)
+        commit_cart_lines(committed, [("ann", hot, 1)])
+
+        paying = in_thread(lambda: payment.pay(slow_locks, "ann", Decimal("1.00")))
+        wait_for(lambda: fake.charges_in_flight == 1, what="for the charge")
+        with row_held(committed, "orders", order_of(committed, "ann")):
+            answer = paying()  # charged, then the confirmation met the held row
+        assert fake.stats()["succeeded"] == 1
+        assert not isinstance(answer, BaseException), answer
+        assert (answer.status, answer.order_id) == ("pending", order_of(committed, "ann"))
+
+        assert settlement.reconcile_payments(shop)["paid"] == 1
+        assert status_and_refund(committed, answer.order_id) == ("paid", None)
+        assert_money_kept_equals_orders_paid(shop, fake, committed)
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("second", ["same_worker", "other_worker"])
+def test_a_key_is_held_until_its_charge_is_decided(second, storm_shop, committed):
+    """The same Idempotency-Key again while the first pay is still charging:
+    409 in use, from this process or another one, and the provider is charged
+    once; after the outcome, the key replays the paid order.
+
+    Before the fix the key was released when the order was reserved, and the
+    second request started a second charge call (2 calls for one key)."""
+    server, fake = start_in_thread(latency_ms=500)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        shop = storm_shop(4, payment_gateway_url=url, payment_gateway_timeout_ms=10_000)
+        other = shop if second == "same_worker" else storm_shop(4, payment_gateway_url=url)
+        hot = commit_item(committed, "Hot", "1.00", 5)
+        commit_cart_lines(committed, [("ann", hot, 1)])
+
+        first = in_thread(lambda: payment.pay(shop, "ann", Decimal("1.00"), "key-1"))
+        wait_for(lambda: fake.charges_in_flight == 1, what="for the charge")
+        with pytest.raises(IdempotencyKeyInUse):
+            payment.pay(other, "ann", Decimal("1.00"), "key-1")
+        paid = first()
+        assert not isinstance(paid, BaseException), paid
+        assert paid.status == "paid"
+
+        replay = payment.pay(other, "ann", Decimal("1.00"), "key-1")
+        assert (replay.status, replay.order_id, replay.replayed) == ("paid", paid.order_id, True)
+        assert fake.stats()["charge_calls"] == 1
+        assert_money_kept_equals_orders_paid(shop, fake, committed)
     finally:
         server.shutdown()
