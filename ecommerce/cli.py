@@ -132,7 +132,14 @@ def console_link(admin: str, ttl: int, base_url: str | None) -> None:
 )
 @with_appcontext
 def release_expired() -> None:
-    click.echo(f"released {orders.release_expired(_shop())} expired reservations")
+    expiry = orders.release_expired(_shop())
+    click.echo(f"released {expiry.released} expired reservations")
+    if expiry.failed:
+        # A non-zero exit marks the run failed (cron mails it; a systemd timer's
+        # unit shows it); the orders are tried again at the next run.
+        raise click.ClickException(
+            f"{expiry.failed} expired reservations could not be released this run (see the log)"
+        )
 
 
 @click.command(

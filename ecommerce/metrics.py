@@ -74,6 +74,19 @@ DB_TIMEOUTS = Counter(
     ["kind"],
 )
 
+JOB_FAILURES = Counter(
+    "shop_job_failures_total",
+    "Orders a settling job could not settle this run (left for its next run), by job: "
+    "release_expired, reconcile_payments. Counted by the process that runs the job (the CLI "
+    "counts into /metrics when it shares the shop's PROMETHEUS_MULTIPROC_DIR).",
+    ["job"],
+)
+
+
+def count_job_failure(job: str) -> None:
+    if enabled:
+        JOB_FAILURES.labels(job).inc()
+
 
 def count_request(method: str, endpoint: str, status: int, seconds: float) -> None:
     if enabled:

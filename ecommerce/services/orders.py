@@ -43,8 +43,8 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
-from ecommerce import gateway
-from ecommerce.errors import Conflict, NotFound, ServiceBusy
+from ecommerce import gateway, metrics
+from ecommerce.errors import Conflict, NotFound, ServiceBusy, ShopError
 from ecommerce.gateway import GatewayUnavailable
 from ecommerce.models import (
     CHARGE_SETTLED,
@@ -154,13 +154,51 @@ def _end(shop: Shop, order_id: int, owner: str | None, name: str) -> OrderView:
     return ended
 
 
-def release_expired(shop: Shop, limit: int = 1000) -> int:
-    """Pending orders past their expiry become expired and give their stock back;
-    returns how many. Each in a transaction of its own, under its row lock, so a
-    confirmation racing with it is decided once. Safe to run again at any time."""
-    due = shop.transaction(lambda s: OrderRepository(s).pending_ids(limit, expired=True), "due")
+@dataclass(frozen=True)
+class Expiry:
+    released: int  # pending orders that expired, their stock back
+    failed: int  # orders left pending by an error this run (the next run tries again)
 
-    def expire(session: Session, order_id: int, charge: str | None) -> bool:
+
+def release_expired(shop: Shop, limit: int = 1000) -> Expiry:
+    """Pending orders past their expiry become expired and give their stock back.
+    Each in a transaction of its own, under its row lock, so a confirmation
+    racing with it is decided once. Safe to run again at any time.
+
+    Each order is isolated: one that cannot be expired now (its charge unknown,
+    its item row held past the lock timeout, a failover) is counted
+    (``shop_expiry_failures_total``), logged and left for the next run, and the
+    run goes on with the next order."""
+    due = shop.transaction(lambda s: OrderRepository(s).pending_ids(limit, expired=True), "due")
+    released = failed = 0
+    for order_id in due:
+        try:
+            if _expire(shop, order_id):
+                released += 1
+        except Exception as error:  # one order never stops the others
+            failed += 1
+            metrics.count_job_failure("release_expired")
+            if isinstance(error, ShopError):
+                log.warning("order %s: not expired this run: %s", order_id, error.message)
+            else:
+                log.exception("order %s: not expired this run", order_id)
+    return Expiry(released, failed)
+
+
+def _expire(shop: Shop, order_id: int) -> bool:
+    """One due order expired (its charge voided first); False when there was
+    nothing to expire (it was settled meanwhile, or its charge succeeded)."""
+    charge = None
+    if shop.gateway is not None:
+        outcome = _void(shop, order_id)
+        if outcome is None:
+            raise ServiceBusy("the provider did not answer about its charge")
+        if outcome == gateway.SUCCEEDED:
+            settlement.confirm_payment(shop, order_id, outcome)  # paid: the reservation honoured
+            return False
+        charge = CHARGE_SETTLED
+
+    def expire(session: Session) -> bool:
         order = OrderRepository(session).lock(order_id)
         if (
             order is None
@@ -171,22 +209,7 @@ def release_expired(shop: Shop, limit: int = 1000) -> int:
         settlement.give_back(session, order, ORDER_STATUS_EXPIRED, "release", charge)
         return True
 
-    released = 0
-    for order_id in due:
-        charge = None
-        if shop.gateway is not None:
-            outcome = _void(shop, order_id)
-            if outcome is None:
-                continue  # its charge is unknown: the next run asks again
-            if outcome == gateway.SUCCEEDED:
-                settlement.confirm_payment(
-                    shop, order_id, outcome
-                )  # paid: the reservation is honoured
-                continue
-            charge = CHARGE_SETTLED
-        if shop.transaction(lambda s, o=order_id, c=charge: expire(s, o, c), "release_expired"):
-            released += 1
-    return released
+    return shop.transaction(expire, "release_expired")
 
 
 def _void(shop: Shop, order_id: int) -> str | None:

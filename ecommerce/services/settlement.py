@@ -19,8 +19,8 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from ecommerce import gateway
-from ecommerce.errors import NotFound, ServiceBusy
+from ecommerce import gateway, metrics
+from ecommerce.errors import NotFound, ServiceBusy, ShopError
 from ecommerce.gateway import GatewayUnavailable
 from ecommerce.models import (
     CHARGE_OPEN,
@@ -135,6 +135,7 @@ def reconcile_payments(shop: Shop, limit: int = 1000) -> dict[str, int]:
         "payment_failed": 0,
         "refunded": 0,
         "settled": 0,
+        "not_at_provider": 0,
         "unknown": 0,
         "refunds_resent": 0,
     }
@@ -142,13 +143,17 @@ def reconcile_payments(shop: Shop, limit: int = 1000) -> dict[str, int]:
         try:
             state = shop.gateway.lookup(order_id)
             if state is None and status == ORDER_STATUS_PENDING:
-                counts["unknown"] += 1  # never reached the provider: expiry will void it
+                counts["not_at_provider"] += 1  # never reached the provider: expiry voids it
                 continue
             outcome = state.status if state is not None else shop.gateway.void(order_id)
-        except GatewayUnavailable:
+            settled = confirm_payment(shop, order_id, outcome).status
+        except (GatewayUnavailable, ShopError) as unknown:
+            # The provider did not answer, or recording its answer failed: this
+            # order is left for the next run; the others go on.
             counts["unknown"] += 1
+            metrics.count_job_failure("reconcile_payments")
+            log.warning("order %s: its charge was not settled this run: %s", order_id, unknown)
             continue
-        settled = confirm_payment(shop, order_id, outcome).status
         counts[settled if settled in counts and settled != status else "settled"] += 1
     for order_id, total in shop.transaction(
         lambda s: OrderRepository(s).unconfirmed_refunds(limit), "unconfirmed_refunds"
@@ -157,6 +162,7 @@ def reconcile_payments(shop: Shop, limit: int = 1000) -> dict[str, int]:
             counts["refunds_resent"] += 1
         else:
             counts["unknown"] += 1
+            metrics.count_job_failure("reconcile_payments")
     return counts
 
 

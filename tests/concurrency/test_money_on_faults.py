@@ -16,12 +16,15 @@ from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
 
 from ecommerce.errors import IdempotencyKeyInUse, ServiceBusy
 from ecommerce.flashsale.fake_gateway import start_in_thread
+from ecommerce.gateway import charge_key, reference
 from ecommerce.services import invariants, orders, payment, settlement
 from tests.helpers import (
+    age_reservations,
     assert_conserved,
     assert_invariants,
     commit_cart_lines,
@@ -237,3 +240,69 @@ def test_a_key_is_held_until_its_charge_is_decided(second, storm_shop, committed
         assert_money_kept_equals_orders_paid(shop, fake, committed)
     finally:
         server.shutdown()
+
+
+def job_failures(job: str) -> float:
+    return REGISTRY.get_sample_value("shop_job_failures_total", {"job": job}) or 0.0
+
+
+@once
+def test_an_order_that_fails_to_expire_does_not_hold_up_the_others(storm_shop, committed, provider):
+    """The oldest due order's item row is held past the lock timeout: that order
+    is counted and left for the next run, the next one expires in this run.
+
+    Before the fix the first order's 503 ended the whole run: the second order
+    kept its stock."""
+    url, fake = provider
+    shop = storm_shop(4, payment_gateway_url=url, lock_timeout_ms=200)
+    held_item = commit_item(committed, "Held", "1.14", 5)  # the fake never answers *.14
+    free_item = commit_item(committed, "Free", "2.14", 5)
+    commit_cart_lines(committed, [("ann", held_item, 1), ("ben", free_item, 1)])
+    ann = payment.pay(shop, "ann", Decimal("1.14"))
+    ben = payment.pay(shop, "ben", Decimal("2.14"))
+    assert ann.status == ben.status == "pending" and ann.order_id < ben.order_id
+    age_reservations(committed, shop.reservation_ttl_s + 1)
+
+    before = job_failures("release_expired")
+    with row_held(committed, "items", held_item):
+        expiry = orders.release_expired(shop)
+    assert (expiry.released, expiry.failed) == (1, 1)
+    assert job_failures("release_expired") == before + 1
+    assert status_and_refund(committed, ann.order_id) == ("pending", None)
+    assert status_and_refund(committed, ben.order_id) == ("expired", None)
+
+    assert orders.release_expired(shop) == orders.Expiry(released=1, failed=0)  # the next run
+    assert shop_state(committed).stock == {held_item: 5, free_item: 5}
+    assert_money_kept_equals_orders_paid(shop, fake, committed)
+
+
+@once
+def test_an_order_that_fails_to_reconcile_does_not_hold_up_the_others(
+    storm_shop, committed, provider
+):
+    """reconcile-payments likewise: an order whose row is held is counted and
+    left for the next run; the next order is settled in this one.
+
+    Before the fix the first order's 503 ended the whole run."""
+    url, fake = provider
+    shop = storm_shop(4, payment_gateway_url=url, lock_timeout_ms=200)
+    hot = commit_item(committed, "Hot", "1.14", 5)  # the fake never answers *.14
+    commit_cart_lines(committed, [("ann", hot, 1), ("ben", hot, 1)])
+    ann = payment.pay(shop, "ann", Decimal("1.14"))
+    ben = payment.pay(shop, "ben", Decimal("1.14"))
+    for order in (ann, ben):  # decided at the provider; the answers were lost
+        fake.charges[charge_key(order.order_id)] = {
+            "status": "succeeded",
+            "reference": reference(order.order_id),
+        }
+
+    before = job_failures("reconcile_payments")
+    with row_held(committed, "orders", ann.order_id):
+        counts = settlement.reconcile_payments(shop)
+    assert (counts["paid"], counts["unknown"]) == (1, 1)
+    assert job_failures("reconcile_payments") == before + 1
+    assert status_and_refund(committed, ann.order_id) == ("pending", None)
+    assert status_and_refund(committed, ben.order_id) == ("paid", None)
+
+    assert settlement.reconcile_payments(shop)["paid"] == 1  # the next run
+    assert_money_kept_equals_orders_paid(shop, fake, committed)
