@@ -147,10 +147,11 @@ class _BatchResult:
 
 def _run_batch(shop: Shop, batch: Sequence[PayRequest]) -> list[OrderView | BaseException]:
     metrics.observe_batch(len(batch))
+    since = shop.sold_out.epoch()  # before the batch reads any stock
     result = shop.transaction(lambda session: _pay_batch(session, shop, batch), "pay")
-    # Marked only once the batch has committed.
+    # Marked only once the batch has committed, and not over a newer restock.
     for item_id, name in result.sold_out.items():
-        shop.sold_out.mark(item_id, name)
+        shop.sold_out.mark(item_id, name, since)
     return list(result.outcomes)
 
 

@@ -12,6 +12,13 @@ A mark's clock moves only when the stock is read: marking an item that is
 already marked keeps its clock. A refusal that the mark itself caused reports
 the mark again (available 0) and must not restart the clock, or a storm of
 such refusals would keep the mark from ever being re-read.
+
+A mark is only as new as the read it comes from. Whoever reads a stock of 0
+takes :meth:`SoldOutMarks.epoch` before the read and passes it to
+:meth:`~SoldOutMarks.mark`: a restock cleared after that (in this process) is
+newer than the read, and the mark is not set. Without it, a batch that sold the
+last unit and a restock that committed and cleared a moment before the batch
+got to its mark left the item marked with stock on the shelf.
 """
 
 from __future__ import annotations
@@ -30,25 +37,40 @@ class SoldOutMarks:
         self.recheck_s = recheck_s
         self._lock = threading.Lock()
         self._marks: dict[int, tuple[str, float]] = {}  # item id -> (name, checked at)
+        self._epoch = 0  # moves at every clear
+        self._cleared: dict[int, int] = {}  # item id -> the epoch of its last clear
 
     def any(self) -> bool:
         """Whether any item is marked (read without the lock: a mark racing with
         this call is simply seen by the next one)."""
         return bool(self._marks)
 
-    def mark(self, item_id: int, name: str) -> None:
-        """Mark an item seen at 0 stock; an item already marked keeps its clock."""
-        with self._lock:
-            self._marks.setdefault(item_id, (name, time.monotonic()))
+    def epoch(self) -> int:
+        """Taken before reading a stock that may lead to a mark."""
+        return self._epoch
 
-    def _checked(self, item_id: int, name: str) -> None:
-        """A re-check read the item at 0 stock: trust its mark anew from now."""
+    def mark(self, item_id: int, name: str, since: int) -> None:
+        """Mark an item read at 0 stock by a read that began at epoch ``since``;
+        an item already marked keeps its clock, and an item cleared since that
+        read is not marked (the restock is newer than the read)."""
         with self._lock:
-            self._marks[item_id] = (name, time.monotonic())
+            if self._cleared.get(item_id, -1) < since:
+                self._marks.setdefault(item_id, (name, time.monotonic()))
+
+    def _checked(self, item_id: int, name: str, since: int) -> None:
+        """A re-check read the item at 0 stock: trust its mark anew from now,
+        unless it was cleared since that read began."""
+        with self._lock:
+            if self._cleared.get(item_id, -1) < since:
+                self._marks[item_id] = (name, time.monotonic())
+            else:
+                self._marks.pop(item_id, None)
 
     def clear(self, item_id: int) -> None:
         with self._lock:
             self._marks.pop(item_id, None)
+            self._epoch += 1
+            self._cleared[item_id] = self._epoch
 
     def marked(self, session: Session, item_ids: Iterable[int]) -> dict[int, str]:
         """The marked ones among ``item_ids`` ({id: name}), re-checking stale marks."""
@@ -59,10 +81,11 @@ class SoldOutMarks:
             found = {i: self._marks[i] for i in item_ids if i in self._marks}
         stale = [i for i, (_, checked) in found.items() if now - checked > self.recheck_s]
         if stale:
+            since = self.epoch()
             for item in ItemRepository(session).read(stale):
                 if item.stock > 0:
                     self.clear(item.id)
                     found.pop(item.id)
                 else:
-                    self._checked(item.id, item.name)
+                    self._checked(item.id, item.name, since)
         return {i: name for i, (name, _) in found.items()}
