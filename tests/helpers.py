@@ -182,6 +182,15 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "
         time.sleep(0.01)
 
 
+@contextmanager
+def held_by_another_transaction(engine: Engine, lock_sql: str, **params: Any) -> Iterator[None]:
+    """The rows ``lock_sql`` (a SELECT ... FOR UPDATE) locks, held by a
+    transaction of another connection until the block ends."""
+    with engine.connect() as conn, conn.begin():
+        conn.execute(text(lock_sql), params)
+        yield
+
+
 def in_thread(work: Callable[[], Any]) -> Callable[[], Any]:
     """Start ``work`` on a thread of its own; returns a function that waits for it
     and gives its result (or the exception it raised)."""

@@ -83,6 +83,49 @@ class CartRepository(_Repository):
         cart is absent from the answer."""
         return self._carts(self.LOCK_CARTS_FOR_PAY, user_ids)
 
+    #: The pay of a batch of several buyers: the lines each buyer's cart holds
+    #: (a plain read), each locked unless another transaction holds it (SKIP
+    #: LOCKED: one buyer's held row never makes the batch wait). A locked line
+    #: carries its current quantity (a row changed since the read is locked in
+    #: its new version); ``locked`` is false for a line that was held (or was
+    #: gone by the time it was reached).
+    LOCK_CARTS_FOR_PAY_SKIPPING_HELD = text(
+        """
+    WITH locked AS MATERIALIZED (
+        SELECT user_id, item_id, quantity FROM carts
+        WHERE user_id = ANY(:user_ids)
+        ORDER BY user_id, item_id
+        FOR UPDATE SKIP LOCKED
+    )
+    SELECT c.user_id, c.item_id, i.name, coalesce(l.quantity, c.quantity) AS quantity,
+           i.price, i.stock, i.per_user_limit, i.sale_starts_at, i.sale_ends_at,
+           l.item_id IS NOT NULL AS locked
+    FROM carts c JOIN items i ON i.id = c.item_id
+    LEFT JOIN locked l ON l.user_id = c.user_id AND l.item_id = c.item_id
+    WHERE c.user_id = ANY(:user_ids)
+    ORDER BY c.user_id, c.item_id
+    """
+    ).bindparams(bindparam("user_ids", type_=ARRAY(Text)))
+
+    def lock_for_pay_skipping_held(
+        self, user_ids: Iterable[str]
+    ) -> tuple[dict[str, list[CartLineRow]], set[str]]:
+        """:meth:`lock_for_pay` without waiting: the carts whose every line is now
+        locked, and the users one of whose lines another transaction holds
+        (their lines are left out: their pay must wait, alone)."""
+        rows = self._execute(
+            self.LOCK_CARTS_FOR_PAY_SKIPPING_HELD, {"user_ids": sorted(set(user_ids))}
+        )
+        carts: dict[str, list[CartLineRow]] = {}
+        held: set[str] = set()
+        for user_id, *line, locked in rows:
+            carts.setdefault(user_id, []).append(CartLineRow(*line))
+            if not locked:
+                held.add(user_id)
+        for user_id in held:
+            del carts[user_id]
+        return carts, held
+
     def _carts(
         self, statement: Executable, user_ids: Iterable[str]
     ) -> dict[str, list[CartLineRow]]:

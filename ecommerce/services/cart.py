@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from ecommerce import metrics
 from ecommerce.domain import adds, rules
 from ecommerce.errors import NotFound, ShopError
+from ecommerce.limits import MAX_QUANTITY
 from ecommerce.repositories import (
     CartLineRow,
     CartRepository,
@@ -167,6 +168,11 @@ def _add_batch(
     for n in active:
         line = (batch[n].user_id, batch[n].item_id)
         units[line] = units.get(line, 0) + batch[n].quantity
+    # No line can hold more than MAX_QUANTITY (no stock is larger), so a line's
+    # batch units past it are all refused: the upsert adds at most one unit
+    # more, and the refused units come out again below. Many huge adds to one
+    # line can then never overflow the statement's integers and fail the batch.
+    units = {line: min(count, MAX_QUANTITY + 1) for line, count in units.items()}
     added = carts.add(units)
     # What each line held before this batch (its row is locked now).
     before = {line: row.quantity - units[line] for line, row in added.items()}

@@ -64,6 +64,12 @@ def value_of(outcome: Out | BaseException) -> Out:
     return outcome
 
 
+class RunAlone(Exception):
+    """A batch's outcome for a request it hands back: the request is run alone,
+    with ``run_alone``, in the thread that submitted it (it would have to wait
+    for something the batch's other requests must not wait for)."""
+
+
 @dataclass(eq=False)
 class _Pending(Generic[Req, Out]):
     request: Req
@@ -169,6 +175,9 @@ class Combiner(Generic[Req, Out]):
                     self._queue.remove(pending)
                     raise self._busy("the shop is busy, please retry")
             pending.done.wait()  # in a running batch: the database bounds it
+        if isinstance(pending.outcome, RunAlone):
+            pending.take()
+            return self.run_alone(request)  # handed back: its wait is its own
         # Raised without a reference cycle (value_of): a refusal storm would
         # otherwise leave every request's frames for the cyclic collector, whose
         # full passes stalled a worker for ~100 ms (docs/BENCHMARKS.md, History).

@@ -15,7 +15,9 @@ The batch, one transaction:
    batch of only them takes no lock and writes nothing, so its COMMIT has
    nothing to flush); then lock every remaining buyer's cart rows (FOR UPDATE
    OF carts), all users in one statement: a second pay of the same cart waits
-   here, then finds the cart empty;
+   here, then finds the cart empty (a batch of several waits for no one's
+   row: a buyer whose row another transaction holds is handed back to run
+   alone, :func:`_lock_carts`);
 3. answer from the cart's read a buyer whose amount is not the cart's total
    (refused whatever the item rows say): no item lock for them;
 4. draw ids for the orders of the buyers who might win (before any item
@@ -64,6 +66,7 @@ from ecommerce.models import (
 )
 from ecommerce.money import format_money
 from ecommerce.repositories import (
+    CartLineRow,
     CartRepository,
     ItemRepository,
     NewKeyRecord,
@@ -72,7 +75,7 @@ from ecommerce.repositories import (
     OrderRepository,
 )
 from ecommerce.services import Shop, idempotency, orders, settlement
-from ecommerce.services.combining import Combiner, value_of
+from ecommerce.services.combining import Combiner, RunAlone, value_of
 from ecommerce.services.results import LineView, OrderView, encode, total_of
 from ecommerce.services.transactions import Unchanged
 
@@ -141,7 +144,7 @@ def _pay_alone(shop: Shop, request: PayRequest) -> OrderView:
 
 @dataclass
 class _BatchResult:
-    outcomes: list[OrderView | ShopError]
+    outcomes: list[OrderView | ShopError | RunAlone]
     sold_out: dict[int, str]  # items this batch left at 0 stock: {id: name}
 
 
@@ -158,7 +161,7 @@ def _run_batch(shop: Shop, batch: Sequence[PayRequest]) -> list[OrderView | Base
 def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _BatchResult:
     # 1. Idempotency-Keys (never twice in one batch: the combiner lets one
     # request per key be in flight).
-    outcomes: list[OrderView | ShopError | None] = idempotency.claim(
+    outcomes: list[OrderView | ShopError | RunAlone | None] = idempotency.claim(
         session, batch, OrderView.decode
     )
     replayed = any(isinstance(outcome, OrderView) for outcome in outcomes)
@@ -170,7 +173,8 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     if shop.sold_out.any() and active:
         _refuse_sold_out(session, shop, batch, active, outcomes)
         active = [n for n in active if outcomes[n] is None]
-    carts = CartRepository(session).lock_for_pay(batch[n].user_id for n in active) if active else {}
+    carts = _lock_carts(session, batch, active, outcomes)
+    active = [n for n in active if outcomes[n] is None]
     buyers = [
         checkout.Buyer(batch[n].user_id, batch[n].amount, carts.get(batch[n].user_id, []))
         for n in active
@@ -260,12 +264,36 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     return result
 
 
+def _lock_carts(
+    session: Session,
+    batch: Sequence[PayRequest],
+    active: Sequence[int],
+    outcomes: list[OrderView | ShopError | RunAlone | None],
+) -> dict[str, list[CartLineRow]]:
+    """The active buyers' carts, locked. A batch of one waits for its cart's
+    rows as any transaction would. A batch of several waits for none: a buyer
+    one of whose cart rows another transaction holds (the same buyer paying from
+    another worker, say) is handed back to run alone (RunAlone), so no other
+    buyer of the batch waits for that row."""
+    if not active:
+        return {}
+    carts = CartRepository(session)
+    users = [batch[n].user_id for n in active]
+    if len(batch) == 1:
+        return carts.lock_for_pay(users)
+    locked, held = carts.lock_for_pay_skipping_held(users)
+    for n in active:
+        if batch[n].user_id in held:
+            outcomes[n] = RunAlone()
+    return locked
+
+
 def _refuse_sold_out(
     session: Session,
     shop: Shop,
     batch: Sequence[PayRequest],
     active: Sequence[int],
-    outcomes: list[OrderView | ShopError | None],
+    outcomes: list[OrderView | ShopError | RunAlone | None],
 ) -> None:
     """Answer, from one plain read of their carts, the buyers of ``active`` whose
     cart holds an item marked sold out."""

@@ -12,7 +12,6 @@ charges for 1 paid order)."""
 from __future__ import annotations
 
 import socket
-from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
@@ -29,6 +28,7 @@ from tests.helpers import (
     assert_invariants,
     commit_cart_lines,
     commit_item,
+    held_by_another_transaction,
     in_thread,
     shop_state,
     wait_for,
@@ -52,12 +52,11 @@ def closed_port_url() -> str:
         return f"http://127.0.0.1:{probe.getsockname()[1]}"
 
 
-@contextmanager
 def row_held(engine: Engine, table: str, row_id: int):
     """The row locked FOR UPDATE by another transaction until the block ends."""
-    with engine.connect() as conn, conn.begin():
-        conn.execute(text(f"SELECT 1 FROM {table} WHERE id = :i FOR UPDATE"), {"i": row_id})
-        yield
+    return held_by_another_transaction(
+        engine, f"SELECT 1 FROM {table} WHERE id = :i FOR UPDATE", i=row_id
+    )
 
 
 def paid_orders(engine: Engine) -> int:

@@ -3,9 +3,10 @@
 import contextlib
 import ctypes
 import gc
+import threading
 
 from ecommerce.errors import ServiceBusy
-from ecommerce.services.combining import Combiner, CombiningPolicy, _Pending
+from ecommerce.services.combining import Combiner, CombiningPolicy, RunAlone, _Pending
 
 
 class Refused(Exception):
@@ -83,3 +84,23 @@ def test_a_combining_thread_that_stopped_is_replaced():
     assert not first.is_alive()
     assert combiner.submit(2) == 2  # answered by a new thread
     assert combiner._thread is not first and combiner._thread.is_alive()
+
+
+def test_a_request_handed_back_runs_alone_in_its_own_thread():
+    """A batch may hand a request back (RunAlone): it is run with run_alone in
+    the thread that submitted it, not in the combining thread."""
+    ran_in: list[str] = []
+
+    def alone(n: int) -> int:
+        ran_in.append(threading.current_thread().name)
+        return -n
+
+    combiner: Combiner[int, int] = Combiner(
+        CombiningPolicy(),
+        run_batch=lambda batch: [RunAlone() if n == 3 else n for n in batch],
+        run_alone=alone,
+        name="handing-back",
+    )
+    assert combiner.submit(2) == 2
+    assert combiner.submit(3) == -3
+    assert ran_in == [threading.current_thread().name]
