@@ -167,8 +167,8 @@ def release_expired(shop: Shop, limit: int = 1000) -> Expiry:
 
     Each order is isolated: one that cannot be expired now (its charge unknown,
     its item row held past the lock timeout, a failover) is counted
-    (``shop_expiry_failures_total``), logged and left for the next run, and the
-    run goes on with the next order."""
+    (``shop_job_failures_total{job="release_expired"}``), logged and left for the
+    next run, and the run goes on with the next order."""
     due = shop.transaction(lambda s: OrderRepository(s).pending_ids(limit, expired=True), "due")
     released = failed = 0
     for order_id in due:
