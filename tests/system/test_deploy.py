@@ -1,9 +1,11 @@
 """What a deploy does, from outside: a clean virtualenv, ``pip install .`` (not
 editable, no extras), then ``flask db upgrade``, ``flask seed``, gunicorn with the
 default config, and the design note's curl commands. The package's runtime
-dependencies alone must do it, from either place a deploy runs in:
+dependencies alone must do it, with the package's own WSGI module
+(``ecommerce.wsgi:app``, ``flask --app ecommerce.wsgi``), from either place a
+deploy runs in:
 
-* an app directory holding only ``wsgi.py``;
+* an empty directory (no source tree at all);
 * a source checkout where ``pip install .`` was run, which leaves
   ``ecommerce.egg-info`` (and ``build/``) beside the sources.
 
@@ -73,7 +75,7 @@ def _copy_checkout(target: Path) -> None:
             shutil.copy2(source, target / name)
 
 
-@pytest.mark.parametrize("place", ["app directory", "source checkout"])
+@pytest.mark.parametrize("place", ["empty directory", "source checkout"])
 def test_an_installed_wheel_alone_migrates_seeds_and_serves(tmp_path: Path, place: str):
     if place == "source checkout" and shutil.which("git") is None:
         pytest.skip("git is needed to copy the source tree")
@@ -86,7 +88,6 @@ def test_an_installed_wheel_alone_migrates_seeds_and_serves(tmp_path: Path, plac
         _copy_checkout(app_dir)
         source = "."
     else:
-        shutil.copy(PROJECT_ROOT / "wsgi.py", app_dir / "wsgi.py")
         source = str(PROJECT_ROOT)
     subprocess.run(
         [
@@ -118,7 +119,7 @@ def test_an_installed_wheel_alone_migrates_seeds_and_serves(tmp_path: Path, plac
 
     def flask(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(bin_dir / "flask"), *args],
+            [str(bin_dir / "flask"), "--app", "ecommerce.wsgi", *args],
             cwd=app_dir,
             env=env,
             capture_output=True,
@@ -140,9 +141,28 @@ def test_an_installed_wheel_alone_migrates_seeds_and_serves(tmp_path: Path, plac
             check=True,
         ).stdout
         assert str(venv) in where, where
+        # What a gunicorn worker imports loads nothing of the simulator or the drill.
+        loaded = subprocess.run(
+            [
+                str(bin_dir / "python"),
+                "-c",
+                "import sys, ecommerce.wsgi; "
+                "print([m for m in sys.modules if m.startswith(('ecommerce.flashsale', "
+                "'ecommerce.drill'))])",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert loaded.returncode == 0, loaded.stderr
+        assert loaded.stdout.strip() == "[]", loaded.stdout
 
         gunicorn = subprocess.Popen(
-            [str(bin_dir / "gunicorn"), "-c", "python:ecommerce.gunicorn_conf", "wsgi:app"],
+            [
+                str(bin_dir / "gunicorn"),
+                *("-c", "python:ecommerce.gunicorn_conf", "ecommerce.wsgi:app"),
+            ],
             cwd=app_dir,
             env=env,
             stdout=subprocess.DEVNULL,
