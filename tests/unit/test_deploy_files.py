@@ -25,6 +25,8 @@ from ecommerce.drill.deployfiles import (
 )
 from ecommerce.drill.front import Balancer
 
+SYSTEMD_DIR = DEPLOY_DIR / "systemd"
+
 
 def _tool(name: str) -> str:
     """A system program, or the test skipped saying which package brings it."""
@@ -32,7 +34,8 @@ def _tool(name: str) -> str:
         (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if Path(p).is_file()), None
     )
     if found is None:
-        pytest.skip(f"{name} is not installed (Debian's {name} package)")
+        packages = {"systemd-analyze": "systemd"}
+        pytest.skip(f"{name} is not installed (Debian's {packages.get(name, name)} package)")
     return found
 
 
@@ -156,3 +159,41 @@ def test_the_operations_guide_names_every_deploy_file():
     files = sorted(str(p.relative_to(PROJECT_ROOT)) for p in DEPLOY_DIR.rglob("*") if p.is_file())
     assert files
     assert [f for f in files if f not in guide] == []
+
+
+# --- systemd -----------------------------------------------------------------
+
+#: What systemd-analyze says of a program that is not on this machine: the units
+#: name the release's venv (/srv/shop/venv), which a test machine does not have.
+_ABSENT_PROGRAM = re.compile(
+    r"^\S+: Command /srv/shop/venv/bin/\w+ is not executable: No such file or directory$"
+)
+
+
+def test_systemd_analyze_verifies_the_units():
+    analyze = _tool("systemd-analyze")
+    units = sorted(str(p) for p in SYSTEMD_DIR.glob("*.service")) + sorted(
+        str(p) for p in SYSTEMD_DIR.glob("*.timer")
+    )
+    assert len(units) == 7
+    verified = subprocess.run(
+        [analyze, "verify", "--man=no", *units], capture_output=True, text=True
+    )
+    said = [
+        line
+        for line in (verified.stdout + verified.stderr).splitlines()
+        if line.strip() and not _ABSENT_PROGRAM.match(line)
+    ]
+    if any("Failed to" in line and "bus" in line.lower() for line in said):
+        pytest.skip(f"systemd-analyze cannot run here: {said}")
+    assert said == []
+
+
+def test_each_timer_runs_its_own_command_once_at_a_time():
+    for timer in SYSTEMD_DIR.glob("*.timer"):
+        service = timer.with_suffix(".service")
+        text = service.read_text()
+        command = timer.stem.removeprefix("shop-")
+        assert "Type=oneshot" in text
+        assert f"ExecStart=/srv/shop/venv/bin/flask --app ecommerce.wsgi {command}\n" in text
+        assert "OnCalendar=" in timer.read_text()
