@@ -1,6 +1,6 @@
 """deploy/: the files a deployment installs are the ones the drill runs with and
-the docs point at, and each is checked by its own tool where that tool is here.
-No database, no cluster: fast."""
+the docs point at, and each is checked by its own tool where that tool is here
+(HAProxy, promtool, systemd-analyze). No database, no cluster: fast."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from ecommerce.drill.deployfiles import (
 )
 from ecommerce.drill.front import Balancer
 
+PROMETHEUS_DIR = DEPLOY_DIR / "prometheus"
 SYSTEMD_DIR = DEPLOY_DIR / "systemd"
 
 
@@ -34,7 +35,7 @@ def _tool(name: str) -> str:
         (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if Path(p).is_file()), None
     )
     if found is None:
-        packages = {"systemd-analyze": "systemd"}
+        packages = {"promtool": "prometheus", "systemd-analyze": "systemd"}
         pytest.skip(f"{name} is not installed (Debian's {packages.get(name, name)} package)")
     return found
 
@@ -159,6 +160,41 @@ def test_the_operations_guide_names_every_deploy_file():
     files = sorted(str(p.relative_to(PROJECT_ROOT)) for p in DEPLOY_DIR.rglob("*") if p.is_file())
     assert files
     assert [f for f in files if f not in guide] == []
+
+
+# --- Prometheus ----------------------------------------------------------------
+
+
+def test_promtool_checks_the_alert_rules():
+    promtool = _tool("promtool")
+    checked = subprocess.run(
+        [promtool, "check", "rules", "alerts.yml"],
+        cwd=PROMETHEUS_DIR,
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_each_alert_fires_and_stays_quiet_as_its_unit_tests_say():
+    promtool = _tool("promtool")
+    tested = subprocess.run(
+        [promtool, "test", "rules", "alerts.test.yml"],
+        cwd=PROMETHEUS_DIR,
+        capture_output=True,
+        text=True,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    # Every alert has a case that fires and one that does not.
+    rules = (PROMETHEUS_DIR / "alerts.yml").read_text()
+    cases = (PROMETHEUS_DIR / "alerts.test.yml").read_text()
+    alerts = re.findall(r"- alert: (\w+)", rules)
+    assert alerts
+    for alert in alerts:
+        checks = re.findall(
+            rf"alertname: {alert}\n\s+eval_time: \S+\n\s+exp_alerts:( \[\])?", cases
+        )
+        assert "" in checks and " []" in checks, f"{alert}: {checks}"
 
 
 # --- systemd -----------------------------------------------------------------
