@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-export FLASK_APP := wsgi:app
+export FLASK_APP := ecommerce.wsgi
 
 .PHONY: install run serve migrate seed test test-fast lint format bench drill stop-db lock clean
 
@@ -25,7 +25,7 @@ seed: install
 run: migrate seed serve
 
 serve: install
-	$(BIN)/gunicorn -c python:ecommerce.gunicorn_conf wsgi:app
+	$(BIN)/gunicorn -c python:ecommerce.gunicorn_conf ecommerce.wsgi:app
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

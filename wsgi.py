@@ -1,10 +1,8 @@
-"""WSGI entry point: ``gunicorn -c python:ecommerce.gunicorn_conf wsgi:app``.
-
-Also found by the ``flask`` command when run from this folder. Creating the app
-does not connect to the database: the engine is built on first use, inside the
-gunicorn worker, after the fork.
+"""The source tree's WSGI entry point, ``wsgi:app``: the package's own,
+:mod:`ecommerce.wsgi`, re-exported (found by the ``flask`` command when run from
+this folder). A deploy names ``ecommerce.wsgi:app``, which needs no source tree.
 """
 
-from ecommerce import create_app
+from ecommerce.wsgi import app
 
-app = create_app()
+__all__ = ["app"]

@@ -1,4 +1,4 @@
-"""gunicorn settings: ``gunicorn -c python:ecommerce.gunicorn_conf wsgi:app``.
+"""gunicorn settings: ``gunicorn -c python:ecommerce.gunicorn_conf ecommerce.wsgi:app``.
 
 Every value set from the environment comes from ecommerce.config.Settings, parsed
 and checked once here, in the master (docs/CONFIGURATION.md): a bad value stops

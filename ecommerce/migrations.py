@@ -2,8 +2,9 @@
 
 The migration scripts are the top-level ``alembic/`` folder of the source tree.
 An installed wheel carries them as data files under ``<prefix>/share/ecommerce``
-(setup.cfg); they are found through the distribution's own list of installed
-files, so a deploy migrates without the source tree.
+(setup.cfg); they are found through the installed files of the distribution the
+imported package came from, so a deploy migrates without the source tree, and
+from a source checkout too (:func:`scripts_home` says how).
 """
 
 from __future__ import annotations
@@ -18,24 +19,45 @@ from alembic.script import ScriptDirectory
 from alembic import command
 from ecommerce.config import PROJECT_ROOT
 
+#: The last parts of the installed copy of alembic/env.py (setup.cfg's data_files).
+_INSTALLED_ENV = ("share", "ecommerce", "alembic", "env.py")
+
 
 @functools.cache
 def scripts_home() -> Path:
-    """The folder holding ``alembic.ini`` and ``alembic/``: the source tree when
-    the package runs from it (a checkout, an editable install), else where the
-    installed distribution put them."""
+    """The folder holding ``alembic.ini`` and ``alembic/``.
+
+    * The package runs from a source tree (a checkout, an editable install): the
+      tree's own top-level ``alembic/``.
+    * The package is installed: where the installer put the data files of the
+      distribution the imported package belongs to. That distribution is looked
+      for only in the directory the package was imported from (its
+      site-packages), and taken only if its list of installed files (pip's
+      RECORD) names the very ``__init__.py`` that was imported; its
+      ``share/ecommerce/alembic/env.py`` entry then says where the scripts are,
+      whatever the install scheme (a venv, ``--user``, ``/usr/local``).
+
+    Asking ``importlib.metadata.distribution("ecommerce")`` instead takes the
+    first ``ecommerce`` metadata on ``sys.path``, which need not be the imported
+    package's: run from a source checkout where ``pip install .`` left
+    ``ecommerce.egg-info`` (the flask command puts the current directory first
+    on ``sys.path``), it is that egg-info, whose file list is the sources'.
+    """
     if (PROJECT_ROOT / "alembic" / "env.py").is_file():
         return PROJECT_ROOT
-    try:
-        files = importlib.metadata.distribution("ecommerce").files or []
-    except importlib.metadata.PackageNotFoundError:
-        files = []
-    for file in files:
-        if file.parts[-3:] == ("ecommerce", "alembic", "env.py"):
-            return Path(str(file.locate())).resolve().parent.parent
+    package = Path(__file__).resolve().with_name("__init__.py")  # the imported package's
+    site = package.parent.parent
+    for dist in importlib.metadata.distributions(name="ecommerce", path=[str(site)]):
+        files = dist.files or []
+        if not any(Path(str(f.locate())).resolve() == package for f in files):
+            continue
+        for file in files:
+            if file.parts[-len(_INSTALLED_ENV) :] == _INSTALLED_ENV:
+                return Path(str(file.locate())).resolve().parent.parent
     raise RuntimeError(
-        "the migration scripts are missing: neither the source tree's alembic/ nor an "
-        "installed ecommerce distribution's share/ecommerce/alembic was found"
+        "the migration scripts are missing: neither the source tree's alembic/ nor "
+        f"share/ecommerce/alembic among the installed files of the ecommerce "
+        f"distribution in {site} (the imported package's)"
     )
 
 

@@ -9,6 +9,7 @@ consensus store to run; a failover only to a standby known to be in sync; and
 
 from __future__ import annotations
 
+import functools
 import signal
 import subprocess
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import psycopg2
 
+from ecommerce.drill.deployfiles import PGBOUNCER_INI, PGBOUNCER_USERLIST, render
 from ecommerce.drill.procs import (
     PG_BIN,
     descendants,
@@ -83,8 +85,14 @@ class Cluster:
         self.monitor_port = free_port()
         self.monitor: subprocess.Popen | None = None
         self.nodes = [Node(f"node{n}", root / f"node{n}", free_port(), free_port()) for n in (1, 2)]
-        self.pg_autoctl = program("pg_autoctl")
-        self.pgbouncer = program("pgbouncer")
+
+    @functools.cached_property
+    def pg_autoctl(self) -> str:
+        return program("pg_autoctl")
+
+    @functools.cached_property
+    def pgbouncer(self) -> str:
+        return program("pgbouncer")
 
     # --- bring-up -------------------------------------------------------------
 
@@ -201,22 +209,34 @@ class Cluster:
             ]
         )
 
+    def bouncer_config(self, node: Node) -> Path:
+        """The node's PgBouncer configuration: deploy/pgbouncer's pgbouncer.ini
+        and userlist.txt rendered with the drill's ports and paths (trust
+        authentication on loopback, as the postgres user); its path."""
+        users = self.root / "users.txt"
+        users.write_text(
+            render(PGBOUNCER_USERLIST, {"PGBOUNCER_USER": "postgres", "PGBOUNCER_PASSWORD": ""})
+        )
+        ini = self.root / f"{node.name}-pgbouncer.ini"
+        ini.write_text(
+            render(
+                PGBOUNCER_INI,
+                {
+                    "POSTGRES_PORT": str(node.port),
+                    "PGBOUNCER_LISTEN_ADDR": "127.0.0.1",
+                    "PGBOUNCER_LISTEN_PORT": str(node.bouncer_port),
+                    "PGBOUNCER_AUTH_TYPE": "trust",
+                    "PGBOUNCER_AUTH_FILE": str(users),
+                    "PGBOUNCER_LOGFILE": str(self.root / f"{node.name}-pgbouncer.log"),
+                },
+            )
+        )
+        return ini
+
     def _start_bouncer(self, node: Node) -> None:
         """PgBouncer on the node's host, in transaction mode, in front of that
         node's PostgreSQL only: the shop's multi-host URL lists the bouncers."""
-        ini = self.root / f"{node.name}-pgbouncer.ini"
-        ini.write_text(
-            "[databases]\n"
-            f"{DATABASE} = host=127.0.0.1 port={node.port} dbname={DATABASE}\n"
-            "[pgbouncer]\n"
-            f"listen_addr = 127.0.0.1\nlisten_port = {node.bouncer_port}\n"
-            f"unix_socket_dir =\nauth_type = trust\nauth_file = {self.root / 'users.txt'}\n"
-            "pool_mode = transaction\nmax_client_conn = 2000\ndefault_pool_size = 40\n"
-            "server_connect_timeout = 3\nserver_login_retry = 1\nquery_wait_timeout = 10\n"
-            "server_reset_query =\nignore_startup_parameters = extra_float_digits,options\n"
-            f"logfile = {self.root / (node.name + '-pgbouncer.log')}\n"
-        )
-        (self.root / "users.txt").write_text('"postgres" ""\n')
+        ini = self.bouncer_config(node)
         for path in (ini, self.root / "users.txt"):
             own_for_service(path)
         node.bouncer = spawn([self.pgbouncer, str(ini)], self.root / f"{node.name}-pgbouncer.out")

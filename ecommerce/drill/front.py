@@ -1,5 +1,5 @@
 """The front of the drill's topology: shop instances (gunicorn) and HAProxy in
-front of them, health-checking /readyz."""
+front of them, health-checking /readyz, with the configuration of deploy/haproxy."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ import signal
 import subprocess
 from pathlib import Path
 
+from ecommerce.drill.deployfiles import (
+    HAPROXY_CONFIG,
+    HAPROXY_ERRORS_DIR,
+    deploy_file,
+    haproxy_variables,
+)
 from ecommerce.drill.procs import descendants, free_port, program, signal_all, spawn, wait_for
 from ecommerce.flashsale.server import GunicornProcess
 
@@ -71,52 +77,38 @@ class Instances:
 
 
 class Balancer:
-    """HAProxy: round robin over the instances that answer /readyz 200, checked
-    every 500 ms (two failures take an instance out, two successes bring it
-    back); a request whose connection an instance refused is sent to another
-    (nothing reached the shop, so retrying it is safe)."""
+    """HAProxy with deploy/haproxy/haproxy.cfg as it is, its variables set to the
+    drill's addresses: round robin over the instances that answer /readyz 200,
+    checked every 500 ms (two failures take an instance out, two successes bring
+    it back); a request whose connection an instance refused is sent to another
+    (nothing reached the shop, so retrying it is safe); an instance that died
+    mid-request or did not answer in time is answered deploy/'s 503-retry.http."""
 
     def __init__(self, root: Path, ports: list[int], stats_port: int | None = None) -> None:
         self.root = root
         self.port = free_port()
         self.stats_port = stats_port or free_port()
-        self.config = root / "haproxy.cfg"
-        servers = "".join(
-            f"    server i{n + 1} 127.0.0.1:{port} check\n" for n, port in enumerate(ports)
-        )
-        # An instance that died mid-request (502) or did not answer in time (504):
-        # the outcome is unknown, which the shop answers 503 + Retry-After (the
-        # Idempotency-Key settles it); HAProxy says the same.
-        unknown = root / "haproxy-503.http"
-        unknown.write_text(
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            "Retry-After: 1\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
-            '{"error": {"code": "busy", "message": "the outcome is not known: retry with the '
-            'same Idempotency-Key"}}\n'
-        )
-        self.config.write_text(
-            "global\n    maxconn 4096\n\n"
-            "defaults\n    mode http\n    timeout connect 1s\n    timeout client 60s\n"
-            "    timeout server 30s\n    retries 2\n    option redispatch\n"
-            "    retry-on conn-failure\n"
-            f"    errorfile 502 {unknown}\n    errorfile 504 {unknown}\n"
-            f"    errorfile 503 {unknown}\n\n"
-            f"frontend shop\n    bind 127.0.0.1:{self.port}\n    default_backend instances\n\n"
-            f"listen stats\n    bind 127.0.0.1:{self.stats_port}\n    stats enable\n"
-            "    stats uri /stats\n\n"
-            "backend instances\n    balance roundrobin\n    option httpchk GET /readyz\n"
-            "    http-check expect status 200\n"
-            "    default-server inter 500ms fastinter 250ms downinter 500ms fall 2 rise 2"
-            " on-marked-down shutdown-sessions\n" + servers
-        )
-        self.haproxy = program("haproxy")
+        self.config = deploy_file(HAPROXY_CONFIG)
+        self.environment = {
+            "SHOP_FRONT_BIND": f"127.0.0.1:{self.port}",
+            "SHOP_STATS_BIND": f"127.0.0.1:{self.stats_port}",
+            "SHOP_ERRORS_DIR": str(HAPROXY_ERRORS_DIR),
+            **{f"SHOP_APP{n + 1}": f"127.0.0.1:{port}" for n, port in enumerate(ports)},
+        }
+        wanted = haproxy_variables(self.config)
+        if set(self.environment) != wanted:
+            raise ValueError(
+                f"{self.config} names {sorted(wanted)}; the drill sets {sorted(self.environment)} "
+                f"({len(ports)} instances)"
+            )
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.process = spawn(
-            [self.haproxy, "-db", "-f", str(self.config)],
+            [program("haproxy"), "-db", "-f", str(self.config)],
             self.root / "haproxy.log",
             as_service=False,
+            **self.environment,
         )
         wait_for("HAProxy to listen", self._listens, 30)
 

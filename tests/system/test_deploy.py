@@ -1,12 +1,20 @@
 """What a deploy does, from outside: a clean virtualenv, ``pip install .`` (not
-editable, no extras), then from an app directory holding only ``wsgi.py``:
-``flask db upgrade``, ``flask seed``, gunicorn with the default config, and the
-design note's curl commands. The package's runtime dependencies alone must do it.
+editable, no extras), then ``flask db upgrade``, ``flask seed``, gunicorn with the
+default config, and the design note's curl commands. The package's runtime
+dependencies alone must do it, with the package's own WSGI module
+(``ecommerce.wsgi:app``, ``flask --app ecommerce.wsgi``), from either place a
+deploy runs in:
 
-Before the fix, `flask db upgrade` failed (the migration scripts were looked up
-beside the installed package and were not shipped) and gunicorn's default gevent
-worker failed to start (its `packaging` dependency came only with the test
-extras)."""
+* an empty directory (no source tree at all);
+* a source checkout where ``pip install .`` was run, which leaves
+  ``ecommerce.egg-info`` (and ``build/``) beside the sources.
+
+Before the first fix, `flask db upgrade` failed (the migration scripts were looked
+up beside the installed package and were not shipped) and gunicorn's default
+gevent worker failed to start (its `packaging` dependency came only with the test
+extras). Before the second, `flask db upgrade` failed in the checkout: the
+installed package's migrations were looked up through the first ``ecommerce``
+distribution on ``sys.path``, the checkout's egg-info, which lists none."""
 
 from __future__ import annotations
 
@@ -50,10 +58,37 @@ def _call(port: int, method: str, path: str, body: object = None) -> tuple[int, 
         return error.code, json.loads(error.read() or b"null")
 
 
-def test_an_installed_wheel_alone_migrates_seeds_and_serves(tmp_path: Path):
+def _copy_checkout(target: Path) -> None:
+    """The source tree as a fresh checkout has it: every file git tracks or would
+    track (ignored ones left out: no venv, instance/, egg-info), copied from the
+    working tree so that uncommitted changes are what is tested."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = PROJECT_ROOT / name
+        if source.is_file():  # a file deleted but not yet committed is listed too
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+@pytest.mark.parametrize("place", ["empty directory", "source checkout"])
+def test_an_installed_wheel_alone_migrates_seeds_and_serves(tmp_path: Path, place: str):
+    if place == "source checkout" and shutil.which("git") is None:
+        pytest.skip("git is needed to copy the source tree")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     bin_dir = venv / "bin"
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    if place == "source checkout":
+        _copy_checkout(app_dir)
+        source = "."
+    else:
+        source = str(PROJECT_ROOT)
     subprocess.run(
         [
             str(bin_dir / "python"),
@@ -64,14 +99,14 @@ def test_an_installed_wheel_alone_migrates_seeds_and_serves(tmp_path: Path):
             "--disable-pip-version-check",
             "-c",
             str(PROJECT_ROOT / "constraints.txt"),
-            str(PROJECT_ROOT),
+            source,
         ],
+        cwd=app_dir,
         check=True,
         timeout=600,
     )
-    app_dir = tmp_path / "app"
-    app_dir.mkdir()
-    shutil.copy(PROJECT_ROOT / "wsgi.py", app_dir / "wsgi.py")
+    if place == "source checkout":  # what the deploy meets there
+        assert (app_dir / "ecommerce.egg-info").is_dir()
     port = _free_port()
     # The default configuration: no DATABASE_URL (the embedded PostgreSQL under
     # the app directory's instance/), nothing of this test environment.
@@ -84,7 +119,7 @@ def test_an_installed_wheel_alone_migrates_seeds_and_serves(tmp_path: Path):
 
     def flask(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(bin_dir / "flask"), *args],
+            [str(bin_dir / "flask"), "--app", "ecommerce.wsgi", *args],
             cwd=app_dir,
             env=env,
             capture_output=True,
@@ -106,9 +141,28 @@ def test_an_installed_wheel_alone_migrates_seeds_and_serves(tmp_path: Path):
             check=True,
         ).stdout
         assert str(venv) in where, where
+        # What a gunicorn worker imports loads nothing of the simulator or the drill.
+        loaded = subprocess.run(
+            [
+                str(bin_dir / "python"),
+                "-c",
+                "import sys, ecommerce.wsgi; "
+                "print([m for m in sys.modules if m.startswith(('ecommerce.flashsale', "
+                "'ecommerce.drill'))])",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert loaded.returncode == 0, loaded.stderr
+        assert loaded.stdout.strip() == "[]", loaded.stdout
 
         gunicorn = subprocess.Popen(
-            [str(bin_dir / "gunicorn"), "-c", "python:ecommerce.gunicorn_conf", "wsgi:app"],
+            [
+                str(bin_dir / "gunicorn"),
+                *("-c", "python:ecommerce.gunicorn_conf", "ecommerce.wsgi:app"),
+            ],
             cwd=app_dir,
             env=env,
             stdout=subprocess.DEVNULL,

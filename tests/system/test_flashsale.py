@@ -138,7 +138,7 @@ def test_the_simulator_is_a_command_beside_the_shop_not_inside_it():
         [
             sys.executable,
             "-c",
-            "import wsgi, sys; print([m for m in sys.modules if 'flashsale' in m])",
+            "import wsgi, ecommerce.wsgi, sys; print([m for m in sys.modules if 'flashsale' in m])",
         ],
         cwd=PROJECT_ROOT,
         capture_output=True,
