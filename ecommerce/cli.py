@@ -14,7 +14,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from ecommerce import embedded_db, migrations, tokens
+from ecommerce import embedded_db, metrics, migrations, tokens
 from ecommerce.config import Settings
 from ecommerce.errors import ShopError
 from ecommerce.limits import MAX_ID, MAX_QUANTITY, USER_ID_PATTERN, USER_ID_RULE
@@ -133,6 +133,7 @@ def console_link(admin: str, ttl: int, base_url: str | None) -> None:
 @with_appcontext
 def release_expired() -> None:
     expiry = orders.release_expired(_shop())
+    _job_ran("release_expired", expiry.failed)
     click.echo(f"released {expiry.released} expired reservations")
     if expiry.failed:
         # A non-zero exit marks the run failed (cron mails it; a systemd timer's
@@ -152,7 +153,15 @@ def reconcile_payments() -> None:
     if shop.gateway is None:
         raise click.UsageError("PAYMENT_GATEWAY_URL is not set: every pay is settled at once")
     counts = settlement.reconcile_payments(shop)
+    _job_ran("reconcile_payments", counts["unknown"])
     click.echo(", ".join(f"{name} {count}" for name, count in counts.items()))
+
+
+def _job_ran(job: str, failures: int) -> None:
+    """The run's figures for node_exporter's textfile collector (JOB_METRICS_DIR)."""
+    directory = _settings().job_metrics_dir
+    if directory:
+        metrics.write_job_metrics(directory, job, failures)
 
 
 @click.command(

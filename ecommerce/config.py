@@ -156,6 +156,9 @@ class Settings:
     # prometheus-client's multiprocess directory; None: the gunicorn master
     # makes a temporary one (and removes it at exit).
     metrics_dir: str | None = None
+    # Where the scheduled commands (release-expired, reconcile-payments) write
+    # their run's figures for node_exporter's textfile collector; None: nowhere.
+    job_metrics_dir: str | None = None
 
     # The gunicorn server (ecommerce/gunicorn_conf.py).
     # None: 0.0.0.0:<port>.
@@ -241,6 +244,7 @@ class Settings:
             log_level=(env.get("LOG_LEVEL") or cls.log_level).strip().lower(),
             metrics_enabled=env_bool("METRICS", cls.metrics_enabled, env),
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            job_metrics_dir=env.get("JOB_METRICS_DIR") or None,
             gunicorn_bind=env.get("GUNICORN_BIND") or None,
             workers=_env_int("WEB_CONCURRENCY", os.cpu_count() or 1, env),
             worker_class=(env.get("GUNICORN_WORKER_CLASS") or cls.worker_class).strip(),

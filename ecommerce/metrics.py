@@ -24,6 +24,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    write_to_textfile,
 )
 
 from ecommerce.metrics_dir import ENV as MULTIPROC_DIR_ENV
@@ -74,18 +75,39 @@ DB_TIMEOUTS = Counter(
     ["kind"],
 )
 
-JOB_FAILURES = Counter(
-    "shop_job_failures_total",
-    "Orders a settling job could not settle this run (left for its next run), by job: "
-    "release_expired, reconcile_payments. Counted by the process that runs the job (the CLI "
-    "counts into /metrics when it shares the shop's PROMETHEUS_MULTIPROC_DIR).",
-    ["job"],
+DB_SYNCHRONOUS_STANDBYS = Gauge(
+    "shop_db_synchronous_standbys",
+    "Standbys confirming the primary's commits, read from the database at each scrape "
+    "(absent unless the shop's role may see pg_stat_replication in full: pg_monitor).",
+    multiprocess_mode="mostrecent",
 )
 
 
-def count_job_failure(job: str) -> None:
+def observe_synchronous_standbys(count: int) -> None:
     if enabled:
-        JOB_FAILURES.labels(job).inc()
+        DB_SYNCHRONOUS_STANDBYS.set(count)
+
+
+def write_job_metrics(directory: str, job: str, failures: int) -> None:
+    """A scheduled command's run, for node_exporter's textfile collector:
+    ``<directory>/shop_<job>.prom`` with when it last ran and how many orders it
+    left for the next run (written whole, then renamed into place). The
+    command is a process of its own: its figures cannot reach the shop's
+    /metrics."""
+    registry = CollectorRegistry()
+    Gauge(
+        "shop_job_last_run_timestamp_seconds",
+        "When the scheduled command last finished a run (Unix time).",
+        ["job"],
+        registry=registry,
+    ).labels(job).set_to_current_time()
+    Gauge(
+        "shop_job_last_run_failures",
+        "Orders the command's last run could not settle (left for its next run).",
+        ["job"],
+        registry=registry,
+    ).labels(job).set(failures)
+    write_to_textfile(os.path.join(directory, f"shop_{job}.prom"), registry)
 
 
 def count_request(method: str, endpoint: str, status: int, seconds: float) -> None:

@@ -49,6 +49,10 @@ def readyz() -> Response:
     )
 )
 def scrape() -> Response:
+    if metrics.enabled:
+        standbys = health.synchronous_standbys(current_shop())
+        if standbys is not None:
+            metrics.observe_synchronous_standbys(standbys)
     body, content_type = metrics.exposition()
     return Response(body, 200, content_type=content_type)
 

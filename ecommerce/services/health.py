@@ -35,3 +35,14 @@ def readiness(shop: Shop) -> str:
             details={"schema": revision, "expected": head},
         )
     return revision
+
+
+def synchronous_standbys(shop: Shop) -> int | None:
+    """How many standbys confirm the primary's commits (for /metrics); None when
+    the shop's role may not see them, or the database did not answer."""
+    try:
+        return shop.transaction(
+            lambda session: SchemaRepository(session).synchronous_standbys(), "standbys"
+        )
+    except ServiceBusy:
+        return None

@@ -43,7 +43,7 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
-from ecommerce import gateway, metrics
+from ecommerce import gateway
 from ecommerce.errors import Conflict, NotFound, ServiceBusy, ShopError
 from ecommerce.gateway import GatewayUnavailable
 from ecommerce.models import (
@@ -166,9 +166,8 @@ def release_expired(shop: Shop, limit: int = 1000) -> Expiry:
     racing with it is decided once. Safe to run again at any time.
 
     Each order is isolated: one that cannot be expired now (its charge unknown,
-    its item row held past the lock timeout, a failover) is counted
-    (``shop_job_failures_total{job="release_expired"}``), logged and left for the
-    next run, and the run goes on with the next order."""
+    its item row held past the lock timeout, a failover) is counted, logged and
+    left for the next run, and the run goes on with the next order."""
     due = shop.transaction(lambda s: OrderRepository(s).pending_ids(limit, expired=True), "due")
     released = failed = 0
     for order_id in due:
@@ -177,7 +176,6 @@ def release_expired(shop: Shop, limit: int = 1000) -> Expiry:
                 released += 1
         except Exception as error:  # one order never stops the others
             failed += 1
-            metrics.count_job_failure("release_expired")
             if isinstance(error, ShopError):
                 log.warning("order %s: not expired this run: %s", order_id, error.message)
             else:

@@ -142,3 +142,10 @@ def test_metrics_count_requests_and_pays(client, connection):
 def test_new_request_ids_are_unique(client):
     ids = {client.get("/healthz").headers["X-Request-ID"] for _ in range(50)}
     assert len(ids) == 50
+
+
+def test_metrics_read_the_synchronous_standbys_from_the_database(client):
+    """A superuser (the test's role) sees pg_stat_replication in full: this
+    server has no standby, so none confirms its commits."""
+    scrape = client.get("/metrics").get_data(as_text=True)
+    assert "\nshop_db_synchronous_standbys 0.0\n" in scrape

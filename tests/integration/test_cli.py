@@ -13,3 +13,19 @@ def test_seed_inserts_the_sample_items_once(runner, connection):
         ("Banana", "0.30", "10.00"),
         ("Orange", "0.70", "10.00"),
     ]
+
+
+def test_the_scheduled_commands_write_their_run_for_the_textfile_collector(
+    make_app, committed, tmp_path
+):
+    """With JOB_METRICS_DIR, each run leaves shop_<job>.prom: when it ran and how
+    many orders it left for the next run (none here: nothing was due)."""
+    runner = make_app(
+        job_metrics_dir=str(tmp_path), payment_gateway_url="http://127.0.0.1:9"
+    ).test_cli_runner()
+    assert runner.invoke(args=["release-expired"]).exit_code == 0
+    assert runner.invoke(args=["reconcile-payments"]).exit_code == 0
+    for job in ("release_expired", "reconcile_payments"):
+        written = (tmp_path / f"shop_{job}.prom").read_text()
+        assert f'shop_job_last_run_failures{{job="{job}"}} 0.0' in written
+        assert f'shop_job_last_run_timestamp_seconds{{job="{job}"}}' in written
