@@ -11,8 +11,9 @@ import time
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
+from ecommerce import metrics
 from ecommerce.errors import NotReady, ServiceBusy
 from ecommerce.services import cart, health, payment
 from tests.helpers import assert_invariants, commit_item, shop_state
@@ -102,3 +103,54 @@ def test_connections_made_before_they_were_forgotten_are_replaced_at_their_next_
     assert second != first
     assert shop.transaction(backend, "probe") == second  # and the new one is kept
     assert shop.db.engine.pool.checkedout() == 0
+
+
+@pytest.mark.parametrize("pay_combining", [False, True], ids=["alone", "combined"])
+def test_a_checkout_while_connections_keep_being_found_dead_is_served(
+    committed, make_app, pay_combining
+):
+    """A pooled connection made before the last one found dead is replaced at
+    checkout; meanwhile other requests keep finding connections dead (a
+    failover: every reconnect of this checkout sees the generation move again,
+    forced here by a pool "connect" listener that forgets every connection
+    right after the shop stamped the new one). Before, SQLAlchemy's two
+    reconnect tries ran out: the checkout raised InvalidRequestError (not a
+    database error: a 500 without Retry-After), its last invalidate moved the
+    generation once more, and the in-use gauge kept one connection per refusal."""
+    item = commit_item(committed, "Hot", "1.00", 10)
+    app = make_app(pool_size=2)
+    shop = app.extensions["shop"]
+    client = app.test_client()
+    assert client.post("/cart/ann/add", json={"item_id": item, "quantity": 1}).status_code == 200
+    pool = shop.db.engine.pool
+    # The gauge is the process's (other shops of this test run count in it):
+    # what must hold is that it moves with this pool's checked-out count.
+    offset = metrics.DB_POOL_IN_USE._value.get() - pool.checkedout()
+    shop.db.forget_connections()  # the pooled connections are now older than the last death
+
+    found_dead_meanwhile = []
+
+    def another_request_finds_one_dead(_dbapi_connection, _record):
+        if len(found_dead_meanwhile) < 2:  # during this checkout's reconnect tries
+            found_dead_meanwhile.append(shop.db._generation)
+            shop.db.forget_connections()
+
+    event.listen(shop.db.engine.pool, "connect", another_request_finds_one_dead)
+    generation = shop.db._generation
+    answer = client.post(
+        "/cart/ann/pay", json={"amount": "1.00"}, headers={"Idempotency-Key": "k-1"}
+    )
+    event.remove(shop.db.engine.pool, "connect", another_request_finds_one_dead)
+
+    assert answer.status_code in (201, 503), (answer.status_code, answer.get_json())
+    if answer.status_code == 503:
+        assert "Retry-After" in answer.headers
+    # Only the other requests moved the generation: no cascade from this checkout.
+    assert shop.db._generation == generation + len(found_dead_meanwhile)
+    # The in-use gauge counts what the pool has out, no more.
+    assert metrics.DB_POOL_IN_USE._value.get() - pool.checkedout() == offset
+    again = client.post(
+        "/cart/ann/pay", json={"amount": "1.00"}, headers={"Idempotency-Key": "k-1"}
+    )
+    assert again.status_code in (200, 201), again.get_json()
+    assert shop_state(committed).orders == 1
