@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy import exc as sa_exc
 
 from ecommerce import metrics
 from ecommerce.errors import NotReady, ServiceBusy
@@ -154,3 +155,35 @@ def test_a_checkout_while_connections_keep_being_found_dead_is_served(
     )
     assert again.status_code in (200, 201), again.get_json()
     assert shop_state(committed).orders == 1
+
+
+@pytest.mark.parametrize("pay_combining", [False, True], ids=["alone", "combined"])
+def test_a_pool_that_cannot_hand_out_a_connection_is_busy(committed, make_app, pay_combining):
+    """However a checkout fails, the answer is 503 with Retry-After: here every
+    connection the pool tries is refused at checkout (a listener raising
+    DisconnectionError, as a pessimistic ping does on a dead server), so
+    SQLAlchemy gives up after its reconnects with InvalidRequestError, which is
+    not a database error. Before, that was a 500."""
+    item = commit_item(committed, "Hot", "1.00", 10)
+    app = make_app(pool_size=2)
+    shop = app.extensions["shop"]
+    client = app.test_client()
+    assert client.post("/cart/ann/add", json={"item_id": item, "quantity": 1}).status_code == 200
+    shop.db.forget_connections()  # the combiners' kept connections go back to the pool
+
+    def refuse(_dbapi_connection, _record, _proxy):
+        raise sa_exc.DisconnectionError("refused")
+
+    event.listen(shop.db.engine.pool, "checkout", refuse)
+    try:
+        answer = client.post(
+            "/cart/ann/pay", json={"amount": "1.00"}, headers={"Idempotency-Key": "k-1"}
+        )
+    finally:
+        event.remove(shop.db.engine.pool, "checkout", refuse)
+    assert answer.status_code == 503, (answer.status_code, answer.get_json())
+    assert "Retry-After" in answer.headers
+    again = client.post(
+        "/cart/ann/pay", json={"amount": "1.00"}, headers={"Idempotency-Key": "k-1"}
+    )
+    assert again.status_code == 201, again.get_json()
