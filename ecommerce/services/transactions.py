@@ -53,15 +53,24 @@ T = TypeVar("T")
 
 def set_local_timeouts_sql(policy: TransactionPolicy) -> str:
     """SET LOCAL lock_timeout, statement_timeout and idle_in_transaction_session_timeout,
-    the policy's values inlined (they are integers); the pgbench ceiling sends
-    it too. Per transaction, never per connection: a transaction-pooling proxy
-    (PgBouncer) hands a server connection to whichever client runs a
-    transaction next, so nothing may live on the session."""
+    the policy's values inlined (they are integers), and client_min_messages =
+    warning; the pgbench ceiling sends it too. Per transaction, never per
+    connection: a transaction-pooling proxy (PgBouncer) hands a server
+    connection to whichever client runs a transaction next, so nothing may live
+    on the session.
+
+    client_min_messages: COMMIT tells of a cancelled wait for the synchronous
+    standby only in a WARNING (ecommerce/failover.py, commit_checked), which a
+    role, a database or a session's PGOPTIONS set to ``error`` would silence:
+    the order then answered 201 though a failover could lose it. It is still
+    in force while COMMIT waits for the standby (a transaction's settings are
+    undone after its commit record is flushed and replicated)."""
     return (
         f"SELECT set_config('lock_timeout', '{int(policy.lock_timeout_ms)}ms', true),"
         f" set_config('statement_timeout', '{int(policy.statement_timeout_ms)}ms', true),"
         " set_config('idle_in_transaction_session_timeout',"
-        f" '{int(policy.idle_in_transaction_timeout_ms)}ms', true);\n"
+        f" '{int(policy.idle_in_transaction_timeout_ms)}ms', true),"
+        " set_config('client_min_messages', 'warning', true);\n"
     )
 
 
