@@ -26,6 +26,7 @@ from ecommerce.config import Settings
 from ecommerce.failover import (
     commit_checked,
     connect,
+    host_found_dead,
     resolve_database_url,
     standby_is_a_disconnect,
 )
@@ -202,9 +203,10 @@ class Database:
     def _next_generation(self) -> None:
         self._generation += 1
 
-    def _connection_found_dead(self, _dbapi_connection, _record, error=None) -> None:
+    def _connection_found_dead(self, _dbapi_connection, record, error=None) -> None:
         if getattr(self._owned, "replacing", False) or isinstance(error, _OlderGeneration):
             return  # a replacement, not a new death: the others are not told again
+        host_found_dead(record.info)
         self._next_generation()
 
     def _stamp_generation(self, _dbapi_connection, record) -> None:

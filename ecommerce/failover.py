@@ -77,11 +77,29 @@ def connect(dialect, conn_rec, cargs, cparams):
     if len(hosts) < 2 and cparams.get("target_session_attrs") != "read-write":
         _resolve_host_names_cooperatively(cparams)
         return None
-    return _connect_host_by_host(dialect, cargs, cparams, hosts)
+    connection, index = _connect_host_by_host(dialect, cargs, cparams, hosts)
+    conn_rec.info[HOST_KEY] = (",".join(hosts), index)
+    return connection
 
 
 #: Per host list, the index of the host that last took a connection.
 _last_good: dict[str, int] = {}
+
+#: ``record.info`` key: (host list, index) of the host a pooled connection reached.
+HOST_KEY = "ecommerce.host"
+
+
+def host_found_dead(record_info) -> None:
+    """A connection to this host was found dead (a silent server, a reset): the
+    next connection tries the other hosts first. Else, after a frozen primary
+    (which takes the TCP connection and never answers), every connection made
+    once its connections were found dead first waited its whole connect bound
+    there, the host that answered last. A host that is only restarting costs
+    the others one quick refusal (a standby says read-only at once)."""
+    listed, index = record_info.get(HOST_KEY, (None, None))
+    if listed is None or _last_good.get(listed, 0) != index:
+        return
+    _last_good[listed] = (index + 1) % len(listed.split(","))
 
 
 def _connect_host_by_host(dialect, cargs, cparams, hosts: list[str]):
@@ -132,7 +150,7 @@ def _connect_host_by_host(dialect, cargs, cparams, hosts: list[str]):
             failures.append((hosts[index], error))
             continue
         _last_good[listed] = index
-        return connection
+        return connection, index
     reasons = "; ".join(f"{host}: {str(error).strip()}" for host, error in failures)
     silent = all(isinstance(error, cooperative.DatabaseSilent) for _, error in failures)
     kind = cooperative.DatabaseSilent if silent else psycopg2.OperationalError
