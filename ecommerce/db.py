@@ -26,6 +26,7 @@ from ecommerce.config import Settings
 from ecommerce.failover import (
     commit_checked,
     connect,
+    host_found_dead,
     resolve_database_url,
     standby_is_a_disconnect,
 )
@@ -58,6 +59,10 @@ def _send_pending_sql_first(conn, cursor, statement, parameters, context, execut
         cursor.execute(pending)
         return statement, parameters
     return pending + statement, parameters
+
+
+#: ``record.info`` key: the connection was made since the record's last checkout.
+_JUST_CONNECTED = "ecommerce.just_connected"
 
 
 class _OlderGeneration(sa_exc.DisconnectionError):
@@ -133,14 +138,17 @@ class Database:
                 "tcp_user_timeout": int(s.db_silence_timeout_s * 1000),
             },
         )
-        event.listen(engine.pool, "checkout", lambda *_: metrics.pool_checked_out(1))
-        event.listen(engine.pool, "checkin", lambda *_: metrics.pool_checked_out(-1))
         event.listen(engine, "before_cursor_execute", _send_pending_sql_first, retval=True)
         event.listen(engine, "do_connect", connect)
         event.listen(engine, "handle_error", standby_is_a_disconnect)
         event.listen(engine.pool, "invalidate", self._connection_found_dead)
         event.listen(engine.pool, "connect", self._stamp_generation)
         event.listen(engine.pool, "checkout", self._refuse_older_generation)
+        # Counted once the checkout is through: a refused one is not given back
+        # (its slot reconnects within the same checkout), so counting it would
+        # leave the gauge one connection high per refusal.
+        event.listen(engine.pool, "checkout", lambda *_: metrics.pool_checked_out(1))
+        event.listen(engine.pool, "checkin", lambda *_: metrics.pool_checked_out(-1))
         # SQLAlchemy has no event after COMMIT that sees the DBAPI connection.
         engine.dialect.do_commit = commit_checked(engine.dialect.do_commit)  # type: ignore[method-assign]
         return engine
@@ -195,18 +203,30 @@ class Database:
     def _next_generation(self) -> None:
         self._generation += 1
 
-    def _connection_found_dead(self, _dbapi_connection, _record, error=None) -> None:
+    def _connection_found_dead(self, _dbapi_connection, record, error=None) -> None:
         if getattr(self._owned, "replacing", False) or isinstance(error, _OlderGeneration):
             return  # a replacement, not a new death: the others are not told again
+        host_found_dead(record.info)
         self._next_generation()
 
     def _stamp_generation(self, _dbapi_connection, record) -> None:
         record.info["generation"] = self._generation
+        record.info[_JUST_CONNECTED] = True
 
     def _refuse_older_generation(self, _dbapi_connection, record, _proxy) -> None:
         """A pooled connection made before a connection was found dead (or the
         pool was told to forget) is replaced as it is checked out: the pool
-        reconnects that slot, so its size still bounds the connections."""
+        reconnects that slot, so its size still bounds the connections.
+
+        A connection made by this very checkout (a new slot, or the one that
+        replaces a refused connection) is taken whatever happened meanwhile:
+        it was made after the death that refused its predecessor and checked
+        writable. Refusing it too when another request found a connection dead
+        during the reconnect (a failover does that many times over) ran out
+        SQLAlchemy's two reconnect tries: the checkout failed with a non-database
+        error (a 500), and its last invalidate counted as one more death."""
+        if record.info.pop(_JUST_CONNECTED, False):
+            return
         if record.info.get("generation", self._generation) != self._generation:
             raise _OlderGeneration("made before the last connection found dead")
 

@@ -32,22 +32,30 @@ class CommitNotReplicated(psycopg2.OperationalError):
     unknown to the client until the standby has it."""
 
 
-#: What PostgreSQL says when a commit's wait for the synchronous standby ends early.
-_SYNC_WAIT_CANCELLED = "canceling wait for synchronous replication"
-
-
 def commit_checked(real_commit):
     """The dialect's COMMIT, then a look at the notices it brought: a cancelled
     wait for the synchronous standby (a WARNING, COMMIT still succeeds) raises
-    :class:`CommitNotReplicated` instead of reporting a commit a failover can lose."""
+    :class:`CommitNotReplicated` instead of reporting a commit a failover can lose.
+
+    Any warning COMMIT brings counts, not only one whose text reads "canceling
+    wait for synchronous replication": the text is in the server's lc_messages
+    language (which only a superuser may change), and its SQLSTATE is the
+    generic 01000 that psycopg2 does not pass on anyway. Nothing else the shop
+    commits warns (no trigger raises one), so a warning at COMMIT means an
+    outcome to settle with the Idempotency-Key, never a 201. That the warning
+    is sent at all is pinned in each transaction (``client_min_messages``, which
+    any role may set above warning for itself: services/transactions.py)."""
 
     def do_commit(dbapi_connection) -> None:
         notices = dbapi_connection.notices
         del notices[:]
         real_commit(dbapi_connection)
-        if any(_SYNC_WAIT_CANCELLED in notice for notice in notices):
+        if notices:
+            said = notices[-1].strip().replace("\n", " ")
             del notices[:]
-            raise CommitNotReplicated("the commit may not have reached the synchronous standby yet")
+            raise CommitNotReplicated(
+                f"the commit may not have reached the synchronous standby yet ({said})"
+            )
 
     return do_commit
 
@@ -69,11 +77,29 @@ def connect(dialect, conn_rec, cargs, cparams):
     if len(hosts) < 2 and cparams.get("target_session_attrs") != "read-write":
         _resolve_host_names_cooperatively(cparams)
         return None
-    return _connect_host_by_host(dialect, cargs, cparams, hosts)
+    connection, index = _connect_host_by_host(dialect, cargs, cparams, hosts)
+    conn_rec.info[HOST_KEY] = (",".join(hosts), index)
+    return connection
 
 
 #: Per host list, the index of the host that last took a connection.
 _last_good: dict[str, int] = {}
+
+#: ``record.info`` key: (host list, index) of the host a pooled connection reached.
+HOST_KEY = "ecommerce.host"
+
+
+def host_found_dead(record_info) -> None:
+    """A connection to this host was found dead (a silent server, a reset): the
+    next connection tries the other hosts first. Else, after a frozen primary
+    (which takes the TCP connection and never answers), every connection made
+    once its connections were found dead first waited its whole connect bound
+    there, the host that answered last. A host that is only restarting costs
+    the others one quick refusal (a standby says read-only at once)."""
+    listed, index = record_info.get(HOST_KEY, (None, None))
+    if listed is None or _last_good.get(listed, 0) != index:
+        return
+    _last_good[listed] = (index + 1) % len(listed.split(","))
 
 
 def _connect_host_by_host(dialect, cargs, cparams, hosts: list[str]):
@@ -124,7 +150,7 @@ def _connect_host_by_host(dialect, cargs, cparams, hosts: list[str]):
             failures.append((hosts[index], error))
             continue
         _last_good[listed] = index
-        return connection
+        return connection, index
     reasons = "; ".join(f"{host}: {str(error).strip()}" for host, error in failures)
     silent = all(isinstance(error, cooperative.DatabaseSilent) for _, error in failures)
     kind = cooperative.DatabaseSilent if silent else psycopg2.OperationalError

@@ -31,8 +31,18 @@ FAULTS = (
     "instance-drained",
     "haproxy-restarted",
     "pgbouncer-restarted",
+    "primary-frozen-unpooled",
 )
 SHORT = ("primary-killed", "instance-killed")
+#: Faults run against instances of their own that connect straight to the
+#: PostgreSQL nodes (no PgBouncer in front of them), behind an HAProxy of their own.
+UNPOOLED = ("primary-frozen-unpooled",)
+#: Their pool each: with no PgBouncer to cap them, the instances' connections
+#: together must stay below the node's max_connections (100) with room for the
+#: keeper and the monitor's checks; the shop's role is a superuser here, so
+#: past it even the slots reserved for them go, and the new primary's keeper
+#: cannot finish its promotion (found by this phase with two workers each).
+UNPOOLED_POOL_SIZE = 24
 PRICE = "1.00"
 STOCK = 10_000_000  # the hot item: it sells through every phase
 # A second item per phase, bought by every tenth buyer: it sells out around
@@ -111,14 +121,8 @@ class Drill:
         return _create_item(self.cluster.shop_url(through_bouncers=False))
 
     def _all_ready(self) -> bool:
-        import urllib.request
-
         assert self.instances is not None
-        for port in self.instances.ports:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                if r.status != 200:
-                    return False
-        return True
+        return _ready(self.instances.ports)
 
     # --- what the topology costs -----------------------------------------------------
 
@@ -151,11 +155,33 @@ class Drill:
 
     def run(self, fault: str) -> FaultResult:
         assert self.balancer is not None
+        if fault not in UNPOOLED:
+            return self._run(fault, self.balancer.port)
+        # The same shop, its URL listing the PostgreSQL nodes themselves.
+        root = self.root / "unpooled"
+        root.mkdir(exist_ok=True)
+        root.chmod(0o755)
+        instances = Instances(root, self.cluster.shop_url(through_bouncers=False))
+        for process in instances.processes:
+            process.env["DB_POOL_SIZE"] = str(UNPOOLED_POOL_SIZE)
+        balancer: Balancer | None = None
+        try:
+            instances.start()
+            balancer = Balancer(root, instances.ports)
+            balancer.start()
+            wait_for("the unpooled instances ready", lambda: _ready(instances.ports), 60)
+            return self._run(fault, balancer.port)
+        finally:
+            if balancer is not None:
+                balancer.stop()
+            instances.stop()
+
+    def _run(self, fault: str, port: int) -> FaultResult:
         result = FaultResult(fault)
         scarce = _create_item(self.cluster.shop_url(through_bouncers=False), SCARCE_STOCK)
         storm = Storm(
             "127.0.0.1",
-            self.balancer.port,
+            port,
             self.item_id,
             PRICE,
             self.connections,
@@ -204,7 +230,7 @@ class Drill:
             cluster.kill_host(primary)
             wait_for("the standby promoted", promoted, 120, poll_s=0.05)
             return lambda: self._rejoin(lambda: cluster.restart_host(primary))
-        if fault == "primary-frozen":
+        if fault in ("primary-frozen", "primary-frozen-unpooled"):
             cluster.freeze_host(primary)
             wait_for("the standby promoted", promoted, 120, poll_s=0.05)
             return lambda: self._rejoin(lambda: cluster.thaw_host(primary))
@@ -294,6 +320,17 @@ class Drill:
                 result.violations = [str(v) for v in find_violations(session)]
         finally:
             engine.dispose()
+
+
+def _ready(ports: list[int]) -> bool:
+    """Every instance on these ports answers /readyz 200."""
+    import urllib.request
+
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            if r.status != 200:
+                return False
+    return True
 
 
 def _create_item(url: str, stock: int = STOCK) -> int:

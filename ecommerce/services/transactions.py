@@ -13,8 +13,9 @@ Every service calls :func:`run_in_transaction`. It
 * re-runs the whole unit of work after a deadlock (40P01) or a serialization
   failure (40001), a bounded number of times with jittered backoff, sleeping
   only after the rollback so no lock is held while waiting;
-* turns running out of time (lock, statement, pool) and a lost database
-  connection into :class:`ServiceBusy` (503 with Retry-After).
+* turns running out of time (lock, statement, pool), a lost database
+  connection and a pool that could not hand out a connection into
+  :class:`ServiceBusy` (503 with Retry-After).
 
 A connection lost mid-transaction is not retried here: if it dropped during
 COMMIT the outcome is unknown and only an idempotency key can make a retry safe.
@@ -52,15 +53,24 @@ T = TypeVar("T")
 
 def set_local_timeouts_sql(policy: TransactionPolicy) -> str:
     """SET LOCAL lock_timeout, statement_timeout and idle_in_transaction_session_timeout,
-    the policy's values inlined (they are integers); the pgbench ceiling sends
-    it too. Per transaction, never per connection: a transaction-pooling proxy
-    (PgBouncer) hands a server connection to whichever client runs a
-    transaction next, so nothing may live on the session."""
+    the policy's values inlined (they are integers), and client_min_messages =
+    warning; the pgbench ceiling sends it too. Per transaction, never per
+    connection: a transaction-pooling proxy (PgBouncer) hands a server
+    connection to whichever client runs a transaction next, so nothing may live
+    on the session.
+
+    client_min_messages: COMMIT tells of a cancelled wait for the synchronous
+    standby only in a WARNING (ecommerce/failover.py, commit_checked), which a
+    role, a database or a session's PGOPTIONS set to ``error`` would silence:
+    the order then answered 201 though a failover could lose it. It is still
+    in force while COMMIT waits for the standby (a transaction's settings are
+    undone after its commit record is flushed and replicated)."""
     return (
         f"SELECT set_config('lock_timeout', '{int(policy.lock_timeout_ms)}ms', true),"
         f" set_config('statement_timeout', '{int(policy.statement_timeout_ms)}ms', true),"
         " set_config('idle_in_transaction_session_timeout',"
-        f" '{int(policy.idle_in_transaction_timeout_ms)}ms', true);\n"
+        f" '{int(policy.idle_in_transaction_timeout_ms)}ms', true),"
+        " set_config('client_min_messages', 'warning', true);\n"
     )
 
 
@@ -107,6 +117,7 @@ def run_in_transaction(
     timeouts = set_local_timeouts_sql(policy)
     while True:
         committing = False
+        checked_out = False
         try:
             # A new session each attempt; one that met a dead connection is closed
             # with it, forgetting the connection and its transaction.
@@ -116,6 +127,7 @@ def run_in_transaction(
                 # also behind a transaction-pooling proxy, at no extra round trip.
                 # (The dict itself: a dead connection refuses even to show its .info.)
                 info = session.connection().info
+                checked_out = True
                 info[PENDING_SQL_KEY] = timeouts
                 try:
                     result = work(session)
@@ -171,6 +183,16 @@ def run_in_transaction(
                     retry_after_s=policy.retry_after_s,
                 ) from error
             raise
+        except sa_exc.InvalidRequestError as error:
+            if checked_out:
+                raise  # a mistake of the code, not of the database
+            # The pool could not hand out a connection: its checkout listeners
+            # refused each connection it tried (SQLAlchemy gives up after two
+            # reconnects with "This connection is closed", not a database error).
+            log.warning("%s: no connection from the pool: %s", name, error)
+            raise ServiceBusy(
+                "the database is unavailable, please retry", retry_after_s=policy.retry_after_s
+            ) from error
         except sa_exc.TimeoutError as error:  # no pooled connection in time
             metrics.count_timeout("pool")
             raise ServiceBusy(
