@@ -165,25 +165,19 @@ def test_the_operations_guide_names_every_deploy_file():
 # --- Prometheus ----------------------------------------------------------------
 
 
-def test_promtool_checks_the_alert_rules():
-    promtool = _tool("promtool")
-    checked = subprocess.run(
-        [promtool, "check", "rules", "alerts.yml"],
-        cwd=PROMETHEUS_DIR,
-        capture_output=True,
-        text=True,
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_tool("promtool"), *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True
     )
+
+
+def test_promtool_checks_the_alert_rules():
+    checked = _promtool("check", "rules", "alerts.yml")
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_each_alert_fires_and_stays_quiet_as_its_unit_tests_say():
-    promtool = _tool("promtool")
-    tested = subprocess.run(
-        [promtool, "test", "rules", "alerts.test.yml"],
-        cwd=PROMETHEUS_DIR,
-        capture_output=True,
-        text=True,
-    )
+    tested = _promtool("test", "rules", "alerts.test.yml")
     assert tested.returncode == 0, tested.stdout + tested.stderr
     # Every alert has a case that fires and one that does not.
     rules = (PROMETHEUS_DIR / "alerts.yml").read_text()
