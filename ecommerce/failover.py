@@ -78,11 +78,20 @@ def connect(dialect, conn_rec, cargs, cparams):
         _resolve_host_names_cooperatively(cparams)
         return None
     connection, index = _connect_host_by_host(dialect, cargs, cparams, hosts)
-    conn_rec.info[HOST_KEY] = (",".join(hosts), index)
+    conn_rec.info[HOST_KEY] = (_host_list(cparams, hosts), index)
     return connection
 
 
-#: Per host list, the index of the host that last took a connection.
+def _host_list(cparams, hosts: list[str]) -> str:
+    """The host list as ``host:port`` entries: what the shop remembers a list by
+    (two lists that name the same hosts on other ports are other servers)."""
+    ports = str(cparams.get("port") or "").split(",")
+    if len(ports) == 1:
+        ports = ports * len(hosts)
+    return ",".join(f"{host}:{port}" for host, port in zip(hosts, ports, strict=False))
+
+
+#: Per host list (``host:port,...``), the index of the host that last took a connection.
 _last_good: dict[str, int] = {}
 
 #: ``record.info`` key: (host list, index) of the host a pooled connection reached.
@@ -125,7 +134,7 @@ def _connect_host_by_host(dialect, cargs, cparams, hosts: list[str]):
         return values * count if len(values) == 1 else values
 
     ports, addresses = each("port"), each("hostaddr")
-    listed = ",".join(hosts)
+    listed = _host_list(cparams, hosts)
     first = _last_good.get(listed, 0)
     failures: list[tuple[str, psycopg2.Error]] = []
     for index in [first] + [i for i in range(count) if i != first]:

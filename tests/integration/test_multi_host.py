@@ -55,3 +55,44 @@ def test_a_silent_first_host_is_passed_over(settings: Settings, database_url: st
     finally:
         db.dispose()
         silent.close()
+
+
+def test_lists_of_the_same_hosts_on_other_ports_are_remembered_apart(
+    settings: Settings, database_url: str
+):
+    """The host that answered last is remembered per list of hosts *and ports*.
+    Before the fix it was remembered per list of host names: after a list whose
+    second entry answered, another list naming the same hosts (other ports)
+    started at its second entry too and never tried its first one (here a
+    silent server on 127.0.0.1: held 0 connections, then the probe)."""
+    parsed = make_url(database_url)
+    user = parsed.username or "postgres"
+    real = _host_of(database_url)
+    first, second = SilentServer(), SilentServer()
+    databases = [
+        Database(
+            replace(
+                settings,
+                database_url=f"postgresql://{user}@127.0.0.1:{silent.port},{real}/"
+                f"{parsed.database}?target_session_attrs=read-write",
+                db_connect_timeout_ms=1000,
+            )
+        )
+        for silent in (first, second)
+    ]
+    try:
+        for db in databases:  # the first list's second entry answers, then the second's
+            with db.engine.connect() as conn:
+                assert conn.execute(text("SELECT 1")).scalar_one() == 1
+        probe = socket.create_connection(("127.0.0.1", second.port))
+        deadline = time.monotonic() + 10
+        while probe.getsockname() not in {c.getpeername() for c in list(second.held)}:
+            assert time.monotonic() < deadline, "the silent server never accepted the probe"
+            time.sleep(0.01)
+        probe.close()
+        assert len(second.held) == 2, "the second list's silent first host was never tried"
+    finally:
+        for db in databases:
+            db.dispose()
+        first.close()
+        second.close()
