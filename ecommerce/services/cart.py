@@ -28,7 +28,7 @@ from ecommerce.repositories import (
     NewKeyRecord,
     OrderRepository,
 )
-from ecommerce.services import Shop, idempotency
+from ecommerce.services import Shop, idempotency, rooms
 from ecommerce.services.combining import Combiner, value_of
 from ecommerce.services.results import CartView, LineView, encode
 from ecommerce.services.transactions import Unchanged
@@ -102,15 +102,23 @@ class AddRequest:
 
 
 def add_to_cart(
-    shop: Shop, user_id: str, item_id: int, quantity: int, idempotency_key: str | None = None
+    shop: Shop,
+    user_id: str,
+    item_id: int,
+    quantity: int,
+    idempotency_key: str | None = None,
+    admission_tokens: Sequence[str] = (),
 ) -> CartView:
     """Add ``quantity`` of an item to the user's cart line; returns the cart.
 
     Refuses when the line would take the buyer past the item's per-buyer limit
     (counting their orders) or exceed its current stock (ecommerce/domain/adds.py).
     Both are plain reads, early feedback; the authoritative checks are at pay.
-    Adding before the sale opens is allowed.
+    Adding before the sale opens is allowed. While the item's waiting room is
+    open, one of ``admission_tokens`` must admit the buyer to it
+    (ecommerce/services/rooms.py); an item without a room costs no statement.
     """
+    rooms.require_admission(shop, user_id, item_id, admission_tokens)
     request = AddRequest(user_id, item_id, quantity, idempotency_key)
     if shop.cart_combining is None:
         return _add_alone(shop, request)

@@ -74,7 +74,7 @@ from ecommerce.repositories import (
     NewOrderLine,
     OrderRepository,
 )
-from ecommerce.services import Shop, idempotency, orders, settlement
+from ecommerce.services import Shop, idempotency, orders, rooms, settlement
 from ecommerce.services.combining import Combiner, RunAlone, value_of
 from ecommerce.services.results import LineView, OrderView, encode, total_of
 from ecommerce.services.transactions import Unchanged
@@ -87,17 +87,30 @@ class PayRequest:
     user_id: str
     amount: Decimal
     key: str | None
+    # Items whose waiting room was open when the pay arrived, those the buyer's
+    # admission tokens admit them to, and why a token was refused (rooms.py).
+    roomed: frozenset[int] = frozenset()
+    admitted: frozenset[int] = frozenset()
+    why_not_admitted: str | None = None
 
     @property
     def fingerprint(self) -> str:
         return idempotency.fingerprint("pay", self.user_id, {"amount": format_money(self.amount)})
 
 
-def pay(shop: Shop, user_id: str, amount: Decimal, idempotency_key: str | None = None) -> OrderView:
-    """Pay exactly ``amount`` for the user's whole cart; returns the paid order."""
-    request = PayRequest(user_id, amount, idempotency_key)
+def pay(
+    shop: Shop,
+    user_id: str,
+    amount: Decimal,
+    idempotency_key: str | None = None,
+    admission_tokens: Sequence[str] = (),
+) -> OrderView:
+    """Pay exactly ``amount`` for the user's whole cart; returns the paid order.
+    A cart that holds an item whose waiting room is open needs one of
+    ``admission_tokens`` admitting the buyer to it (judged on the locked cart)."""
     started = time.monotonic()
     try:
+        request = _request(shop, user_id, amount, idempotency_key, admission_tokens)
         if shop.combining is None:
             order = _pay_alone(shop, request)
         else:
@@ -121,6 +134,18 @@ def pay(shop: Shop, user_id: str, amount: Decimal, idempotency_key: str | None =
     else:
         metrics.count_pay("paid", "replayed" if order.replayed else "")
     return order
+
+
+def _request(
+    shop: Shop, user_id: str, amount: Decimal, key: str | None, admission_tokens: Sequence[str]
+) -> PayRequest:
+    """The pay as the batch judges it, with the waiting rooms open now (this
+    worker's view) and the buyer's admissions: nothing more when none is open."""
+    roomed = rooms.open_items(shop)
+    if not roomed:
+        return PayRequest(user_id, amount, key)
+    admitted, why = rooms.admitted_items(shop, user_id, admission_tokens)
+    return PayRequest(user_id, amount, key, roomed, admitted, why)
 
 
 def _combiner(shop: Shop) -> Combiner[PayRequest, OrderView]:
@@ -174,6 +199,7 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
         _refuse_sold_out(session, shop, batch, active, outcomes)
         active = [n for n in active if outcomes[n] is None]
     carts = _lock_carts(session, batch, active, outcomes)
+    _refuse_unadmitted(batch, active, carts, outcomes)
     active = [n for n in active if outcomes[n] is None]
     buyers = [
         checkout.Buyer(batch[n].user_id, batch[n].amount, carts.get(batch[n].user_id, []))
@@ -250,11 +276,20 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
             )
         outcomes[active[position]] = order
 
-    # 7. One statement writes it all (COMMIT follows in shop.transaction).
+    # 7. One statement writes it all (COMMIT follows in shop.transaction); a
+    # winner's admissions to the waiting rooms of what they bought are done.
     if new_orders:
         order_rows.write_paid(
             new_orders, new_keys, shop.idempotency_ttl_s, allocation.taken, reserve_s
         )
+        admissions_done = [
+            (buyers[position].user_id, line.item_id)
+            for position in winners
+            for line in buyers[position].cart
+            if line.item_id in batch[active[position]].roomed
+        ]
+        if admissions_done:
+            rooms.mark_paid(session, admissions_done, shop.clock())
 
     sold_out = {i: row.name for i, row in locked.items() if allocation.left[i] == 0}
     assert all(o is not None for o in outcomes)
@@ -286,6 +321,27 @@ def _lock_carts(
         if batch[n].user_id in held:
             outcomes[n] = RunAlone()
     return locked
+
+
+def _refuse_unadmitted(
+    batch: Sequence[PayRequest],
+    active: Sequence[int],
+    carts: dict[str, list[CartLineRow]],
+    outcomes: list[OrderView | ShopError | RunAlone | None],
+) -> None:
+    """A buyer whose locked cart holds an item whose waiting room is open, with
+    no admission to it, is refused (409 queue_required): no item lock, nothing
+    written. No work when no room was open."""
+    for n in active:
+        request = batch[n]
+        if not request.roomed or outcomes[n] is not None:
+            continue
+        lines = carts.get(request.user_id, [])
+        missing = sorted({ln.item_id for ln in lines} & request.roomed - request.admitted)
+        if missing:
+            outcomes[n] = rooms.queue_required(
+                missing[0], request.user_id, request.why_not_admitted
+            )
 
 
 def _refuse_sold_out(

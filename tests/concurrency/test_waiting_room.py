@@ -1,0 +1,84 @@
+"""The waiting room across instances: two shops (two apps, as two instances
+would be) on the same PostgreSQL, their buyers' threads released together,
+each on a connection of its own; what the line holds is read from a separate
+connection."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from ecommerce.services import rooms
+from tests.helpers import commit_item, run_together
+
+
+def open_room(shop, item_id, **options) -> None:
+    rooms.configure_room(shop, item_id, rooms.RoomOptions(open=True, **options))
+
+
+def places(engine, item_id) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT user_id, rank FROM queue_places WHERE item_id = :i"), {"i": item_id}
+        )
+        return {user: rank for user, rank in rows}
+
+
+def admitted_count(engine, item_id) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT count(*) FROM queue_places WHERE item_id = :i AND admitted_at IS NOT NULL"
+            ),
+            {"i": item_id},
+        ).scalar_one()
+
+
+def test_concurrent_joins_from_two_instances_get_one_place_each_in_one_order(storm_shop, committed):
+    buyers = 24
+    one = storm_shop(buyers, queue_refresh_ms=0)
+    two = storm_shop(buyers, queue_refresh_ms=0)
+    item = commit_item(committed, "Hot", "1.00", 1000)
+    open_room(one, item, max_admitted=1)
+    users = [f"b{n}" for n in range(buyers // 2)]
+    # every buyer joins twice at once, once through each instance
+    work = [lambda u=u, s=s: rooms.join(s, item, u).rank for u in users for s in (one, two)]
+    answers = run_together(work)
+    assert not [a for a in answers if isinstance(a, BaseException)], answers
+    by_user: dict[str, set[int]] = {}
+    for (user, _), rank in zip([(u, s) for u in users for s in (1, 2)], answers, strict=True):
+        by_user.setdefault(user, set()).add(rank)
+    assert all(len(ranks) == 1 for ranks in by_user.values()), by_user  # one place each
+    stored = places(committed, item)
+    assert stored == {user: ranks.pop() for user, ranks in by_user.items()}
+    # one line: ranks are distinct, and later joins queue behind all of them
+    assert len(set(stored.values())) == len(users)
+    late = rooms.join(two, item, "late").rank
+    assert late > max(stored.values())
+    assert admitted_count(committed, item) == 1
+
+
+def test_instances_refreshing_together_never_admit_past_the_cap_or_the_stock(storm_shop, committed):
+    buyers = 16
+    one = storm_shop(buyers, queue_refresh_ms=0)
+    two = storm_shop(buyers, queue_refresh_ms=0)
+    item = commit_item(committed, "Hot", "1.00", 3)
+    open_room(one, item, max_admitted=2)
+    for n in range(10):
+        rooms.join(one if n % 2 else two, item, f"b{n}")
+    # many polls through both instances at once: each one refreshes the front
+    polls = [lambda s=s: rooms.front(s, item) for s in (one, two) * (buyers // 2)]
+    results = run_together(polls)
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert admitted_count(committed, item) == 2  # the cap, not a double advance
+    with committed.begin() as conn:  # the admitted two are done: room for one more
+        conn.execute(
+            text(
+                "UPDATE queue_places SET done_at = admitted_at, outcome = 'paid'"
+                " WHERE item_id = :i AND admitted_at IS NOT NULL"
+            ),
+            {"i": item},
+        )
+        conn.execute(text("UPDATE items SET stock = 1 WHERE id = :i"), {"i": item})
+    results = run_together(polls)
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert admitted_count(committed, item) == 3  # the stock's one unit: one more buyer
