@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from ecommerce.services import rooms
-from tests.helpers import commit_item, run_together
+from tests.helpers import commit_item, held_by_another_transaction, run_together
 
 
 def open_room(shop, item_id, **options) -> None:
@@ -82,3 +82,25 @@ def test_instances_refreshing_together_never_admit_past_the_cap_or_the_stock(sto
     results = run_together(polls)
     assert not [r for r in results if isinstance(r, BaseException)], results
     assert admitted_count(committed, item) == 3  # the stock's one unit: one more buyer
+
+
+def test_joining_and_polling_wait_for_no_lock_on_the_room_or_the_item(storm_shop, committed):
+    shop = storm_shop(2, queue_refresh_ms=0, lock_timeout_ms=100, statement_timeout_ms=5000)
+    item = commit_item(committed, "Hot", "1.00", 10)
+    open_room(shop, item, max_admitted=1)
+    rooms.join(shop, item, "first")
+    # Another transaction holds the room's row (as a refresh or an admin does)
+    # and the item's row (as a pay does): a join still answers at once.
+    with (
+        held_by_another_transaction(
+            committed, "SELECT 1 FROM rooms WHERE item_id = :i FOR NO KEY UPDATE", i=item
+        ),
+        held_by_another_transaction(
+            committed, "SELECT 1 FROM items WHERE id = :i FOR UPDATE", i=item
+        ),
+    ):
+        place = rooms.join(shop, item, "second")
+        assert place.status == "waiting" and place.ahead == 0
+        again = rooms.poll(shop, item, "second", place.place_token)
+        assert again.rank == place.rank
+    assert places(committed, item)["second"] == place.rank
