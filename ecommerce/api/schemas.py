@@ -158,7 +158,7 @@ class RoomSettings(_Body):
     )
     rate_per_s: float | None = Field(
         default=None,
-        gt=0,
+        ge=0.001,
         le=100_000,
         description="A fixed admission rate (places per second); null or unset: as fast as "
         "admitted buyers finish, at most max_admitted at once.",

@@ -87,6 +87,29 @@ def test_with_no_room_the_shop_is_as_before(client, connection):
     assert refused.status_code == 404 and code(refused) == "not_found"
 
 
+def test_an_item_without_a_room_reads_nothing_of_the_rooms_at_add_and_pay(make_app, connection):
+    app = make_app(queue_refresh_ms=60_000)  # the open rooms, read once, then cached
+    secret = app.extensions["settings"].secret_key
+    admin = {"Authorization": f"Bearer {issue_token(secret, 'ops', 600, admin=True)}"}
+    hot = insert_item(connection, "Hot", "1.00", 10)
+    plain = insert_item(connection, "Plain", "1.00", 10)
+    with sessions_bound_to(app.extensions["shop"].db, connection):
+        client = app.test_client()
+        open_room(client, admin, hot)
+        assert client.get("/metrics").status_code == 200
+        join(client, hot, "ann")  # the board is read here
+        statements = []
+        listener = lambda *args: statements.append(args[2])  # noqa: E731
+        event.listen(connection, "before_cursor_execute", listener)
+        try:
+            added = client.post("/cart/bob/add", json={"item_id": plain, "quantity": 1})
+            assert added.status_code == 200
+            assert client.post("/cart/bob/pay", json={"amount": "1.00"}).status_code == 201
+        finally:
+            event.remove(connection, "before_cursor_execute", listener)
+    assert statements and not [s for s in statements if "rooms" in s or "queue_places" in s]
+
+
 def test_a_join_answers_at_once_and_again_the_same_place(client, admin, connection):
     item = insert_item(connection, "Hot", "1.00", 100)
     open_room(client, admin, item, max_admitted=1)
@@ -320,6 +343,10 @@ def test_the_operator_opens_shows_and_closes_a_room(client, admin, connection):
         f"/admin/items/{item}/queue", json={"open": True, "mode": "lottery"}, headers=admin
     )
     assert bad.status_code == 400 and code(bad) == "invalid_request"
+    tiny = client.put(
+        f"/admin/items/{item}/queue", json={"open": True, "rate_per_s": 0.0001}, headers=admin
+    )
+    assert tiny.status_code == 400
     unknown = client.put("/admin/items/999999/queue", json={"open": True}, headers=admin)
     assert unknown.status_code == 404
     room = open_room(client, admin, item, rate_per_s=2.5, max_admitted=7)
