@@ -91,6 +91,7 @@ class AddRequest:
     item_id: int
     quantity: int
     key: str | None
+    admission_tokens: tuple[str, ...] = ()
 
     @property
     def arguments(self) -> dict[str, int]:
@@ -115,11 +116,10 @@ def add_to_cart(
     (counting their orders) or exceed its current stock (ecommerce/domain/adds.py).
     Both are plain reads, early feedback; the authoritative checks are at pay.
     Adding before the sale opens is allowed. While the item's waiting room is
-    open, one of ``admission_tokens`` must admit the buyer to it
-    (ecommerce/services/rooms.py); an item without a room costs no statement.
+    open, one of ``admission_tokens`` must admit the buyer to it (judged in the
+    batch, ecommerce/services/rooms.py); an item without a room costs no statement.
     """
-    rooms.require_admission(shop, user_id, item_id, admission_tokens)
-    request = AddRequest(user_id, item_id, quantity, idempotency_key)
+    request = AddRequest(user_id, item_id, quantity, idempotency_key, tuple(admission_tokens))
     if shop.cart_combining is None:
         return _add_alone(shop, request)
     key = (user_id, idempotency_key) if idempotency_key is not None else None
@@ -167,6 +167,16 @@ def _add_batch(
     """
     outcomes = idempotency.claim(session, batch, CartView.decode)
     replayed = any(isinstance(outcome, CartView) for outcome in outcomes)
+    # An item whose waiting room is open: only with the buyer's admission (this
+    # worker's view of the rooms: at most one plain read per QUEUE_REFRESH_MS).
+    roomed = rooms.roomed_items(session, shop)
+    if roomed:
+        for n, outcome in enumerate(outcomes):
+            if outcome is None:
+                request = batch[n]
+                outcomes[n] = rooms.admission_refusal(
+                    shop, request.user_id, {request.item_id}, request.admission_tokens, roomed
+                )
     active = [n for n, outcome in enumerate(outcomes) if outcome is None]
     if not active:
         return [o for o in outcomes if o is not None]

@@ -18,6 +18,8 @@ The batch, one transaction:
    here, then finds the cart empty (a batch of several waits for no one's
    row: a buyer whose row another transaction holds is handed back to run
    alone, :func:`_lock_carts`);
+   A buyer whose cart holds an item whose waiting room is open needs an
+   admission to it (ecommerce/services/rooms.py): refused here otherwise;
 3. answer from the cart's read a buyer whose amount is not the cart's total
    (refused whatever the item rows say): no item lock for them;
 4. draw ids for the orders of the buyers who might win (before any item
@@ -87,11 +89,8 @@ class PayRequest:
     user_id: str
     amount: Decimal
     key: str | None
-    # Items whose waiting room was open when the pay arrived, those the buyer's
-    # admission tokens admit them to, and why a token was refused (rooms.py).
-    roomed: frozenset[int] = frozenset()
-    admitted: frozenset[int] = frozenset()
-    why_not_admitted: str | None = None
+    # X-Admission-Token: judged in the batch, only when a waiting room is open.
+    admission_tokens: tuple[str, ...] = ()
 
     @property
     def fingerprint(self) -> str:
@@ -110,7 +109,7 @@ def pay(
     ``admission_tokens`` admitting the buyer to it (judged on the locked cart)."""
     started = time.monotonic()
     try:
-        request = _request(shop, user_id, amount, idempotency_key, admission_tokens)
+        request = PayRequest(user_id, amount, idempotency_key, tuple(admission_tokens))
         if shop.combining is None:
             order = _pay_alone(shop, request)
         else:
@@ -134,18 +133,6 @@ def pay(
     else:
         metrics.count_pay("paid", "replayed" if order.replayed else "")
     return order
-
-
-def _request(
-    shop: Shop, user_id: str, amount: Decimal, key: str | None, admission_tokens: Sequence[str]
-) -> PayRequest:
-    """The pay as the batch judges it, with the waiting rooms open now (this
-    worker's view) and the buyer's admissions: nothing more when none is open."""
-    roomed = rooms.open_items(shop)
-    if not roomed:
-        return PayRequest(user_id, amount, key)
-    admitted, why = rooms.admitted_items(shop, user_id, admission_tokens)
-    return PayRequest(user_id, amount, key, roomed, admitted, why)
 
 
 def _combiner(shop: Shop) -> Combiner[PayRequest, OrderView]:
@@ -198,8 +185,12 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     if shop.sold_out.any() and active:
         _refuse_sold_out(session, shop, batch, active, outcomes)
         active = [n for n in active if outcomes[n] is None]
+    # The items whose waiting room is open (this worker's view: at most one
+    # plain read per QUEUE_REFRESH_MS, on the batch's own connection).
+    roomed = rooms.roomed_items(session, shop)
     carts = _lock_carts(session, batch, active, outcomes)
-    _refuse_unadmitted(batch, active, carts, outcomes)
+    if roomed:
+        _refuse_unadmitted(shop, batch, active, carts, outcomes, roomed)
     active = [n for n in active if outcomes[n] is None]
     buyers = [
         checkout.Buyer(batch[n].user_id, batch[n].amount, carts.get(batch[n].user_id, []))
@@ -286,7 +277,7 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
             (buyers[position].user_id, line.item_id)
             for position in winners
             for line in buyers[position].cart
-            if line.item_id in batch[active[position]].roomed
+            if line.item_id in roomed
         ]
         if admissions_done:
             rooms.mark_paid(session, admissions_done, shop.clock())
@@ -324,23 +315,22 @@ def _lock_carts(
 
 
 def _refuse_unadmitted(
+    shop: Shop,
     batch: Sequence[PayRequest],
     active: Sequence[int],
     carts: dict[str, list[CartLineRow]],
     outcomes: list[OrderView | ShopError | RunAlone | None],
+    roomed: frozenset[int],
 ) -> None:
     """A buyer whose locked cart holds an item whose waiting room is open, with
     no admission to it, is refused (409 queue_required): no item lock, nothing
-    written. No work when no room was open."""
+    written."""
     for n in active:
-        request = batch[n]
-        if not request.roomed or outcomes[n] is not None:
-            continue
-        lines = carts.get(request.user_id, [])
-        missing = sorted({ln.item_id for ln in lines} & request.roomed - request.admitted)
-        if missing:
-            outcomes[n] = rooms.queue_required(
-                missing[0], request.user_id, request.why_not_admitted
+        if outcomes[n] is None:
+            request = batch[n]
+            items = {line.item_id for line in carts.get(request.user_id, [])}
+            outcomes[n] = rooms.admission_refusal(
+                shop, request.user_id, items, request.admission_tokens, roomed
             )
 
 

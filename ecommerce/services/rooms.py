@@ -19,7 +19,7 @@ The state lives in PostgreSQL, so every instance sees one line
   stock and a fixed rate allow, finds the first rank the stock cannot reach,
   and writes the counters on the room's own row. The others only read it.
 * Add and pay of a roomed item need an admission token of the buyer's for the
-  item (:func:`require_admission`, :func:`admitted_items`); a pay that sells it
+  item, judged in their batches (:func:`roomed_items`, :func:`admission_refusal`); a pay that sells it
   marks the place done, and an admission that lapses no longer counts.
 """
 
@@ -141,11 +141,6 @@ def fronts(shop: Shop) -> dict[int, RoomFront]:
 
 def front(shop: Shop, item_id: int) -> RoomFront | None:
     return fronts(shop).get(item_id)
-
-
-def open_items(shop: Shop) -> frozenset[int]:
-    """Items whose room is open (this worker's view, at most QUEUE_REFRESH_MS old)."""
-    return frozenset(fronts(shop))
 
 
 def _front_of(row: RoomRow) -> RoomFront:
@@ -396,17 +391,43 @@ def admitted_items(
     return frozenset(admitted), why
 
 
-def require_admission(shop: Shop, user_id: str, item_id: int, tokens: Iterable[str]) -> None:
-    """An add of ``item_id``: refused (409 queue_required) while its room is open
-    unless one of ``tokens`` admits this buyer to it. Nothing is read when the
-    item has no room (beyond this worker's cached view)."""
-    if item_id not in open_items(shop):
-        return
+def roomed_items(session: Session, shop: Shop) -> frozenset[int]:
+    """Inside a use case's transaction (an add's or a pay's batch, on its own
+    connection): the items whose room is open, as this worker knows them; when
+    that is older than QUEUE_REFRESH_MS, one plain read on ``session`` (the
+    rooms are advanced by the line's own requests, never here)."""
+    board = shop.room_board
+    known = board.fresh()
+    if known is not None:
+        return frozenset(known)
+    read: dict[int, RoomFront] | None = None
+    try:
+        read = {row.item_id: _front_of(row) for row in RoomRepository(session).open_rooms()}
+    finally:
+        board.store(read)
+    return frozenset(read)
+
+
+def admission_refusal(
+    shop: Shop,
+    user_id: str,
+    item_ids: Iterable[int],
+    tokens: Iterable[str],
+    roomed: frozenset[int],
+) -> QueueRequired | None:
+    """Why the buyer may not add or pay for ``item_ids`` now: an item whose room
+    is open (``roomed``) that none of ``tokens`` admits them to."""
+    needed = set(item_ids) & roomed
+    if not needed:
+        return None
+    tokens = tuple(tokens)
     admitted, why = admitted_items(shop, user_id, tokens)
-    if item_id not in admitted:
-        if why is None and tokens:
-            why = "the admission token is for another item"
-        raise queue_required(item_id, user_id, why)
+    missing = sorted(needed - admitted)
+    if not missing:
+        return None
+    if why is None and tokens:
+        why = "the admission token is for another item"
+    return queue_required(missing[0], user_id, why)
 
 
 def mark_paid(session: Session, places: Iterable[tuple[str, int]], now: dt.datetime) -> None:
