@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadData, BadSignature, URLSafeSerializer
 
 from ecommerce.errors import Unauthorized
 
@@ -132,7 +132,7 @@ def read_admission_token(secret_key: str, token: str, now: float) -> AdmissionCl
 def _load(secret_key: str, salt: str, token: str) -> dict:
     try:
         claims = URLSafeSerializer(secret_key, salt=salt).loads(token)
-    except (BadSignature, UnicodeError, ValueError) as exc:
+    except (BadData, UnicodeError, ValueError) as exc:
         raise BadQueueToken("the token is not valid") from exc
     if not isinstance(claims, dict):
         raise BadQueueToken("the token is not valid")

@@ -5,10 +5,19 @@ connection."""
 
 from __future__ import annotations
 
+import time
+from decimal import Decimal
+
 from sqlalchemy import text
 
-from ecommerce.services import rooms
-from tests.helpers import commit_item, held_by_another_transaction, run_together
+from ecommerce.services import cart, payment, rooms
+from tests.helpers import (
+    assert_invariants,
+    commit_item,
+    held_by_another_transaction,
+    run_together,
+    shop_state,
+)
 
 
 def open_room(shop, item_id, **options) -> None:
@@ -104,3 +113,39 @@ def test_joining_and_polling_wait_for_no_lock_on_the_room_or_the_item(storm_shop
         again = rooms.poll(shop, item, "second", place.place_token)
         assert again.rank == place.rank
     assert places(committed, item)["second"] == place.rank
+
+
+def test_a_crowd_through_two_instances_buys_exactly_the_stock_in_turn(storm_shop, committed):
+    """Twelve buyers for five units, at most three admitted at once, through two
+    instances: each joins, polls until told admitted or sold out, and an
+    admitted buyer adds and pays with the admission. Exactly the stock is sold,
+    only to admitted buyers, and everyone else is told sold out."""
+    buyers, stock = 12, 5
+    one = storm_shop(buyers, queue_refresh_ms=0)
+    two = storm_shop(buyers, queue_refresh_ms=0)
+    item = commit_item(committed, "Hot", "3.00", stock)
+    open_room(one, item, max_admitted=3)
+
+    def buyer(n: int) -> str:
+        shop = one if n % 2 else two
+        user = f"b{n}"
+        place = rooms.join(shop, item, user)
+        deadline = time.monotonic() + 60
+        while place.status in ("waiting", "before_draw"):
+            assert time.monotonic() < deadline, f"{user} was never let in nor told sold out"
+            time.sleep(0.01)  # a client's poll interval, not a synchronisation
+            place = rooms.poll(shop, item, user, place.place_token)
+        if place.status != "admitted":
+            return place.status
+        tokens = (place.admission_token,)
+        cart.add_to_cart(shop, user, item, 1, admission_tokens=tokens)
+        payment.pay(shop, user, Decimal("3.00"), admission_tokens=tokens)
+        return "paid"
+
+    outcomes = run_together([lambda n=n: buyer(n) for n in range(buyers)])
+    assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
+    assert sorted(outcomes) == ["paid"] * stock + ["sold_out"] * (buyers - stock)
+    state = shop_state(committed)
+    assert state.stock[item] == 0 and state.sold[item] == stock
+    assert admitted_count(committed, item) == stock  # never admitted past the stock
+    assert_invariants(committed)
