@@ -466,8 +466,10 @@ def configure_room(shop: Shop, item_id: int, options: RoomOptions) -> RoomView:
             "admission_ttl_s": options.admission_ttl_s
             or (current.admission_ttl_s if current else shop.room_admission_ttl_s),
         }
-        if current is None:
-            rooms.create(item_id, values, now)
+        if current is None and rooms.create(item_id, values, now):
+            pass  # a new room, with its sequence of ranks
+        elif current is None:  # another admin made it a moment ago: change it
+            rooms.change(item_id, values, now)
         else:
             if values["mode"] != current.mode and rooms.has_places(item_id):
                 raise Conflict(

@@ -61,8 +61,10 @@ def test_concurrent_joins_from_two_instances_get_one_place_each_in_one_order(sto
     assert stored == {user: ranks.pop() for user, ranks in by_user.items()}
     # one line: ranks are distinct, and later joins queue behind all of them
     assert len(set(stored.values())) == len(users)
-    late = rooms.join(two, item, "late").rank
-    assert late > max(stored.values())
+    # and joins one after another, through either instance, rank in arrival order
+    later = [rooms.join(shop, item, f"late{n}").rank for n, shop in enumerate([two, one] * 3)]
+    assert later == sorted(later) and len(set(later)) == len(later)
+    assert later[0] > max(stored.values())
     assert admitted_count(committed, item) == 1
 
 
@@ -145,6 +147,10 @@ def test_a_crowd_through_two_instances_buys_exactly_the_stock_in_turn(storm_shop
     outcomes = run_together([lambda n=n: buyer(n) for n in range(buyers)])
     assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
     assert sorted(outcomes) == ["paid"] * stock + ["sold_out"] * (buyers - stock)
+    # in turn: the buyers who got the stock are the first in line
+    ranks = places(committed, item)
+    paid = {f"b{n}" for n, outcome in enumerate(outcomes) if outcome == "paid"}
+    assert paid == set(sorted(ranks, key=ranks.__getitem__)[:stock])
     state = shop_state(committed)
     assert state.stock[item] == 0 and state.sold[item] == stock
     assert admitted_count(committed, item) == stock  # never admitted past the stock
