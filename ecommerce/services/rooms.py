@@ -19,8 +19,9 @@ The state lives in PostgreSQL, so every instance sees one line
   stock and a fixed rate allow, finds the first rank the stock cannot reach,
   and writes the counters on the room's own row. The others only read it.
 * Add and pay of a roomed item need an admission token of the buyer's for the
-  item, judged in their batches (:func:`roomed_items`, :func:`admission_refusal`); a pay that sells it
-  marks the place done, and an admission that lapses no longer counts.
+  item, judged in their batches (:func:`roomed_items`, :func:`admission_refusal`);
+  a pay that sells it marks the place done, and an admission that lapses no
+  longer counts.
 """
 
 from __future__ import annotations
@@ -466,10 +467,11 @@ def configure_room(shop: Shop, item_id: int, options: RoomOptions) -> RoomView:
             "admission_ttl_s": options.admission_ttl_s
             or (current.admission_ttl_s if current else shop.room_admission_ttl_s),
         }
-        if current is None and rooms.create(item_id, values, now):
-            pass  # a new room, with its sequence of ranks
-        elif current is None:  # another admin made it a moment ago: change it
-            rooms.change(item_id, values, now)
+        if current is None:
+            # a new room with its sequence of ranks; or another admin made it
+            # a moment ago: change it
+            if not rooms.create(item_id, values, now):
+                rooms.change(item_id, values, now)
         else:
             if values["mode"] != current.mode and rooms.has_places(item_id):
                 raise Conflict(
