@@ -363,3 +363,26 @@ def test_the_operator_opens_shows_and_closes_a_room(client, admin, connection):
     assert client.post("/cart/bob/add", json={"item_id": item, "quantity": 1}).status_code == 200
     metrics = client.get("/metrics").get_data(as_text=True)
     assert "shop_queue_line_length" in metrics
+
+
+def test_a_fixed_rate_paces_admissions_without_a_burst(client, admin, connection, clock):
+    item = insert_item(connection, "Hot", "1.00", 100)
+    open_room(client, admin, item, rate_per_s=2, max_admitted=100)
+    places = {f"b{n}": join(client, item, f"b{n}") for n in range(10)}
+
+    def admitted_now() -> int:
+        poll(client, item, "b9", places["b9"]["place_token"])  # a poll moves the front
+        return client.get(f"/admin/items/{item}/queue", headers=admin).get_json()["serving"]
+
+    assert admitted_now() == 0
+    assert places["b9"]["estimated_wait_s"] is None or places["b9"]["estimated_wait_s"] == 5
+    clock.advance(1)
+    assert admitted_now() == 2
+    clock.advance(0.25)
+    assert admitted_now() == 2  # half a place: carried over
+    clock.advance(0.25)
+    assert admitted_now() == 3
+    clock.advance(60)  # an idle minute saves up one second's worth, not a minute's
+    assert admitted_now() == 5
+    waiting = poll(client, item, "b9", places["b9"]["place_token"])
+    assert waiting["ahead"] == 4 and waiting["estimated_wait_s"] == 3  # 5 places at 2/s
