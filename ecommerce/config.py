@@ -145,7 +145,7 @@ class Settings:
     combining_queue_wait_ms: int = 3000
     # How long a sold-out mark is trusted before a plain read re-checks it.
     sold_out_recheck_ms: int = 500
-    # The waiting room (ecommerce/services/rooms.py): how often a worker reads
+    # The waiting room (ecommerce/services/rooms/): how often a worker reads
     # the fronts of the open lines (and so how stale its view of which items
     # have a room may be); a poll's shortest Retry-After; a new room's
     # admission lifetime and its cap on buyers admitted and not yet done.

@@ -258,8 +258,9 @@ PLACE_OUTCOMES = ("paid",)
 
 class Room(Base):
     """A hot item's waiting room: its options (set by an admin) and the front of
-    its line, as the last refresh left it (ecommerce/services/rooms.py). Places
-    with rank <= serving are admitted. Only a refresh that took the row without
+    its line, as the last refresh left it (ecommerce/services/rooms/). Places
+    with seq <= serving_seq are admitted (but one that committed after the
+    refresh passed it, admitted at the next). Only a refresh that took the row without
     waiting (SKIP LOCKED) moves the counters, so two instances never advance it
     twice."""
 
@@ -272,7 +273,7 @@ class Room(Base):
         CheckConstraint("max_admitted >= 1", name="max_admitted_positive"),
         CheckConstraint("admission_ttl_s >= 1", name="admission_ttl_positive"),
         CheckConstraint(
-            "serving >= 0 AND in_flight >= 0 AND line_length >= 0",
+            "serving >= 0 AND serving_seq >= 0 AND in_flight >= 0 AND line_length >= 0",
             name="counters_not_negative",
         ),
         CheckConstraint("(draw_seed IS NULL) = (drawn_at IS NULL)", name="draw_has_seed"),
@@ -289,11 +290,16 @@ class Room(Base):
     rate_per_s: Mapped[Decimal | None] = mapped_column(Numeric(10, 3))
     max_admitted: Mapped[int] = mapped_column(Integer, nullable=False)
     admission_ttl_s: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Places admitted so far, and the highest arrival number admitted.
     serving: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    serving_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
     in_flight: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     line_length: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
-    # Ranks above it cannot be reached by the stock left (NULL: none known).
+    # How many places, counted from the first in line (the admitted included),
+    # the stock reaches (NULL: not measured yet); and the arrival number of the
+    # first waiting place it cannot reach (NULL: it reaches every waiting place).
     sold_out_after: Mapped[int | None] = mapped_column(BigInteger)
+    sold_out_seq: Mapped[int | None] = mapped_column(BigInteger)
     # Admissions per second over the last minute (NULL: not measured yet).
     admission_rate: Mapped[Decimal | None] = mapped_column(Numeric(12, 3))
     opened_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
@@ -309,7 +315,7 @@ class QueuePlace(Base):
 
     __tablename__ = "queue_places"
     __table_args__ = (
-        CheckConstraint("rank >= 1", name="rank_positive"),
+        CheckConstraint("seq >= 1", name="seq_positive"),
         CheckConstraint(
             "(admitted_at IS NULL) = (admission_expires_at IS NULL)", name="admission_expires"
         ),
@@ -320,11 +326,11 @@ class QueuePlace(Base):
             name="outcome_known",
         ),
         CheckConstraint("done_at IS NULL OR admitted_at IS NOT NULL", name="done_after_admission"),
-        UniqueConstraint("item_id", "rank", deferrable=True, initially="IMMEDIATE"),
+        UniqueConstraint("item_id", "seq", deferrable=True, initially="IMMEDIATE"),
         Index(
             "ix_queue_places_waiting",
             "item_id",
-            "rank",
+            "seq",
             postgresql_where=text("admitted_at IS NULL"),
         ),
         Index(
@@ -343,7 +349,11 @@ class QueuePlace(Base):
 
     item_id: Mapped[int] = mapped_column(ForeignKey("rooms.item_id"), primary_key=True)
     user_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    rank: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # The arrival number, from the one sequence queue_arrivals (migration 0009):
+    # global across rooms, increasing, not dense per room.
+    seq: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, server_default=text("nextval('queue_arrivals'::regclass)")
+    )
     joined_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     admitted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     admission_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -63,7 +63,7 @@ def read_token(secret_key: str, token: str, now: float | None = None) -> Claims:
     return Claims(claims["sub"], claims.get("adm") is True)
 
 
-# --- The waiting room's tokens (ecommerce/services/rooms.py) ---------------------
+# --- The waiting room's tokens (ecommerce/services/rooms/) -----------------------
 #
 # Each kind has a salt of its own, so no token of one kind (a bearer token
 # included) is ever read as another.
@@ -78,12 +78,13 @@ class BadQueueToken(Exception):
 
 @dataclass(frozen=True)
 class PlaceClaims:
-    """A place in an item's line: its rank, and whether that rank is final (a
-    place that joined a random room before its draw is dealt a new one)."""
+    """A place in an item's line: its arrival number, and whether that number
+    is final (a place that joined a random room before its draw is dealt a new
+    one)."""
 
     item_id: int
     user_id: str
-    rank: int
+    seq: int
     final: bool
 
 
@@ -91,28 +92,28 @@ class PlaceClaims:
 class AdmissionClaims:
     item_id: int
     user_id: str
-    rank: int
+    seq: int
     expires: int  # unix time
 
 
 def issue_place_token(secret_key: str, place: PlaceClaims) -> str:
-    claims = {"i": place.item_id, "u": place.user_id, "r": place.rank, "f": place.final}
+    claims = {"i": place.item_id, "u": place.user_id, "s": place.seq, "f": place.final}
     return URLSafeSerializer(secret_key, salt=PLACE_SALT).dumps(claims)
 
 
 def read_place_token(secret_key: str, token: str) -> PlaceClaims:
     claims = _load(secret_key, PLACE_SALT, token)
-    item, user, rank, final = (claims.get(k) for k in ("i", "u", "r", "f"))
-    if not (_an_int(item) and isinstance(user, str) and _an_int(rank) and final in (True, False)):
+    item, user, seq, final = (claims.get(k) for k in ("i", "u", "s", "f"))
+    if not (_an_int(item) and isinstance(user, str) and _an_int(seq) and final in (True, False)):
         raise BadQueueToken("the place token is not valid")
-    return PlaceClaims(item, user, rank, final)
+    return PlaceClaims(item, user, seq, final)
 
 
 def issue_admission_token(secret_key: str, admission: AdmissionClaims) -> str:
     claims = {
         "i": admission.item_id,
         "u": admission.user_id,
-        "r": admission.rank,
+        "s": admission.seq,
         "exp": admission.expires,
     }
     return URLSafeSerializer(secret_key, salt=ADMISSION_SALT).dumps(claims)
@@ -121,12 +122,12 @@ def issue_admission_token(secret_key: str, admission: AdmissionClaims) -> str:
 def read_admission_token(secret_key: str, token: str, now: float) -> AdmissionClaims:
     """The admission's claims, or BadQueueToken (forged, malformed, expired at ``now``)."""
     claims = _load(secret_key, ADMISSION_SALT, token)
-    item, user, rank, exp = (claims.get(k) for k in ("i", "u", "r", "exp"))
-    if not (_an_int(item) and isinstance(user, str) and _an_int(rank) and _an_int(exp)):
+    item, user, seq, exp = (claims.get(k) for k in ("i", "u", "s", "exp"))
+    if not (_an_int(item) and isinstance(user, str) and _an_int(seq) and _an_int(exp)):
         raise BadQueueToken("the admission token is not valid")
     if exp <= now:
         raise BadQueueToken("the admission token has expired")
-    return AdmissionClaims(item, user, rank, exp)
+    return AdmissionClaims(item, user, seq, exp)
 
 
 def _load(secret_key: str, salt: str, token: str) -> dict:

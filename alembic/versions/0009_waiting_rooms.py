@@ -1,8 +1,10 @@
 """A hot item's waiting room: ``rooms`` (one per item, its options and the
 front of its line: the serving counter and what the last refresh measured) and
-``queue_places`` (one place per buyer per item, its rank, its admission and
-whether it is done). Ranks come from a sequence of the room's own, made with
-the room (services/rooms.py).
+``queue_places`` (one place per buyer per item, its arrival number, its admission and
+whether it is done). Every place's arrival number ``seq`` comes from one
+sequence, ``queue_arrivals``, made here and owned by the column: global across
+rooms, increasing, handed out without a lock. No schema object is made at run
+time (services/rooms/).
 
 Revision ID: 0009
 Revises: 0008
@@ -30,9 +32,11 @@ def upgrade() -> None:
         sa.Column("max_admitted", sa.Integer(), nullable=False),
         sa.Column("admission_ttl_s", sa.Integer(), nullable=False),
         sa.Column("serving", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
+        sa.Column("serving_seq", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
         sa.Column("in_flight", sa.Integer(), nullable=False, server_default=sa.text("0")),
         sa.Column("line_length", sa.Integer(), nullable=False, server_default=sa.text("0")),
         sa.Column("sold_out_after", sa.BigInteger(), nullable=True),
+        sa.Column("sold_out_seq", sa.BigInteger(), nullable=True),
         sa.Column("admission_rate", sa.Numeric(12, 3), nullable=True),
         sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("advanced_at", sa.DateTime(timezone=True), nullable=False),
@@ -46,7 +50,7 @@ def upgrade() -> None:
         sa.CheckConstraint("max_admitted >= 1", name=op.f("ck_rooms_max_admitted_positive")),
         sa.CheckConstraint("admission_ttl_s >= 1", name=op.f("ck_rooms_admission_ttl_positive")),
         sa.CheckConstraint(
-            "serving >= 0 AND in_flight >= 0 AND line_length >= 0",
+            "serving >= 0 AND serving_seq >= 0 AND in_flight >= 0 AND line_length >= 0",
             name=op.f("ck_rooms_counters_not_negative"),
         ),
         sa.CheckConstraint(
@@ -59,17 +63,23 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["item_id"], ["items.id"], name=op.f("fk_rooms_item_id_items")),
         sa.PrimaryKeyConstraint("item_id", name=op.f("pk_rooms")),
     )
+    op.execute("CREATE SEQUENCE queue_arrivals AS bigint MINVALUE 1")
     op.create_table(
         "queue_places",
         sa.Column("item_id", sa.Integer(), nullable=False),
         sa.Column("user_id", sa.Text(), nullable=False),
-        sa.Column("rank", sa.BigInteger(), nullable=False),
+        sa.Column(
+            "seq",
+            sa.BigInteger(),
+            nullable=False,
+            server_default=sa.text("nextval('queue_arrivals'::regclass)"),
+        ),
         sa.Column("joined_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("admitted_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("admission_expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("done_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("outcome", sa.Text(), nullable=True),
-        sa.CheckConstraint("rank >= 1", name=op.f("ck_queue_places_rank_positive")),
+        sa.CheckConstraint("seq >= 1", name=op.f("ck_queue_places_seq_positive")),
         sa.CheckConstraint(
             "(admitted_at IS NULL) = (admission_expires_at IS NULL)",
             name=op.f("ck_queue_places_admission_expires"),
@@ -91,20 +101,22 @@ def upgrade() -> None:
             ["item_id"], ["rooms.item_id"], name=op.f("fk_queue_places_item_id_rooms")
         ),
         sa.PrimaryKeyConstraint("item_id", "user_id", name=op.f("pk_queue_places")),
-        # One rank per place; deferrable so the draw can deal the ranks out again
-        # in one statement (checked at its commit).
+        # One arrival number per place; deferrable so the draw can deal the
+        # numbers out again in one statement (checked at its commit).
         sa.UniqueConstraint(
             "item_id",
-            "rank",
+            "seq",
             name=op.f("uq_queue_places_item_id"),
             deferrable=True,
             initially="IMMEDIATE",
         ),
     )
+    # Dropped with its column (and so with the table, at the downgrade).
+    op.execute("ALTER SEQUENCE queue_arrivals OWNED BY queue_places.seq")
     op.create_index(
         op.f("ix_queue_places_waiting"),
         "queue_places",
-        ["item_id", "rank"],
+        ["item_id", "seq"],
         postgresql_where=sa.text("admitted_at IS NULL"),
     )
     op.create_index(
@@ -122,10 +134,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_table("queue_places")
-    op.execute(
-        "DO $$ DECLARE s record; BEGIN FOR s IN SELECT relname FROM pg_class"
-        " WHERE relkind = 'S' AND relname ~ '^queue_ranks_[0-9]+$'"
-        " LOOP EXECUTE format('DROP SEQUENCE %I', s.relname); END LOOP; END $$"
-    )
+    op.drop_table("queue_places")  # and queue_arrivals, which the column owns
     op.drop_table("rooms")

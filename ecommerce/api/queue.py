@@ -2,7 +2,7 @@
 leave it. User-scoped like the cart: with authentication on, the token's user.
 
 Join and poll answer at once (no lock is waited for); a waiting place's poll
-reads no database at all (ecommerce/services/rooms.py).
+reads no database at all (ecommerce/services/rooms/).
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """A hot item's waiting room, as pure rules (the services read and write the rows).
 
-A buyer who joins gets a *rank*: arrival order (a sequence), or, for buyers
-who joined before the sale opened in a ``random`` room, a place in a draw. The
-room's *serving* counter says who is admitted: every rank up to it. It moves
+A buyer who joins gets an arrival number (one sequence for every room, so not
+dense per room), or, for buyers who joined before the sale opened in a
+``random`` room, one of the early numbers dealt out again in a draw. A place's
+*rank* is its position among the room's arrival numbers as a worker knows them
+(:func:`rank_in`, 1 = the first who joined, the admitted included). The room's
+*serving* counter says who is admitted: every rank up to it. It moves
 forward by :func:`admissions_due`, paced by the buyers admitted and not yet
 done (``in_flight``, at most ``max_admitted``), by what the stock can still
 serve (:func:`buyers_left`), and by a fixed rate when the operator set one.
@@ -16,6 +19,7 @@ import datetime as dt
 import hashlib
 import hmac
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,6 +45,32 @@ class Front:
     rate_per_s: float | None  # admissions per second (fixed, or measured); None: unknown
     opens_at: dt.datetime | None  # the item's sale_starts_at
     drawn: bool  # a random room: its draw has been made (a fifo room: always)
+
+
+def rank_in(seqs: Sequence[int], seq: int, unseen: int = 0) -> int:
+    """The rank of the place numbered ``seq`` among ``seqs``, the room's arrival
+    numbers as known (ascending): 1 + the numbers below it. ``unseen``: places
+    known to have joined ahead of it that ``seqs`` does not hold yet (a place
+    numbered past every one of ``seqs``)."""
+    before = bisect_left(seqs, seq)
+    if before == len(seqs):
+        before += unseen
+    return before + 1
+
+
+def line_front(
+    seqs: Sequence[int], serving_seq: int, sold_out_seq: int | None, spare: int | None
+) -> tuple[int, int | None]:
+    """The serving counter and the sold-out cut-off as ranks among ``seqs``:
+    the places numbered up to ``serving_seq`` (admitted), and the places before
+    ``sold_out_seq`` (the first waiting place the stock cannot reach); without
+    one, every place known and the next ``spare`` to join (None: not measured)."""
+    serving = bisect_right(seqs, serving_seq)
+    if sold_out_seq is not None:
+        return serving, bisect_left(seqs, sold_out_seq)
+    if spare is None:
+        return serving, None
+    return serving, len(seqs) + max(0, spare)
 
 
 def ahead(rank: int, serving: int) -> int:
@@ -110,9 +140,9 @@ def poll_after_ms(wait_s: int | None, base_ms: int) -> int:
 
 
 def draw(seed: bytes, places: Sequence[tuple[str, int]]) -> dict[str, int]:
-    """The ranks of ``places`` (user, rank) dealt out again in a random order:
-    each buyer's new rank depends only on the seed and on who is in the draw,
-    never on who came first. The order is HMAC-SHA256(seed, user id), a
+    """The numbers of ``places`` (user, arrival number) dealt out again in a
+    random order: each buyer's new number depends only on the seed and on who is
+    in the draw, never on who came first. The order is HMAC-SHA256(seed, user id), a
     cryptographic seed's keyed hash: unguessable before the seed exists."""
     ranks = sorted(rank for _, rank in places)
     order = sorted(

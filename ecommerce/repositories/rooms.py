@@ -5,8 +5,10 @@ NOTHING into ``queue_places``; its foreign key takes FOR KEY SHARE on the
 room's row, which the refresh's FOR NO KEY UPDATE lets through), and never
 touches the item's row. A refresh takes its room's row FOR NO KEY UPDATE SKIP
 LOCKED: one instance advances a room at a time, the others read what it left.
-Ranks come from the room's own sequence (``queue_ranks_<item id>``, made with
-the room): dense, handed out without a lock, in arrival order.
+A place's arrival number ``seq`` is the column's default, ``nextval`` of the
+one sequence ``queue_arrivals`` (migration 0009): handed out without a lock, in
+arrival order, global across rooms (not dense per room). Nothing here makes a
+schema object.
 """
 
 from __future__ import annotations
@@ -22,11 +24,6 @@ from sqlalchemy import text
 from ecommerce.repositories._base import _Repository
 
 
-def rank_sequence(item_id: int) -> str:
-    """The name of the room's sequence of ranks (item ids are integers)."""
-    return f"queue_ranks_{int(item_id)}"
-
-
 @dataclass(frozen=True)
 class RoomRow:
     """A room, with what its refresh needs of its item."""
@@ -38,9 +35,11 @@ class RoomRow:
     max_admitted: int
     admission_ttl_s: int
     serving: int
+    serving_seq: int
     in_flight: int
     line_length: int
     sold_out_after: int | None
+    sold_out_seq: int | None
     admission_rate: Decimal | None
     opened_at: dt.datetime
     advanced_at: dt.datetime
@@ -54,7 +53,7 @@ class RoomRow:
 
 @dataclass(frozen=True)
 class PlaceRow:
-    rank: int
+    seq: int
     joined_at: dt.datetime
     admitted_at: dt.datetime | None
     admission_expires_at: dt.datetime | None
@@ -63,11 +62,12 @@ class PlaceRow:
 
 _ROOM_COLUMNS = """
     r.item_id, r.is_open, r.mode, r.rate_per_s, r.max_admitted, r.admission_ttl_s,
-    r.serving, r.in_flight, r.line_length, r.sold_out_after, r.admission_rate,
+    r.serving, r.serving_seq, r.in_flight, r.line_length, r.sold_out_after, r.sold_out_seq,
+    r.admission_rate,
     r.opened_at, r.advanced_at, r.refreshed_at, r.drawn_at,
     i.stock, i.per_user_limit, i.sale_starts_at
 """
-_PLACE_COLUMNS = "rank, joined_at, admitted_at, admission_expires_at, done_at"
+_PLACE_COLUMNS = "seq, joined_at, admitted_at, admission_expires_at, done_at"
 
 
 class RoomRepository(_Repository):
@@ -120,16 +120,9 @@ class RoomRepository(_Repository):
     )
 
     def create(self, item_id: int, options: Mapping[str, Any], now: dt.datetime) -> bool:
-        """A new room with its sequence of ranks; False if it already exists.
-        The sequence is made again with the room (a leftover of an earlier room
-        of a reused item id would start mid-way)."""
+        """A new room (a row, nothing more); False if it already exists."""
         made = self._execute(self.INSERT, {"item_id": item_id, "now": now, **options}).first()
-        if made is None:
-            return False
-        name = rank_sequence(item_id)
-        self._execute(text(f"DROP SEQUENCE IF EXISTS {name}"), {})
-        self._execute(text(f"CREATE SEQUENCE {name} AS bigint MINVALUE 1"), {})
-        return True
+        return made is not None
 
     CHANGE = text(
         "UPDATE rooms SET is_open = :is_open, mode = :mode, rate_per_s = :rate_per_s,"
@@ -150,33 +143,39 @@ class RoomRepository(_Repository):
     # --- Places ----------------------------------------------------------------
 
     # The buyer's place, or a new one at the back of the line: one statement,
-    # no lock waited for (a rank is drawn only when the buyer has no place yet).
+    # no lock waited for (an arrival number is drawn, the column's default, only
+    # when the buyer has no place yet). With it, how many of the room's places
+    # committed with a number between ``after`` (the last one the caller's view
+    # of the line holds) and the place's own: the places ahead the view misses.
     JOIN = text(
         f"WITH found AS (SELECT {_PLACE_COLUMNS} FROM queue_places"
         "   WHERE item_id = :item_id AND user_id = :user_id),"
-        " made AS (INSERT INTO queue_places (item_id, user_id, rank, joined_at)"
-        "   SELECT :item_id, :user_id, nextval(CAST(:sequence AS regclass)), :now"
+        " made AS (INSERT INTO queue_places (item_id, user_id, joined_at)"
+        "   SELECT :item_id, :user_id, :now"
         "   WHERE NOT EXISTS (SELECT 1 FROM found)"
         "     AND EXISTS (SELECT 1 FROM rooms WHERE item_id = :item_id AND is_open)"
-        f"   ON CONFLICT (item_id, user_id) DO NOTHING RETURNING {_PLACE_COLUMNS})"
-        f" SELECT {_PLACE_COLUMNS} FROM made UNION ALL SELECT {_PLACE_COLUMNS} FROM found"
+        f"   ON CONFLICT (item_id, user_id) DO NOTHING RETURNING {_PLACE_COLUMNS}),"
+        f" place AS (SELECT {_PLACE_COLUMNS} FROM made"
+        f"   UNION ALL SELECT {_PLACE_COLUMNS} FROM found)"
+        " SELECT p.*, (SELECT count(*) FROM queue_places o WHERE o.item_id = :item_id"
+        "   AND o.seq > :after AND o.seq < p.seq) FROM place p"
     )
     PLACE = text(
         f"SELECT {_PLACE_COLUMNS} FROM queue_places WHERE item_id = :item_id AND user_id = :user_id"
     )
 
-    def join(self, item_id: int, user_id: str, now: dt.datetime) -> PlaceRow | None:
-        """The buyer's place (None: the room closed meanwhile)."""
-        params = {
-            "item_id": item_id,
-            "user_id": user_id,
-            "now": now,
-            "sequence": rank_sequence(item_id),
-        }
+    def join(
+        self, item_id: int, user_id: str, now: dt.datetime, after: int
+    ) -> tuple[PlaceRow, int | None] | None:
+        """The buyer's place and the places of the room that committed with an
+        arrival number between ``after`` and its own (None when not counted);
+        None: the room closed meanwhile."""
+        params = {"item_id": item_id, "user_id": user_id, "now": now, "after": after}
         row = self._execute(self.JOIN, params).first()
         if row is None:  # the same buyer's join committed meanwhile (or the room closed)
-            return self.place(item_id, user_id)
-        return PlaceRow(*row)
+            place = self.place(item_id, user_id)
+            return (place, None) if place is not None else None
+        return PlaceRow(*row[:-1]), row[-1]
 
     def place(self, item_id: int, user_id: str) -> PlaceRow | None:
         row = self._execute(self.PLACE, {"item_id": item_id, "user_id": user_id}).first()
@@ -203,6 +202,25 @@ class RoomRepository(_Repository):
                 {"users": [u for u, _ in pairs], "items": [i for _, i in pairs], "now": now},
             )
 
+    # The arrival numbers of open rooms' places above each room's floor, in
+    # order: one statement for every room a worker's view reads again.
+    SEQS = text(
+        "SELECT q.item_id, q.seq FROM queue_places q"
+        " JOIN unnest(CAST(:items AS int[]), CAST(:floors AS bigint[])) AS f(item_id, floor)"
+        "   ON q.item_id = f.item_id AND q.seq > f.floor"
+        " ORDER BY q.item_id, q.seq"
+    )
+
+    def seqs_above(self, floors: Mapping[int, int]) -> dict[int, list[int]]:
+        """Each room's arrival numbers above its floor, ascending."""
+        found: dict[int, list[int]] = {item: [] for item in floors}
+        if floors:
+            items = sorted(floors)
+            rows = self._execute(self.SEQS, {"items": items, "floors": [floors[i] for i in items]})
+            for item, seq in rows:
+                found[item].append(seq)
+        return found
+
     # --- A refresh (the room's row held) -----------------------------------------
 
     IN_FLIGHT = text(
@@ -215,18 +233,18 @@ class RoomRepository(_Repository):
 
     # The places a draw deals again: those that joined before the sale opened.
     UNDRAWN = text(
-        "SELECT user_id, rank FROM queue_places WHERE item_id = :item_id"
+        "SELECT user_id, seq FROM queue_places WHERE item_id = :item_id"
         " AND admitted_at IS NULL AND (CAST(:before AS timestamptz) IS NULL"
         "   OR joined_at < :before)"
     )
 
     def undrawn(self, item_id: int, before: dt.datetime | None) -> list[tuple[str, int]]:
         rows = self._execute(self.UNDRAWN, {"item_id": item_id, "before": before})
-        return [(user, rank) for user, rank in rows]
+        return [(user, seq) for user, seq in rows]
 
     REDEAL = text(
-        "UPDATE queue_places q SET rank = d.rank"
-        " FROM unnest(CAST(:users AS text[]), CAST(:ranks AS bigint[])) AS d(user_id, rank)"
+        "UPDATE queue_places q SET seq = d.seq"
+        " FROM unnest(CAST(:users AS text[]), CAST(:seqs AS bigint[])) AS d(user_id, seq)"
         " WHERE q.item_id = :item_id AND q.user_id = d.user_id"
     )
     RECORD_DRAW = text(
@@ -234,26 +252,27 @@ class RoomRepository(_Repository):
     )
 
     def record_draw(
-        self, item_id: int, ranks: Mapping[str, int], seed: bytes, now: dt.datetime
+        self, item_id: int, seqs: Mapping[str, int], seed: bytes, now: dt.datetime
     ) -> None:
-        """The drawn ranks and the draw's seed. The ranks' uniqueness is checked
-        at the commit (the constraint is deferred here): midway through the
-        statement two places may hold one rank."""
-        if ranks:
+        """The drawn arrival numbers (the same numbers, dealt to other places)
+        and the draw's seed. Their uniqueness is checked at the commit (the
+        constraint is deferred here): midway through the statement two places
+        may hold one number."""
+        if seqs:
             self._execute(text("SET CONSTRAINTS uq_queue_places_item_id DEFERRED"), {})
-            users = sorted(ranks)
+            users = sorted(seqs)
             self._execute(
                 self.REDEAL,
-                {"item_id": item_id, "users": users, "ranks": [ranks[u] for u in users]},
+                {"item_id": item_id, "users": users, "seqs": [seqs[u] for u in users]},
             )
         self._execute(self.RECORD_DRAW, {"item_id": item_id, "seed": seed, "now": now})
 
-    # The next places in line (lowest ranks first), admitted.
+    # The next places in line (lowest arrival numbers first), admitted.
     ADMIT = text(
         "UPDATE queue_places SET admitted_at = :now, admission_expires_at = :expires"
-        " WHERE item_id = :item_id AND rank IN (SELECT rank FROM queue_places"
-        "   WHERE item_id = :item_id AND admitted_at IS NULL ORDER BY rank LIMIT :count)"
-        " RETURNING rank"
+        " WHERE item_id = :item_id AND seq IN (SELECT seq FROM queue_places"
+        "   WHERE item_id = :item_id AND admitted_at IS NULL ORDER BY seq LIMIT :count)"
+        " RETURNING seq"
     )
 
     def admit(self, item_id: int, count: int, now: dt.datetime, expires: dt.datetime) -> list[int]:
@@ -262,32 +281,31 @@ class RoomRepository(_Repository):
         rows = self._execute(
             self.ADMIT, {"item_id": item_id, "count": count, "now": now, "expires": expires}
         )
-        return [rank for (rank,) in rows]
+        return [seq for (seq,) in rows]
 
-    # The line behind the admitted: its length, the rank of the first place the
-    # stock cannot reach (the ``servable``-th waiting place, from 0), the last rank.
+    # The line behind the admitted: its length, the arrival number of the first
+    # place the stock cannot reach (the ``servable``-th waiting place, from 0),
+    # the admissions since ``since``.
     LINE = text(
         "SELECT (SELECT count(*) FROM queue_places WHERE item_id = :item_id"
         "          AND admitted_at IS NULL),"
-        "       (SELECT rank FROM queue_places WHERE item_id = :item_id"
-        "          AND admitted_at IS NULL ORDER BY rank OFFSET :servable LIMIT 1),"
-        "       (SELECT max(rank) FROM queue_places WHERE item_id = :item_id),"
+        "       (SELECT seq FROM queue_places WHERE item_id = :item_id"
+        "          AND admitted_at IS NULL ORDER BY seq OFFSET :servable LIMIT 1),"
         "       (SELECT count(*) FROM queue_places WHERE item_id = :item_id"
         "          AND admitted_at > :since)"
     )
 
-    def line(
-        self, item_id: int, servable: int, since: dt.datetime
-    ) -> tuple[int, int | None, int | None, int]:
-        """(waiting places, first rank past the stock, last rank, admissions since)."""
+    def line(self, item_id: int, servable: int, since: dt.datetime) -> tuple[int, int | None, int]:
+        """(waiting places, first arrival number past the stock, admissions since)."""
         row = self._execute(
             self.LINE, {"item_id": item_id, "servable": servable, "since": since}
         ).one()
-        return row[0], row[1], row[2], row[3]
+        return row[0], row[1], row[2]
 
     SAVE_FRONT = text(
-        "UPDATE rooms SET serving = :serving, in_flight = :in_flight,"
-        " line_length = :line_length, sold_out_after = :sold_out_after,"
+        "UPDATE rooms SET serving = :serving, serving_seq = :serving_seq,"
+        " in_flight = :in_flight, line_length = :line_length,"
+        " sold_out_after = :sold_out_after, sold_out_seq = :sold_out_seq,"
         " admission_rate = :admission_rate, advanced_at = :advanced_at, refreshed_at = :now"
         " WHERE item_id = :item_id"
     )

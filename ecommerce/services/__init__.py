@@ -47,7 +47,7 @@ class Shop:
     reservation_ttl_s: int = 900
     # HAProxy's CSV statistics, for the console (ecommerce/services/balancer.py).
     balancer_stats_url: str | None = None
-    # The waiting rooms (ecommerce/services/rooms.py): this process's view of the
+    # The waiting rooms (ecommerce/services/rooms/): this process's view of the
     # open lines, the key that signs place and admission tokens, a poll's
     # shortest delay, a new room's defaults.
     room_board: RoomBoard = field(default_factory=RoomBoard)
@@ -144,7 +144,13 @@ def build_shop(settings: Settings) -> Shop:
         ),
         reservation_ttl_s=settings.reservation_ttl_s,
         balancer_stats_url=settings.balancer_stats_url,
-        room_board=RoomBoard(settings.queue_refresh_ms / 1000),
+        # A join's transaction, one INSERT and its COMMIT, each awaited at most
+        # statement_timeout + 2 s (ecommerce/cooperative.py), has ended within
+        # this: a line reads again the arrival numbers younger than it.
+        room_board=RoomBoard(
+            settings.queue_refresh_ms / 1000,
+            settle_s=2 * (settings.statement_timeout_ms / 1000 + 2),
+        ),
         secret_key=settings.secret_key,
         room_poll_ms=settings.queue_poll_ms,
         room_admission_ttl_s=settings.queue_admission_ttl_s,

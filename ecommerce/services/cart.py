@@ -117,7 +117,7 @@ def add_to_cart(
     Both are plain reads, early feedback; the authoritative checks are at pay.
     Adding before the sale opens is allowed. While the item's waiting room is
     open, one of ``admission_tokens`` must admit the buyer to it (judged in the
-    batch, ecommerce/services/rooms.py); an item without a room costs no statement.
+    batch, ecommerce/services/rooms/); an item without a room costs no statement.
     """
     request = AddRequest(user_id, item_id, quantity, idempotency_key, tuple(admission_tokens))
     if shop.cart_combining is None:

@@ -19,7 +19,7 @@ The batch, one transaction:
    row: a buyer whose row another transaction holds is handed back to run
    alone, :func:`_lock_carts`);
    A buyer whose cart holds an item whose waiting room is open needs an
-   admission to it (ecommerce/services/rooms.py): refused here otherwise;
+   admission to it (ecommerce/services/rooms/): refused here otherwise;
 3. answer from the cart's read a buyer whose amount is not the cart's total
    (refused whatever the item rows say): no item lock for them;
 4. draw ids for the orders of the buyers who might win (before any item

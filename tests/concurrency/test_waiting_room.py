@@ -25,11 +25,12 @@ def open_room(shop, item_id, **options) -> None:
 
 
 def places(engine, item_id) -> dict[str, int]:
+    """Each buyer's arrival number (the line's order)."""
     with engine.connect() as conn:
         rows = conn.execute(
-            text("SELECT user_id, rank FROM queue_places WHERE item_id = :i"), {"i": item_id}
+            text("SELECT user_id, seq FROM queue_places WHERE item_id = :i"), {"i": item_id}
         )
-        return {user: rank for user, rank in rows}
+        return {user: seq for user, seq in rows}
 
 
 def admitted_count(engine, item_id) -> int:
@@ -50,7 +51,7 @@ def test_concurrent_joins_from_two_instances_get_one_place_each_in_one_order(sto
     open_room(one, item, max_admitted=1)
     users = [f"b{n}" for n in range(buyers // 2)]
     # every buyer joins twice at once, once through each instance
-    work = [lambda u=u, s=s: rooms.join(s, item, u).rank for u in users for s in (one, two)]
+    work = [lambda u=u, s=s: rooms.join(s, item, u).seq for u in users for s in (one, two)]
     answers = run_together(work)
     assert not [a for a in answers if isinstance(a, BaseException)], answers
     by_user: dict[str, set[int]] = {}
@@ -62,8 +63,11 @@ def test_concurrent_joins_from_two_instances_get_one_place_each_in_one_order(sto
     # one line: ranks are distinct, and later joins queue behind all of them
     assert len(set(stored.values())) == len(users)
     # and joins one after another, through either instance, rank in arrival order
-    later = [rooms.join(shop, item, f"late{n}").rank for n, shop in enumerate([two, one] * 3)]
+    joined = [rooms.join(shop, item, f"late{n}") for n, shop in enumerate([two, one] * 3)]
+    later = [place.seq for place in joined]
     assert later == sorted(later) and len(set(later)) == len(later)
+    # their ranks count every place in the line, through either instance's view
+    assert [place.rank for place in joined] == list(range(len(users) + 1, len(users) + 7))
     assert later[0] > max(stored.values())
     assert admitted_count(committed, item) == 1
 
@@ -114,7 +118,7 @@ def test_joining_and_polling_wait_for_no_lock_on_the_room_or_the_item(storm_shop
         assert place.status == "waiting" and place.ahead == 0
         again = rooms.poll(shop, item, "second", place.place_token)
         assert again.rank == place.rank
-    assert places(committed, item)["second"] == place.rank
+    assert places(committed, item)["second"] == place.seq
 
 
 def test_a_crowd_through_two_instances_buys_exactly_the_stock_in_turn(storm_shop, committed):

@@ -17,9 +17,12 @@ from ecommerce.domain.queueing import (
     buyers_left,
     draw,
     estimated_wait_s,
+    line_front,
     poll_after_ms,
+    rank_in,
     status,
 )
+from ecommerce.services.roomboard import Line
 
 NOW = dt.datetime(2026, 12, 12, tzinfo=dt.UTC)
 
@@ -124,3 +127,33 @@ def test_the_draw_depends_on_its_seed():
     places = [(f"u{n}", n) for n in range(1, 21)]
     outcomes = {tuple(sorted(draw(secrets.token_bytes(32), places).items())) for _ in range(5)}
     assert len(outcomes) > 1
+
+
+def test_a_rank_counts_the_room_s_arrival_numbers_below_it():
+    seqs = [3, 8, 9, 20]  # one room's numbers: the sequence is shared by every room
+    assert [rank_in(seqs, seq) for seq in seqs] == [1, 2, 3, 4]
+    assert rank_in(seqs, 5) == 2  # a place the view does not hold yet, between two
+    # past every number known: behind them and the places joined meanwhile
+    assert rank_in(seqs, 31, unseen=2) == 7
+    assert rank_in([], 1) == 1
+
+
+def test_the_front_in_ranks_of_the_line():
+    seqs = [3, 8, 9, 20, 21]
+    # admitted up to number 9: three places; the stock cannot reach number 21
+    assert line_front(seqs, 9, 21, None) == (3, 4)
+    # the stock reaches every waiting place and two more to come
+    assert line_front(seqs, 9, None, 2) == (3, 7)
+    assert line_front(seqs, 0, None, None) == (0, None)
+
+
+def test_a_line_reads_again_the_numbers_a_join_may_still_commit_below():
+    line = Line().extended(0, [5, 7], now=100.0, settle_s=10.0)
+    assert line.seqs == (5, 7) and line.known_to == 7
+    assert line.floor(105.0, 10.0) == 0  # 7 was read 5 s ago: a join drawing 6 may be open
+    # number 6 committed late and 7 left: the numbers above the floor are read again
+    line = line.extended(0, [5, 6, 9], now=105.0, settle_s=10.0)
+    assert line.seqs == (5, 6, 9) and line.known_to == 9
+    assert line.floor(111.0, 10.0) == 7  # read at 100: every join drawing up to 7 has ended
+    line = line.extended(7, [9, 12], now=111.0, settle_s=10.0)
+    assert line.seqs == (5, 6, 9, 12) and line.floor(116.0, 10.0) == 9
