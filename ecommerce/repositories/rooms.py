@@ -223,13 +223,20 @@ class RoomRepository(_Repository):
 
     # --- A refresh (the room's row held) -----------------------------------------
 
+    # The places in flight and the item's stock, read in one snapshot: a pay
+    # takes its units and ends its admission in one transaction, so the two
+    # agree (read apart, a pay committing between them would let one more in).
     IN_FLIGHT = text(
-        "SELECT count(*) FROM queue_places WHERE item_id = :item_id"
-        " AND admitted_at IS NOT NULL AND done_at IS NULL AND admission_expires_at > :now"
+        "SELECT (SELECT count(*) FROM queue_places WHERE item_id = :item_id"
+        "          AND admitted_at IS NOT NULL AND done_at IS NULL"
+        "          AND admission_expires_at > :now),"
+        "       (SELECT stock FROM items WHERE id = :item_id)"
     )
 
-    def in_flight(self, item_id: int, now: dt.datetime) -> int:
-        return self._execute(self.IN_FLIGHT, {"item_id": item_id, "now": now}).scalar_one()
+    def in_flight(self, item_id: int, now: dt.datetime) -> tuple[int, Decimal]:
+        """(places admitted, not done, not lapsed; the item's stock now)."""
+        row = self._execute(self.IN_FLIGHT, {"item_id": item_id, "now": now}).one()
+        return row[0], row[1]
 
     # The places a draw deals again: those that joined before the sale opened.
     UNDRAWN = text(

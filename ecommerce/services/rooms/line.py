@@ -122,9 +122,9 @@ def _refresh(session: Session, shop: Shop, before: dict[int, RoomFront]) -> dict
 def _advance(rooms: RoomRepository, room: RoomRow, now: dt.datetime) -> None:
     """Move the room's front (its row is held): the draw, admissions, the cut-off."""
     item = room.item_id
-    in_flight = rooms.in_flight(item, now)
+    in_flight, stock_now = rooms.in_flight(item, now)
     per_buyer = room.per_user_limit or 1
-    stock = int(room.stock)
+    stock = int(stock_now)
     opened = room.sale_starts_at is None or now >= room.sale_starts_at
     drawn = room.mode == "fifo" or room.drawn_at is not None
     if not drawn and opened:
