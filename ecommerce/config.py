@@ -25,6 +25,10 @@ DEFAULT_INSTANCE_PATH = (
 )
 DEFAULT_SECRET_KEY = "dev-secret-change-me"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: The waiting room's bounds (an admission lasts at most a day; at most a
+#: million buyers admitted and not done at once).
+MAX_ADMISSION_TTL_S = 24 * 3600
+MAX_ADMITTED = 1_000_000
 PAYMENT_GATEWAYS = ("instant", "http")
 #: Old names still read (docs/CONFIGURATION.md): old -> new. The new name wins
 #: when both are set.
@@ -141,6 +145,14 @@ class Settings:
     combining_queue_wait_ms: int = 3000
     # How long a sold-out mark is trusted before a plain read re-checks it.
     sold_out_recheck_ms: int = 500
+    # The waiting room (ecommerce/services/rooms/): how often a worker reads
+    # the fronts of the open lines (and so how stale its view of which items
+    # have a room may be); a poll's shortest Retry-After; a new room's
+    # admission lifetime and its cap on buyers admitted and not yet done.
+    queue_refresh_ms: int = 200
+    queue_poll_ms: int = 1000
+    queue_admission_ttl_s: int = 300
+    queue_max_admitted: int = 100
     # The payment provider (ecommerce/gateway.py): set, pays go through it (the
     # http gateway); None, the instant gateway (paid at once, no outside call).
     payment_gateway_url: str | None = None
@@ -234,6 +246,10 @@ class Settings:
                 "COMBINING_QUEUE_WAIT_MS", cls.combining_queue_wait_ms, env, deprecated
             ),
             sold_out_recheck_ms=_env_int("SOLD_OUT_RECHECK_MS", cls.sold_out_recheck_ms, env),
+            queue_refresh_ms=_env_int("QUEUE_REFRESH_MS", cls.queue_refresh_ms, env),
+            queue_poll_ms=_env_int("QUEUE_POLL_MS", cls.queue_poll_ms, env),
+            queue_admission_ttl_s=_env_int("QUEUE_ADMISSION_TTL_S", cls.queue_admission_ttl_s, env),
+            queue_max_admitted=_env_int("QUEUE_MAX_ADMITTED", cls.queue_max_admitted, env),
             payment_gateway_url=_payment_gateway_url(env),
             payment_gateway_timeout_ms=_env_int(
                 "PAYMENT_GATEWAY_TIMEOUT_MS", cls.payment_gateway_timeout_ms, env
@@ -316,6 +332,14 @@ class Settings:
             raise ValueError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
         if self.sold_out_recheck_ms < 0:
             raise ValueError("SOLD_OUT_RECHECK_MS must not be negative")
+        if self.queue_refresh_ms < 0:
+            raise ValueError("QUEUE_REFRESH_MS must not be negative")
+        if self.queue_poll_ms < 1:
+            raise ValueError("QUEUE_POLL_MS must be positive")
+        if not 1 <= self.queue_admission_ttl_s <= MAX_ADMISSION_TTL_S:
+            raise ValueError(f"QUEUE_ADMISSION_TTL_S must be between 1 and {MAX_ADMISSION_TTL_S}")
+        if not 1 <= self.queue_max_admitted <= MAX_ADMITTED:
+            raise ValueError(f"QUEUE_MAX_ADMITTED must be between 1 and {MAX_ADMITTED}")
         if self.environment == "production" and (
             self.secret_key == DEFAULT_SECRET_KEY or len(self.secret_key) < 16
         ):

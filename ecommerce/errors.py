@@ -47,6 +47,13 @@ class SaleEnded(ShopError):
     code = "sale_ended"
 
 
+class QueueRequired(ShopError):
+    """An item whose waiting room is open is added or paid for without a valid
+    admission (the X-Admission-Token of the buyer's turn)."""
+
+    code = "queue_required"
+
+
 class LimitExceeded(ShopError):
     """More units than the item's per-buyer limit, counting the buyer's orders."""
 

@@ -26,3 +26,9 @@ USER_ID_RULE = "user_id must be 1-64 characters of letters, digits, '_', '.' or 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: An Idempotency-Key: visible ASCII, like a UUID or a ULID.
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,255}\Z")
+#: The waiting room's tokens: a place token when polling, admission tokens at
+#: add and pay (several, comma-separated or repeated: one per roomed item).
+PLACE_TOKEN_HEADER = "X-Place-Token"
+ADMISSION_TOKEN_HEADER = "X-Admission-Token"
+MAX_ADMISSION_TOKENS = 16
+MAX_TOKEN_LENGTH = 1024

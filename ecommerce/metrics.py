@@ -12,7 +12,9 @@ METRICS=false turns the recording off (the benchmark compares both).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +83,58 @@ DB_SYNCHRONOUS_STANDBYS = Gauge(
     "(absent unless the shop's role may see pg_stat_replication in full: pg_monitor).",
     multiprocess_mode="mostrecent",
 )
+
+
+QUEUE_LINE_LENGTH = Gauge(
+    "shop_queue_line_length",
+    "Places waiting in an item's waiting room (not admitted yet), by item.",
+    ["item"],
+    multiprocess_mode="mostrecent",
+)
+QUEUE_ADMITTED = Gauge(
+    "shop_queue_admitted",
+    "Buyers admitted by an item's waiting room and not done yet (in flight), by item.",
+    ["item"],
+    multiprocess_mode="mostrecent",
+)
+QUEUE_ADMISSION_RATE = Gauge(
+    "shop_queue_admission_rate",
+    "Places an item's waiting room admits per second: its fixed rate, else the last "
+    "minute's admissions (0 when not measured yet), by item.",
+    ["item"],
+    multiprocess_mode="mostrecent",
+)
+QUEUE_ESTIMATED_WAIT = Gauge(
+    "shop_queue_estimated_wait_seconds",
+    "The wait told to the last place in an item's line (0 when not known), by item.",
+    ["item"],
+    multiprocess_mode="mostrecent",
+)
+_QUEUE_GAUGES = (QUEUE_LINE_LENGTH, QUEUE_ADMITTED, QUEUE_ADMISSION_RATE, QUEUE_ESTIMATED_WAIT)
+_rooms_seen: set[int] = set()
+
+
+def observe_room(
+    item_id: int, *, line: int, admitted: int, rate: float | None, wait: int | None
+) -> None:
+    """An open room's figures, as this worker's last refresh read them."""
+    if enabled:
+        label = str(item_id)
+        QUEUE_LINE_LENGTH.labels(label).set(line)
+        QUEUE_ADMITTED.labels(label).set(admitted)
+        QUEUE_ADMISSION_RATE.labels(label).set(rate or 0)
+        QUEUE_ESTIMATED_WAIT.labels(label).set(wait or 0)
+        _rooms_seen.add(item_id)
+
+
+def forget_rooms_but(open_items: Iterable[int]) -> None:
+    """Rooms closed since: their series go (a closed room has no line)."""
+    if enabled:
+        for item_id in _rooms_seen - set(open_items):
+            for gauge in _QUEUE_GAUGES:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(str(item_id))
+            _rooms_seen.discard(item_id)
 
 
 def observe_synchronous_standbys(count: int) -> None:

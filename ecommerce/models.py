@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     LargeBinary,
     Numeric,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -248,6 +250,115 @@ class ConsoleLink(Base):
     admin: Mapped[str] = mapped_column(Text, nullable=False)
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+ROOM_MODES = ("fifo", "random")
+PLACE_OUTCOMES = ("paid",)
+
+
+class Room(Base):
+    """A hot item's waiting room: its options (set by an admin) and the front of
+    its line, as the last refresh left it (ecommerce/services/rooms/). Places
+    with seq <= serving_seq are admitted (but one that committed after the
+    refresh passed it, admitted at the next). Only a refresh that took the row without
+    waiting (SKIP LOCKED) moves the counters, so two instances never advance it
+    twice."""
+
+    __tablename__ = "rooms"
+    __table_args__ = (
+        CheckConstraint(
+            "mode IN (" + ", ".join(f"'{m}'" for m in ROOM_MODES) + ")", name="mode_known"
+        ),
+        CheckConstraint("rate_per_s IS NULL OR rate_per_s > 0", name="rate_positive"),
+        CheckConstraint("max_admitted >= 1", name="max_admitted_positive"),
+        CheckConstraint("admission_ttl_s >= 1", name="admission_ttl_positive"),
+        CheckConstraint(
+            "serving >= 0 AND serving_seq >= 0 AND in_flight >= 0 AND line_length >= 0",
+            name="counters_not_negative",
+        ),
+        CheckConstraint("(draw_seed IS NULL) = (drawn_at IS NULL)", name="draw_has_seed"),
+        CheckConstraint(
+            "draw_seed IS NULL OR (mode = 'random' AND length(draw_seed) = 32)",
+            name="draw_seed_random",
+        ),
+    )
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    is_open: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    mode: Mapped[str] = mapped_column(Text, nullable=False)
+    # A fixed admission rate (places per second); NULL: as fast as buyers finish.
+    rate_per_s: Mapped[Decimal | None] = mapped_column(Numeric(10, 3))
+    max_admitted: Mapped[int] = mapped_column(Integer, nullable=False)
+    admission_ttl_s: Mapped[int] = mapped_column(Integer, nullable=False)
+    # Places admitted so far, and the highest arrival number admitted.
+    serving: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    serving_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    in_flight: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    line_length: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # How many places, counted from the first in line (the admitted included),
+    # the stock reaches (NULL: not measured yet); and the arrival number of the
+    # first waiting place it cannot reach (NULL: it reaches every waiting place).
+    sold_out_after: Mapped[int | None] = mapped_column(BigInteger)
+    sold_out_seq: Mapped[int | None] = mapped_column(BigInteger)
+    # Admissions per second over the last minute (NULL: not measured yet).
+    admission_rate: Mapped[Decimal | None] = mapped_column(Numeric(12, 3))
+    opened_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    advanced_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    refreshed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # A random room's draw: its cryptographic seed and when it was made.
+    draw_seed: Mapped[bytes | None] = mapped_column(LargeBinary)
+    drawn_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class QueuePlace(Base):
+    """A buyer's place in an item's line: one per buyer per item."""
+
+    __tablename__ = "queue_places"
+    __table_args__ = (
+        CheckConstraint("seq >= 1", name="seq_positive"),
+        CheckConstraint(
+            "(admitted_at IS NULL) = (admission_expires_at IS NULL)", name="admission_expires"
+        ),
+        CheckConstraint("admission_expires_at > admitted_at", name="admission_ordered"),
+        CheckConstraint("(done_at IS NULL) = (outcome IS NULL)", name="done_has_outcome"),
+        CheckConstraint(
+            "outcome IS NULL OR outcome IN (" + ", ".join(f"'{o}'" for o in PLACE_OUTCOMES) + ")",
+            name="outcome_known",
+        ),
+        CheckConstraint("done_at IS NULL OR admitted_at IS NOT NULL", name="done_after_admission"),
+        UniqueConstraint("item_id", "seq", deferrable=True, initially="IMMEDIATE"),
+        Index(
+            "ix_queue_places_waiting",
+            "item_id",
+            "seq",
+            postgresql_where=text("admitted_at IS NULL"),
+        ),
+        Index(
+            "ix_queue_places_in_flight",
+            "item_id",
+            "admission_expires_at",
+            postgresql_where=text("admitted_at IS NOT NULL AND done_at IS NULL"),
+        ),
+        Index(
+            "ix_queue_places_admitted_at",
+            "item_id",
+            "admitted_at",
+            postgresql_where=text("admitted_at IS NOT NULL"),
+        ),
+    )
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("rooms.item_id"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    # The arrival number, from the one sequence queue_arrivals (migration 0009):
+    # global across rooms, increasing, not dense per room.
+    seq: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, server_default=text("nextval('queue_arrivals'::regclass)")
+    )
+    joined_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    admitted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    admission_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    done_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str | None] = mapped_column(Text)
 
 
 def table_names() -> list[str]:

@@ -68,10 +68,12 @@ def init_app(app: Flask) -> None:
     from ecommerce.api.ops import bp as ops_bp
     from ecommerce.api.orders import bp as orders_bp
     from ecommerce.api.payments import bp as payments_bp
+    from ecommerce.api.queue import bp as queue_bp
 
     observe.init_app(app)
     app.register_blueprint(items_bp)
     app.register_blueprint(cart_bp)
+    app.register_blueprint(queue_bp)
     app.register_blueprint(orders_bp)
     app.register_blueprint(ops_bp)
     app.register_blueprint(admin_bp)

@@ -13,8 +13,8 @@ from flask import Blueprint, Response, request
 from ecommerce.api import auth, current_shop, json_response, schemas, validation
 from ecommerce.api.openapi import Operation, documented
 from ecommerce.api.orders import ended_response
-from ecommerce.api.render import item_json, item_sales_json
-from ecommerce.services import inventory, orders
+from ecommerce.api.render import item_json, item_sales_json, room_json
+from ecommerce.services import inventory, orders, rooms
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -97,3 +97,40 @@ def refund(order_id: int) -> Response:
 )
 def sales(item_id: int) -> Response:
     return json_response(item_sales_json(inventory.item_sales(current_shop(), item_id)))
+
+
+@bp.get("/items/<id:item_id>/queue")
+@documented(
+    Operation(
+        "An item's waiting room: its options and the front of its line.",
+        {200: schemas.Room},
+        errors=(404,),
+        admin=True,
+    )
+)
+def queue(item_id: int) -> Response:
+    return json_response(room_json(rooms.room(current_shop(), item_id)))
+
+
+@bp.put("/items/<id:item_id>/queue")
+@documented(
+    Operation(
+        "Open, close or change an item's waiting room (mode, fixed rate, cap on buyers "
+        "admitted at once, admission lifetime); a room with places keeps its mode.",
+        {200: schemas.Room},
+        errors=(400, 404, 409, 413),
+        body=schemas.RoomSettings,
+        admin=True,
+    )
+)
+def configure_queue(item_id: int) -> Response:
+    sent = validation.room_settings(validation.json_object(request))
+    options = rooms.RoomOptions(
+        open=sent.open,
+        mode=sent.mode,
+        rate_per_s=Decimal(str(sent.rate_per_s)) if sent.rate_per_s is not None else None,
+        max_admitted=sent.max_admitted,
+        admission_ttl_s=sent.admission_ttl_s,
+        clear_rate="rate_per_s" in sent.model_fields_set and sent.rate_per_s is None,
+    )
+    return json_response(room_json(rooms.configure_room(current_shop(), item_id, options)))

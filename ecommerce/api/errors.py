@@ -29,6 +29,7 @@ STATUS: dict[type[errors.ShopError], int] = {
     errors.SaleNotStarted: 409,
     errors.SaleEnded: 409,
     errors.LimitExceeded: 409,
+    errors.QueueRequired: 409,
     errors.IdempotencyKeyInUse: 409,
     errors.PaymentDeclined: 402,
     errors.AmountMismatch: 422,

@@ -32,7 +32,8 @@ ERRORS = {
     404: "No such item, order or path (not_found).",
     405: "Method not allowed (method_not_allowed), with Allow.",
     409: "Refused by the shop's state: empty_cart, insufficient_stock, conflict, "
-    "idempotency_key_in_use.",
+    "idempotency_key_in_use, queue_required (the item's waiting room is open: join it, "
+    "and send the admission token of your turn).",
     413: "Body over 64 KiB (payload_too_large).",
     422: "amount_mismatch, order_too_large, idempotency_key_reused.",
     503: "busy (a bounded wait ran out) or not_ready, with Retry-After: retry later.",
@@ -51,6 +52,10 @@ class Operation:
     idempotent: bool = False  # takes an Idempotency-Key header
     content_type: str = "application/json"
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # Request headers it reads (the waiting room's tokens), each optional.
+    headers: tuple[str, ...] = ()
+    # A success may carry Retry-After (a waiting place: when to poll again).
+    retry_after: bool = False
 
 
 def documented(operation: Operation) -> Callable[[F], F]:
@@ -99,6 +104,11 @@ def _headers(status: int, operation: Operation) -> dict[str, Any]:
         headers["Allow"] = {"required": True, "schema": {"type": "string"}}
     if status == 401:
         headers["WWW-Authenticate"] = {"required": True, "schema": {"type": "string"}}
+    if operation.retry_after and status < 300:
+        headers["Retry-After"] = {
+            "description": "While the place waits: seconds until the next poll.",
+            "schema": {"type": "string"},
+        }
     if operation.idempotent and status < 300:
         headers["Idempotent-Replayed"] = {
             "description": "true when this is the stored answer to an earlier request.",
@@ -171,6 +181,10 @@ def document(app: Flask) -> dict[str, Any]:
                     "in": "header",
                     "schema": schemas.IDEMPOTENCY_KEY_SCHEMA,
                 }
+            )
+        for name in operation.headers:
+            common.append(
+                {"name": name, "in": "header", "schema": {"type": "string", "maxLength": 4096}}
             )
         entry = paths.setdefault(path, {})
         if params:

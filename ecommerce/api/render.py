@@ -18,6 +18,7 @@ from ecommerce.services.results import (
     LineView,
     OrderView,
 )
+from ecommerce.services.rooms import PlaceView, RoomView
 
 
 def item_json(item: ItemView) -> dict[str, Any]:
@@ -170,3 +171,40 @@ def order_page_json(user_id: str, page: OrderPage) -> dict[str, Any]:
     if page.next_before is not None:
         body["next_before"] = page.next_before
     return body
+
+
+def place_json(place: PlaceView) -> dict[str, Any]:
+    return {
+        "item_id": place.item_id,
+        "user_id": place.user_id,
+        "status": place.status,
+        "rank": place.rank,
+        "position": place.position,
+        "ahead": place.ahead,
+        "estimated_wait_s": place.estimated_wait_s,
+        "poll_after_ms": place.poll_after_ms,
+        "place_token": place.place_token,
+        "admission_token": place.admission_token,
+        "admission_expires_at": _time(place.admission_expires_at),
+    }
+
+
+def room_json(room: RoomView) -> dict[str, Any]:
+    return {
+        "item_id": room.item_id,
+        "open": room.open,
+        "mode": room.mode,
+        "rate_per_s": float(room.rate_per_s) if room.rate_per_s is not None else None,
+        "max_admitted": room.max_admitted,
+        "admission_ttl_s": room.admission_ttl_s,
+        "serving": room.serving,
+        "in_flight": room.in_flight,
+        "line_length": room.line_length,
+        "sold_out_after": room.sold_out_after,
+        "admission_rate_per_s": (
+            float(room.admission_rate_per_s) if room.admission_rate_per_s is not None else None
+        ),
+        "estimated_wait_s": room.estimated_wait_s,
+        "drawn_at": _time(room.drawn_at),
+        "refreshed_at": room.refreshed_at.isoformat(),
+    }

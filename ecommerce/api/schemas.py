@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -17,10 +17,12 @@ from pydantic import (
     ConfigDict,
     Field,
     RootModel,
+    StrictBool,
     StrictInt,
     WithJsonSchema,
 )
 
+from ecommerce.config import MAX_ADMISSION_TTL_S, MAX_ADMITTED
 from ecommerce.limits import (
     IDEMPOTENCY_KEY_PATTERN,
     MAX_AMOUNT,
@@ -144,6 +146,27 @@ class Restock(_Body):
     quantity: StrictInt = Field(ge=1, le=MAX_QUANTITY)
 
 
+class RoomSettings(_Body):
+    """An item's waiting room: ``open`` always; any other field left out keeps
+    its value (a new room: the defaults); ``rate_per_s: null`` removes a fixed rate."""
+
+    open: StrictBool
+    mode: Literal["fifo", "random"] | None = Field(
+        default=None,
+        description="fifo: arrival order; random: buyers who joined before the sale "
+        "opens are drawn into a random order when it opens.",
+    )
+    rate_per_s: float | None = Field(
+        default=None,
+        ge=0.001,
+        le=100_000,
+        description="A fixed admission rate (places per second); null or unset: as fast as "
+        "admitted buyers finish, at most max_admitted at once.",
+    )
+    max_admitted: StrictInt | None = Field(default=None, ge=1, le=MAX_ADMITTED)
+    admission_ttl_s: StrictInt | None = Field(default=None, ge=1, le=MAX_ADMISSION_TTL_S)
+
+
 # --- Answers -----------------------------------------------------------------------
 
 
@@ -240,6 +263,57 @@ class ItemSales(_Answer):
     refunded: int
     revenue: Money = Field(description="What the paid orders brought in for this item.")
     orders: int = Field(description="Orders holding this item's stock (pending or paid).")
+
+
+class Place(_Answer):
+    item_id: int
+    user_id: str
+    status: Literal["waiting", "admitted", "sold_out", "before_draw", "lapsed", "done"] = Field(
+        description="waiting: poll again after poll_after_ms; admitted: add and pay with "
+        "admission_token before admission_expires_at; sold_out: the stock left cannot reach "
+        "this place (it may move again if units come back: keep polling); before_draw: a "
+        "random room ranks its early buyers when the sale opens; lapsed: the admission "
+        "ran out unused; done: paid."
+    )
+    rank: int | None = Field(description="The place's rank in the line; null before the draw.")
+    position: int | None = Field(description="1 + the places ahead (waiting, sold_out).")
+    ahead: int | None = Field(description="Places ahead not admitted yet.")
+    estimated_wait_s: int | None = Field(
+        description="Seconds until admitted at the room's admission rate; null if not known."
+    )
+    poll_after_ms: int
+    place_token: str = Field(description="Send as X-Place-Token when polling.")
+    admission_token: str | None = Field(
+        default=None, description="Admitted: send as X-Admission-Token with add and pay."
+    )
+    admission_expires_at: str | None = Field(
+        default=None, json_schema_extra={"format": "date-time"}
+    )
+
+
+class LeftPlace(_Answer):
+    item_id: int
+    user_id: str
+    status: Literal["left"]
+
+
+class Room(_Answer):
+    item_id: int
+    open: bool
+    mode: str
+    rate_per_s: float | None
+    max_admitted: int
+    admission_ttl_s: int
+    serving: int = Field(description="Places with rank <= serving are admitted.")
+    in_flight: int = Field(description="Admitted, not paid, not lapsed.")
+    line_length: int = Field(description="Places waiting (not admitted).")
+    sold_out_after: int | None = Field(
+        description="Ranks above it cannot be reached by the stock left."
+    )
+    admission_rate_per_s: float | None = Field(description="The last minute's admissions.")
+    estimated_wait_s: int | None = Field(description="The wait told to the back of the line.")
+    drawn_at: str | None = Field(json_schema_extra={"format": "date-time"})
+    refreshed_at: str = Field(json_schema_extra={"format": "date-time"})
 
 
 class ErrorBody(_Answer):

@@ -17,8 +17,12 @@ from pydantic import BaseModel, ValidationError
 from ecommerce.api import schemas
 from ecommerce.errors import InvalidRequest
 from ecommerce.limits import (
+    ADMISSION_TOKEN_HEADER,
     IDEMPOTENCY_HEADER,
     IDEMPOTENCY_KEY_PATTERN,
+    MAX_ADMISSION_TOKENS,
+    MAX_TOKEN_LENGTH,
+    PLACE_TOKEN_HEADER,
     USER_ID_PATTERN,
     USER_ID_RULE,
 )
@@ -43,6 +47,35 @@ def idempotency_key(request: Request) -> str | None:
     if not IDEMPOTENCY_KEY_PATTERN.match(key):
         raise InvalidRequest(f"{IDEMPOTENCY_HEADER} must be 1-255 visible ASCII characters")
     return key
+
+
+def admission_tokens(request: Request) -> tuple[str, ...]:
+    """The X-Admission-Token headers' tokens (repeated, or comma-separated)."""
+    tokens = tuple(
+        token.strip()
+        for header in request.headers.getlist(ADMISSION_TOKEN_HEADER)
+        for token in header.split(",")
+        if token.strip()
+    )
+    if len(tokens) > MAX_ADMISSION_TOKENS or any(len(t) > MAX_TOKEN_LENGTH for t in tokens):
+        raise InvalidRequest(
+            f"at most {MAX_ADMISSION_TOKENS} {ADMISSION_TOKEN_HEADER}s of at most "
+            f"{MAX_TOKEN_LENGTH} characters"
+        )
+    return tokens
+
+
+def place_token(request: Request) -> str:
+    token = (request.headers.get(PLACE_TOKEN_HEADER) or "").strip()
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidRequest(
+            f"the {PLACE_TOKEN_HEADER} header (the join's place_token) is required"
+        )
+    return token
+
+
+def room_settings(raw: dict[str, Any]) -> schemas.RoomSettings:
+    return body(schemas.RoomSettings, raw)
 
 
 def json_object(request: Request) -> dict[str, Any]:

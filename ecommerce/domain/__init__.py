@@ -8,5 +8,8 @@ without a database.
   buyer is told) and who of a batch of buyers gets what (arrival order, all or
   nothing per buyer);
 * :mod:`ecommerce.domain.adds`: whether an add may stay in the cart, for a
-  batch of adds in arrival order.
+  batch of adds in arrival order;
+* :mod:`ecommerce.domain.queueing`: a hot item's waiting room: who is
+  admitted, how many more may be, who the stock cannot reach, the pre-opening
+  draw.
 """

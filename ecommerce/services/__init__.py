@@ -19,6 +19,7 @@ from ecommerce.config import Settings
 from ecommerce.db import Database
 from ecommerce.gateway import HttpGateway
 from ecommerce.services.combining import Combiner, CombiningPolicy
+from ecommerce.services.roomboard import RoomBoard
 from ecommerce.services.soldout import SoldOutMarks
 from ecommerce.services.transactions import TransactionPolicy, run_in_transaction
 
@@ -46,6 +47,14 @@ class Shop:
     reservation_ttl_s: int = 900
     # HAProxy's CSV statistics, for the console (ecommerce/services/balancer.py).
     balancer_stats_url: str | None = None
+    # The waiting rooms (ecommerce/services/rooms/): this process's view of the
+    # open lines, the key that signs place and admission tokens, a poll's
+    # shortest delay, a new room's defaults.
+    room_board: RoomBoard = field(default_factory=RoomBoard)
+    secret_key: str = ""
+    room_poll_ms: int = 1000
+    room_admission_ttl_s: int = 300
+    room_max_admitted: int = 100
     # This process's combiners by name, each created by the first request that
     # needs it, in the process that runs it (after gunicorn's fork).
     _combiners: dict[str, Combiner[Any, Any]] = field(default_factory=dict, repr=False)
@@ -135,4 +144,15 @@ def build_shop(settings: Settings) -> Shop:
         ),
         reservation_ttl_s=settings.reservation_ttl_s,
         balancer_stats_url=settings.balancer_stats_url,
+        # A join's transaction, one INSERT and its COMMIT, each awaited at most
+        # statement_timeout + 2 s (ecommerce/cooperative.py), has ended within
+        # this: a line reads again the arrival numbers younger than it.
+        room_board=RoomBoard(
+            settings.queue_refresh_ms / 1000,
+            settle_s=2 * (settings.statement_timeout_ms / 1000 + 2),
+        ),
+        secret_key=settings.secret_key,
+        room_poll_ms=settings.queue_poll_ms,
+        room_admission_ttl_s=settings.queue_admission_ttl_s,
+        room_max_admitted=settings.queue_max_admitted,
     )

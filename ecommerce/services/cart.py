@@ -28,7 +28,7 @@ from ecommerce.repositories import (
     NewKeyRecord,
     OrderRepository,
 )
-from ecommerce.services import Shop, idempotency
+from ecommerce.services import Shop, idempotency, rooms
 from ecommerce.services.combining import Combiner, value_of
 from ecommerce.services.results import CartView, LineView, encode
 from ecommerce.services.transactions import Unchanged
@@ -91,6 +91,7 @@ class AddRequest:
     item_id: int
     quantity: int
     key: str | None
+    admission_tokens: tuple[str, ...] = ()
 
     @property
     def arguments(self) -> dict[str, int]:
@@ -102,16 +103,23 @@ class AddRequest:
 
 
 def add_to_cart(
-    shop: Shop, user_id: str, item_id: int, quantity: int, idempotency_key: str | None = None
+    shop: Shop,
+    user_id: str,
+    item_id: int,
+    quantity: int,
+    idempotency_key: str | None = None,
+    admission_tokens: Sequence[str] = (),
 ) -> CartView:
     """Add ``quantity`` of an item to the user's cart line; returns the cart.
 
     Refuses when the line would take the buyer past the item's per-buyer limit
     (counting their orders) or exceed its current stock (ecommerce/domain/adds.py).
     Both are plain reads, early feedback; the authoritative checks are at pay.
-    Adding before the sale opens is allowed.
+    Adding before the sale opens is allowed. While the item's waiting room is
+    open, one of ``admission_tokens`` must admit the buyer to it (judged in the
+    batch, ecommerce/services/rooms/); an item without a room costs no statement.
     """
-    request = AddRequest(user_id, item_id, quantity, idempotency_key)
+    request = AddRequest(user_id, item_id, quantity, idempotency_key, tuple(admission_tokens))
     if shop.cart_combining is None:
         return _add_alone(shop, request)
     key = (user_id, idempotency_key) if idempotency_key is not None else None
@@ -159,6 +167,16 @@ def _add_batch(
     """
     outcomes = idempotency.claim(session, batch, CartView.decode)
     replayed = any(isinstance(outcome, CartView) for outcome in outcomes)
+    # An item whose waiting room is open: only with the buyer's admission (this
+    # worker's view of the rooms: at most one plain read per QUEUE_REFRESH_MS).
+    roomed = rooms.roomed_items(session, shop)
+    if roomed:
+        for n, outcome in enumerate(outcomes):
+            if outcome is None:
+                request = batch[n]
+                outcomes[n] = rooms.admission_refusal(
+                    shop, request.user_id, {request.item_id}, request.admission_tokens, roomed
+                )
     active = [n for n, outcome in enumerate(outcomes) if outcome is None]
     if not active:
         return [o for o in outcomes if o is not None]

@@ -18,6 +18,8 @@ The batch, one transaction:
    here, then finds the cart empty (a batch of several waits for no one's
    row: a buyer whose row another transaction holds is handed back to run
    alone, :func:`_lock_carts`);
+   A buyer whose cart holds an item whose waiting room is open needs an
+   admission to it (ecommerce/services/rooms/): refused here otherwise;
 3. answer from the cart's read a buyer whose amount is not the cart's total
    (refused whatever the item rows say): no item lock for them;
 4. draw ids for the orders of the buyers who might win (before any item
@@ -74,7 +76,7 @@ from ecommerce.repositories import (
     NewOrderLine,
     OrderRepository,
 )
-from ecommerce.services import Shop, idempotency, orders, settlement
+from ecommerce.services import Shop, idempotency, orders, rooms, settlement
 from ecommerce.services.combining import Combiner, RunAlone, value_of
 from ecommerce.services.results import LineView, OrderView, encode, total_of
 from ecommerce.services.transactions import Unchanged
@@ -87,17 +89,27 @@ class PayRequest:
     user_id: str
     amount: Decimal
     key: str | None
+    # X-Admission-Token: judged in the batch, only when a waiting room is open.
+    admission_tokens: tuple[str, ...] = ()
 
     @property
     def fingerprint(self) -> str:
         return idempotency.fingerprint("pay", self.user_id, {"amount": format_money(self.amount)})
 
 
-def pay(shop: Shop, user_id: str, amount: Decimal, idempotency_key: str | None = None) -> OrderView:
-    """Pay exactly ``amount`` for the user's whole cart; returns the paid order."""
-    request = PayRequest(user_id, amount, idempotency_key)
+def pay(
+    shop: Shop,
+    user_id: str,
+    amount: Decimal,
+    idempotency_key: str | None = None,
+    admission_tokens: Sequence[str] = (),
+) -> OrderView:
+    """Pay exactly ``amount`` for the user's whole cart; returns the paid order.
+    A cart that holds an item whose waiting room is open needs one of
+    ``admission_tokens`` admitting the buyer to it (judged on the locked cart)."""
     started = time.monotonic()
     try:
+        request = PayRequest(user_id, amount, idempotency_key, tuple(admission_tokens))
         if shop.combining is None:
             order = _pay_alone(shop, request)
         else:
@@ -173,7 +185,12 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     if shop.sold_out.any() and active:
         _refuse_sold_out(session, shop, batch, active, outcomes)
         active = [n for n in active if outcomes[n] is None]
+    # The items whose waiting room is open (this worker's view: at most one
+    # plain read per QUEUE_REFRESH_MS, on the batch's own connection).
+    roomed = rooms.roomed_items(session, shop)
     carts = _lock_carts(session, batch, active, outcomes)
+    if roomed:
+        _refuse_unadmitted(shop, batch, active, carts, outcomes, roomed)
     active = [n for n in active if outcomes[n] is None]
     buyers = [
         checkout.Buyer(batch[n].user_id, batch[n].amount, carts.get(batch[n].user_id, []))
@@ -250,11 +267,20 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
             )
         outcomes[active[position]] = order
 
-    # 7. One statement writes it all (COMMIT follows in shop.transaction).
+    # 7. One statement writes it all (COMMIT follows in shop.transaction); a
+    # winner's admissions to the waiting rooms of what they bought are done.
     if new_orders:
         order_rows.write_paid(
             new_orders, new_keys, shop.idempotency_ttl_s, allocation.taken, reserve_s
         )
+        admissions_done = [
+            (buyers[position].user_id, line.item_id)
+            for position in winners
+            for line in buyers[position].cart
+            if line.item_id in roomed
+        ]
+        if admissions_done:
+            rooms.mark_paid(session, admissions_done, shop.clock())
 
     sold_out = {i: row.name for i, row in locked.items() if allocation.left[i] == 0}
     assert all(o is not None for o in outcomes)
@@ -286,6 +312,26 @@ def _lock_carts(
         if batch[n].user_id in held:
             outcomes[n] = RunAlone()
     return locked
+
+
+def _refuse_unadmitted(
+    shop: Shop,
+    batch: Sequence[PayRequest],
+    active: Sequence[int],
+    carts: dict[str, list[CartLineRow]],
+    outcomes: list[OrderView | ShopError | RunAlone | None],
+    roomed: frozenset[int],
+) -> None:
+    """A buyer whose locked cart holds an item whose waiting room is open, with
+    no admission to it, is refused (409 queue_required): no item lock, nothing
+    written."""
+    for n in active:
+        if outcomes[n] is None:
+            request = batch[n]
+            items = {line.item_id for line in carts.get(request.user_id, [])}
+            outcomes[n] = rooms.admission_refusal(
+                shop, request.user_id, items, request.admission_tokens, roomed
+            )
 
 
 def _refuse_sold_out(

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ecommerce.services import rooms
 from ecommerce.tokens import issue_token
 from tests.helpers import insert_cart_line, insert_item, sessions_bound_to, shop_state
 
@@ -69,6 +70,8 @@ paths = st.one_of(
     user_ids.map(lambda u: f"/cart/{u}/pay"),
     st.tuples(user_ids, ids).map(lambda t: f"/cart/{t[0]}/items/{t[1]}"),
     ids.map(lambda i: f"/orders/{i}"),
+    st.tuples(ids, user_ids).map(lambda t: f"/items/{t[0]}/queue/{t[1]}"),
+    ids.map(lambda i: f"/admin/items/{i}/queue"),
     st.tuples(user_ids, st.text(max_size=12)).map(lambda t: f"/users/{t[0]}/orders?limit={t[1]}"),
 )
 methods = st.sampled_from(["GET", "POST", "DELETE", "PUT", "PATCH"])
@@ -82,6 +85,8 @@ headers = st.fixed_dictionaries(
                 lambda u: "Bearer " + issue_token(SECRET, u, 600)
             ),
         ),
+        "X-Place-Token": st.text(max_size=60).filter(lambda s: "\n" not in s and "\r" not in s),
+        "X-Admission-Token": st.text(max_size=60).filter(lambda s: "\n" not in s and "\r" not in s),
         "Content-Type": st.sampled_from(
             ["application/json", "text/plain", "application/x-www-form-urlencoded"]
         ),
@@ -98,6 +103,8 @@ def fuzz_client(request, make_app, connection):
         insert_cart_line(connection, user, a, 2)
         insert_cart_line(connection, user, b, 1)
     with sessions_bound_to(app.extensions["shop"].db, connection):
+        # B has a waiting room: its paths, and the pays it gates, are fuzzed too
+        rooms.configure_room(app.extensions["shop"], b, rooms.RoomOptions(open=True))
         yield app.test_client()
 
 

@@ -1,0 +1,86 @@
+"""The schema changes only through migrations: a waiting room's whole life
+sends no DDL and leaves every relation of every schema (pg_class) as it was.
+Rooms are rows; every place's arrival number comes from the one sequence that
+migration 0009 makes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+from sqlalchemy import event, text
+
+from ecommerce.tokens import issue_token
+from tests.api.test_waiting_room import T0, Clock, join, open_room, poll
+from tests.helpers import insert_item, sessions_bound_to
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def app(make_app, connection, clock):
+    app = make_app(queue_refresh_ms=0)
+    app.extensions["shop"].clock = clock
+    with sessions_bound_to(app.extensions["shop"].db, connection):
+        yield app
+
+
+@pytest.fixture
+def admin(app):
+    secret = app.extensions["settings"].secret_key
+    return {"Authorization": f"Bearer {issue_token(secret, 'ops', 600, admin=True)}"}
+
+
+DDL = re.compile(r"\s*(CREATE|ALTER|DROP|COMMENT|GRANT|REVOKE|DO)\b", re.IGNORECASE)
+
+
+def test_a_room_s_whole_life_makes_no_schema_object(client, admin, connection, clock):
+    """The schema changes only through migrations: opening rooms (fifo and
+    random), joining, polling, admissions, the draw, an add and a pay, leaving,
+    closing and opening again send no DDL, and every relation of every schema
+    (pg_class) is the same after as before."""
+
+    def relations() -> set[tuple]:
+        return set(connection.execute(text("SELECT oid, relname, relkind FROM pg_class")).all())
+
+    fifo = insert_item(connection, "Hot", "1.00", 2)
+    drawn = insert_item(connection, "Drawn", "1.00", 5)
+    connection.execute(
+        text("UPDATE items SET sale_starts_at = :at WHERE id = :i"),
+        {"at": T0 + dt.timedelta(minutes=1), "i": drawn},
+    )
+    before = relations()
+    statements: list[str] = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(connection, "before_cursor_execute", listener)
+    try:
+        open_room(client, admin, fifo, max_admitted=1)
+        open_room(client, admin, drawn, mode="random")
+        places = {user: join(client, fifo, user) for user in ["ann", "bob", "cat"]}
+        early = {user: join(client, drawn, user) for user in ["dan", "eve"]}
+        token = {"X-Admission-Token": places["ann"]["admission_token"]}
+        added = client.post("/cart/ann/add", json={"item_id": fifo, "quantity": 1}, headers=token)
+        assert added.status_code == 200
+        paid = client.post("/cart/ann/pay", json={"amount": "1.00"}, headers=token)
+        assert paid.status_code == 201
+        assert poll(client, fifo, "bob", places["bob"]["place_token"])["status"] == "admitted"
+        assert client.delete(f"/items/{fifo}/queue/cat").status_code == 200
+        clock.advance(60)
+        assert {poll(client, drawn, u, p["place_token"])["status"] for u, p in early.items()} == {
+            "admitted"
+        }
+        for item in (fifo, drawn):
+            closed = client.put(f"/admin/items/{item}/queue", json={"open": False}, headers=admin)
+            assert closed.status_code == 200
+            open_room(client, admin, item)
+            assert client.get(f"/admin/items/{item}/queue", headers=admin).status_code == 200
+        join(client, fifo, "fay")
+    finally:
+        event.remove(connection, "before_cursor_execute", listener)
+    assert statements
+    assert [s for s in statements if DDL.match(s)] == []
+    assert relations() == before

@@ -1,0 +1,161 @@
+"""The waiting room across instances: two shops (two apps, as two instances
+would be) on the same PostgreSQL, their buyers' threads released together,
+each on a connection of its own; what the line holds is read from a separate
+connection."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+from sqlalchemy import text
+
+from ecommerce.services import cart, payment, rooms
+from tests.helpers import (
+    assert_invariants,
+    commit_item,
+    held_by_another_transaction,
+    run_together,
+    shop_state,
+)
+
+
+def open_room(shop, item_id, **options) -> None:
+    rooms.configure_room(shop, item_id, rooms.RoomOptions(open=True, **options))
+
+
+def places(engine, item_id) -> dict[str, int]:
+    """Each buyer's arrival number (the line's order)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT user_id, seq FROM queue_places WHERE item_id = :i"), {"i": item_id}
+        )
+        return {user: seq for user, seq in rows}
+
+
+def admitted_count(engine, item_id) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT count(*) FROM queue_places WHERE item_id = :i AND admitted_at IS NOT NULL"
+            ),
+            {"i": item_id},
+        ).scalar_one()
+
+
+def test_concurrent_joins_from_two_instances_get_one_place_each_in_one_order(storm_shop, committed):
+    buyers = 24
+    one = storm_shop(buyers, queue_refresh_ms=0)
+    two = storm_shop(buyers, queue_refresh_ms=0)
+    item = commit_item(committed, "Hot", "1.00", 1000)
+    open_room(one, item, max_admitted=1)
+    users = [f"b{n}" for n in range(buyers // 2)]
+    # every buyer joins twice at once, once through each instance
+    work = [lambda u=u, s=s: rooms.join(s, item, u).seq for u in users for s in (one, two)]
+    answers = run_together(work)
+    assert not [a for a in answers if isinstance(a, BaseException)], answers
+    by_user: dict[str, set[int]] = {}
+    for (user, _), rank in zip([(u, s) for u in users for s in (1, 2)], answers, strict=True):
+        by_user.setdefault(user, set()).add(rank)
+    assert all(len(ranks) == 1 for ranks in by_user.values()), by_user  # one place each
+    stored = places(committed, item)
+    assert stored == {user: ranks.pop() for user, ranks in by_user.items()}
+    # one line: ranks are distinct, and later joins queue behind all of them
+    assert len(set(stored.values())) == len(users)
+    # and joins one after another, through either instance, rank in arrival order
+    joined = [rooms.join(shop, item, f"late{n}") for n, shop in enumerate([two, one] * 3)]
+    later = [place.seq for place in joined]
+    assert later == sorted(later) and len(set(later)) == len(later)
+    # their ranks count every place in the line, through either instance's view
+    assert [place.rank for place in joined] == list(range(len(users) + 1, len(users) + 7))
+    assert later[0] > max(stored.values())
+    assert admitted_count(committed, item) == 1
+
+
+def test_instances_refreshing_together_never_admit_past_the_cap_or_the_stock(storm_shop, committed):
+    buyers = 16
+    one = storm_shop(buyers, queue_refresh_ms=0)
+    two = storm_shop(buyers, queue_refresh_ms=0)
+    item = commit_item(committed, "Hot", "1.00", 3)
+    open_room(one, item, max_admitted=2)
+    for n in range(10):
+        rooms.join(one if n % 2 else two, item, f"b{n}")
+    # many polls through both instances at once: each one refreshes the front
+    polls = [lambda s=s: rooms.front(s, item) for s in (one, two) * (buyers // 2)]
+    results = run_together(polls)
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert admitted_count(committed, item) == 2  # the cap, not a double advance
+    with committed.begin() as conn:  # the admitted two are done: room for one more
+        conn.execute(
+            text(
+                "UPDATE queue_places SET done_at = admitted_at, outcome = 'paid'"
+                " WHERE item_id = :i AND admitted_at IS NOT NULL"
+            ),
+            {"i": item},
+        )
+        conn.execute(text("UPDATE items SET stock = 1 WHERE id = :i"), {"i": item})
+    results = run_together(polls)
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert admitted_count(committed, item) == 3  # the stock's one unit: one more buyer
+
+
+def test_joining_and_polling_wait_for_no_lock_on_the_room_or_the_item(storm_shop, committed):
+    shop = storm_shop(2, queue_refresh_ms=0, lock_timeout_ms=100, statement_timeout_ms=5000)
+    item = commit_item(committed, "Hot", "1.00", 10)
+    open_room(shop, item, max_admitted=1)
+    rooms.join(shop, item, "first")
+    # Another transaction holds the room's row (as a refresh or an admin does)
+    # and the item's row (as a pay does): a join still answers at once.
+    with (
+        held_by_another_transaction(
+            committed, "SELECT 1 FROM rooms WHERE item_id = :i FOR NO KEY UPDATE", i=item
+        ),
+        held_by_another_transaction(
+            committed, "SELECT 1 FROM items WHERE id = :i FOR UPDATE", i=item
+        ),
+    ):
+        place = rooms.join(shop, item, "second")
+        assert place.status == "waiting" and place.ahead == 0
+        again = rooms.poll(shop, item, "second", place.place_token)
+        assert again.rank == place.rank
+    assert places(committed, item)["second"] == place.seq
+
+
+def test_a_crowd_through_two_instances_buys_exactly_the_stock_in_turn(storm_shop, committed):
+    """Twelve buyers for five units, at most three admitted at once, through two
+    instances: each joins, polls until told admitted or sold out, and an
+    admitted buyer adds and pays with the admission. Exactly the stock is sold,
+    only to admitted buyers, and everyone else is told sold out."""
+    buyers, stock = 12, 5
+    one = storm_shop(buyers, queue_refresh_ms=0)
+    two = storm_shop(buyers, queue_refresh_ms=0)
+    item = commit_item(committed, "Hot", "3.00", stock)
+    open_room(one, item, max_admitted=3)
+
+    def buyer(n: int) -> str:
+        shop = one if n % 2 else two
+        user = f"b{n}"
+        place = rooms.join(shop, item, user)
+        deadline = time.monotonic() + 60
+        while place.status in ("waiting", "before_draw"):
+            assert time.monotonic() < deadline, f"{user} was never let in nor told sold out"
+            time.sleep(0.01)  # a client's poll interval, not a synchronisation
+            place = rooms.poll(shop, item, user, place.place_token)
+        if place.status != "admitted":
+            return place.status
+        tokens = (place.admission_token,)
+        cart.add_to_cart(shop, user, item, 1, admission_tokens=tokens)
+        payment.pay(shop, user, Decimal("3.00"), admission_tokens=tokens)
+        return "paid"
+
+    outcomes = run_together([lambda n=n: buyer(n) for n in range(buyers)])
+    assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
+    assert sorted(outcomes) == ["paid"] * stock + ["sold_out"] * (buyers - stock)
+    # in turn: the buyers who got the stock are the first in line
+    ranks = places(committed, item)
+    paid = {f"b{n}" for n, outcome in enumerate(outcomes) if outcome == "paid"}
+    assert paid == set(sorted(ranks, key=ranks.__getitem__)[:stock])
+    state = shop_state(committed)
+    assert state.stock[item] == 0 and state.sold[item] == stock
+    assert admitted_count(committed, item) == stock  # never admitted past the stock
+    assert_invariants(committed)
