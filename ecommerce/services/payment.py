@@ -54,16 +54,12 @@ from sqlalchemy.orm import Session
 from ecommerce import metrics
 from ecommerce.domain import checkout
 from ecommerce.errors import (
-    Conflict,
     InsufficientStock,
-    PaymentDeclined,
     ServiceBusy,
     ShopError,
 )
-from ecommerce.gateway import GatewayUnavailable
 from ecommerce.models import (
     ORDER_STATUS_PAID,
-    ORDER_STATUS_PAYMENT_FAILED,
     ORDER_STATUS_PENDING,
 )
 from ecommerce.money import format_money
@@ -76,7 +72,7 @@ from ecommerce.repositories import (
     NewOrderLine,
     OrderRepository,
 )
-from ecommerce.services import Shop, idempotency, orders, rooms, settlement
+from ecommerce.services import Shop, charging, idempotency, rooms
 from ecommerce.services.combining import Combiner, RunAlone, value_of
 from ecommerce.services.results import LineView, OrderView, encode, total_of
 from ecommerce.services.transactions import Unchanged
@@ -118,7 +114,7 @@ def pay(
             key = (user_id, idempotency_key) if idempotency_key is not None else None
             order = _combiner(shop).submit(request, key)
         if shop.gateway is not None:
-            order = _charge_and_confirm(shop, order, request, started)
+            order = charging.charge_and_confirm(shop, order, request.key, started)
     except ServiceBusy:
         metrics.count_pay("busy", ServiceBusy.code)
         raise
@@ -383,73 +379,4 @@ def _new_order(
     expires_at = created_at + dt.timedelta(seconds=reserve_s)  # as the database computed it
     return OrderView(
         order_id, user_id, ORDER_STATUS_PENDING, total, created_at, lines, expires_at=expires_at
-    )
-
-
-# --- With a payment provider: reserve, charge with no lock held, confirm -------------
-
-
-def _charge_and_confirm(
-    shop: Shop, order: OrderView, request: PayRequest, started: float
-) -> OrderView:
-    """The reserved (pending) order charged at the provider, with no transaction
-    open, then confirmed or released. No answer in time: the order stays pending
-    (202); the webhook, `flask reconcile-payments` or `flask release-expired`
-    settles it.
-
-    An answer says what is true: once the provider may have taken the money,
-    nothing is answered as if nothing happened. A confirmation that fails after
-    the charge (a lock timeout, a failover) answers 202 pending with the order's
-    id: the money may have moved, the order exists, and it is settled like any
-    charge whose answer was lost.
-
-    A keyed pay holds its key until its charge's outcome is known, across
-    processes: a replay of the key finds the pending order, and while the first
-    request may still be charging (:meth:`Shop.charge_lease_s` after the order
-    was written) it is refused 409 idempotency_key_in_use, never charged a
-    second time; the first request never starts its charge after that lease
-    (it answers 202 pending instead, and a replay after the lease charges)."""
-    assert shop.gateway is not None
-    if order.replayed:
-        current = orders.get_order(shop, order.order_id)
-        if current.status == ORDER_STATUS_PENDING and shop.clock() < current.created_at + (
-            dt.timedelta(seconds=shop.charge_lease_s)
-        ):
-            raise idempotency.in_use()
-        order = replace(current, replayed=True)
-    if order.status != ORDER_STATUS_PENDING:
-        return _answer(order)
-    if request.key is not None and time.monotonic() - started > shop.charge_budget_s:
-        log.warning("order %s: reserved too late to charge within its key's lease", order.order_id)
-        return order
-    try:
-        outcome = shop.gateway.charge(order.order_id, order.total)
-    except GatewayUnavailable as unknown:
-        log.warning("order %s: %s; it stays pending", order.order_id, unknown)
-        return order
-    try:
-        confirmed = settlement.confirm_payment(shop, order.order_id, outcome)
-    except ServiceBusy as unrecorded:
-        log.warning(
-            "order %s: the provider answered %s, recording it failed (%s); it stays pending",
-            order.order_id,
-            outcome,
-            unrecorded.message,
-        )
-        return order
-    return _answer(replace(confirmed, replayed=order.replayed))
-
-
-def _answer(order: OrderView) -> OrderView:
-    if order.status == ORDER_STATUS_PAYMENT_FAILED:
-        raise PaymentDeclined(
-            f"the payment for order {order.order_id} was declined; its stock went back on sale",
-            details={"order_id": order.order_id},
-        )
-    if order.status in (ORDER_STATUS_PAID, ORDER_STATUS_PENDING):
-        return order
-    raise Conflict(
-        f"order {order.order_id} is {order.status}: the reservation ended before the payment "
-        "was confirmed (a charge that arrives late is refunded)",
-        details={"order_id": order.order_id, "status": order.status},
     )
