@@ -8,32 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-import pytest
 from sqlalchemy import event, text
 
-from ecommerce.tokens import issue_token
-from tests.api.test_waiting_room import T0, Clock, join, open_room, poll
-from tests.helpers import insert_item, sessions_bound_to
+from tests.api import test_waiting_room as room_tests
+from tests.api.test_waiting_room import T0, join, open_room, poll
+from tests.helpers import insert_item
 
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def app(make_app, connection, clock):
-    app = make_app(queue_refresh_ms=0)
-    app.extensions["shop"].clock = clock
-    with sessions_bound_to(app.extensions["shop"].db, connection):
-        yield app
-
-
-@pytest.fixture
-def admin(app):
-    secret = app.extensions["settings"].secret_key
-    return {"Authorization": f"Bearer {issue_token(secret, 'ops', 600, admin=True)}"}
-
+# The room's own fixtures (its clock, its app, an admin's token), shared.
+clock, app, admin = room_tests.clock, room_tests.app, room_tests.admin
 
 DDL = re.compile(r"\s*(CREATE|ALTER|DROP|COMMENT|GRANT|REVOKE|DO)\b", re.IGNORECASE)
 
