@@ -57,6 +57,9 @@ def init_app(app: Flask) -> None:
     app.json_provider_class = DecimalJSONProvider
     app.json = DecimalJSONProvider(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    # No redirects: werkzeug would answer "/cart//add" with an HTML 308 to
+    # "/cart/add"; a path that is not a route is a JSON 404 like any other.
+    app.url_map.merge_slashes = False
     app.url_map.converters["id"] = IdConverter
     app.url_map.converters["order_id"] = OrderIdConverter
     register_error_handlers(app)

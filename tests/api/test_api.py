@@ -243,6 +243,14 @@ def test_unknown_routes_and_methods_are_json(client):
     assert_error(client.get("/cart/u1/pay"), 405, "method_not_allowed")
 
 
+def test_a_path_with_doubled_slashes_is_a_json_404_not_a_redirect(client):
+    """Found by the fuzz test: werkzeug merged "//" and answered an HTML 308
+    redirect (GET /cart//add -> /cart/add). An API answers JSON: no such route."""
+    for path in ("/cart//add", "//items", "/items//1", "/cart/u1//pay"):
+        assert_error(client.get(path), 404, "not_found")
+    assert_error(client.post("/cart//add", json={"item_id": 1, "quantity": 1}), 404, "not_found")
+
+
 def test_oversized_body_is_413(client):
     response = client.post("/cart/u1/add", data=json.dumps({"pad": "x" * 70_000}))
     assert_error(response, 413, "payload_too_large")
