@@ -54,14 +54,14 @@ class SoldOutMarks:
         an item already marked keeps its clock, and an item cleared since that
         read is not marked (the restock is newer than the read)."""
         with self._lock:
-            if self._cleared.get(item_id, -1) < since:
+            if self._cleared.get(item_id, -1) <= since:
                 self._marks.setdefault(item_id, (name, time.monotonic()))
 
     def _checked(self, item_id: int, name: str, since: int) -> None:
         """A re-check read the item at 0 stock: trust its mark anew from now,
         unless it was cleared since that read began."""
         with self._lock:
-            if self._cleared.get(item_id, -1) < since:
+            if self._cleared.get(item_id, -1) <= since:
                 self._marks[item_id] = (name, time.monotonic())
             else:
                 self._marks.pop(item_id, None)
