@@ -82,6 +82,8 @@ class Database:
         # a connection kept by a thread (own_connection) older than it is
         # replaced before its next use, like the pool's own.
         self._generation = 0
+        # The pool's records handed out and counted in the in-use gauge.
+        self._counted: set[int] = set()
 
     @property
     def url(self) -> str:
@@ -144,11 +146,13 @@ class Database:
         event.listen(engine.pool, "invalidate", self._connection_found_dead)
         event.listen(engine.pool, "connect", self._stamp_generation)
         event.listen(engine.pool, "checkout", self._refuse_older_generation)
-        # Counted once the checkout is through: a refused one is not given back
-        # (its slot reconnects within the same checkout), so counting it would
-        # leave the gauge one connection high per refusal.
-        event.listen(engine.pool, "checkout", lambda *_: metrics.pool_checked_out(1))
-        event.listen(engine.pool, "checkin", lambda *_: metrics.pool_checked_out(-1))
+        # Counted once the checkout is through, and a checkin only for a record
+        # that was counted: a refused checkout is not given back (its slot
+        # reconnects within the same checkout), and one whose reconnect fails is
+        # checked in by SQLAlchemy without ever having been handed out.
+        self._counted = set()  # a new pool (a forked child's, say): nothing handed out yet
+        event.listen(engine.pool, "checkout", self._count_checkout)
+        event.listen(engine.pool, "checkin", self._count_checkin)
         # SQLAlchemy has no event after COMMIT that sees the DBAPI connection.
         engine.dialect.do_commit = commit_checked(engine.dialect.do_commit)  # type: ignore[method-assign]
         return engine
@@ -199,6 +203,15 @@ class Database:
             self._owned.connection = connection
             self._owned.pid = os.getpid()
         return connection
+
+    def _count_checkout(self, _dbapi_connection, record, _proxy) -> None:
+        self._counted.add(id(record))
+        metrics.pool_checked_out(1)
+
+    def _count_checkin(self, _dbapi_connection, record) -> None:
+        if id(record) in self._counted:
+            self._counted.discard(id(record))
+            metrics.pool_checked_out(-1)
 
     def _next_generation(self) -> None:
         self._generation += 1

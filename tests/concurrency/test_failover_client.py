@@ -288,3 +288,32 @@ def test_after_a_host_falls_silent_new_connections_try_the_others_first(
     finally:
         first.close()
         second.close()
+
+
+def test_a_checkout_whose_reconnect_fails_leaves_the_gauge_true(
+    committed, make_app, pay_combining
+):
+    """A pooled connection refused at checkout (older than the last death) is
+    reconnected, and the database does not take the new connection (mid
+    failover): SQLAlchemy checks the record back in. Found in review: the
+    in-use gauge then counted a checkin for a checkout it never counted (one
+    low per failed reconnect)."""
+    item = commit_item(committed, "Hot", "1.00", 10)
+    app = make_app(pool_size=2)
+    shop = app.extensions["shop"]
+    client = app.test_client()
+    assert client.post("/cart/ann/add", json={"item_id": item, "quantity": 1}).status_code == 200
+    pool = shop.db.engine.pool
+    offset = metrics.DB_POOL_IN_USE._value.get() - pool.checkedout()
+    shop.db.forget_connections()
+
+    def no_connection(*_args):
+        raise psycopg2.OperationalError("the database does not take connections")
+
+    event.listen(shop.db.engine, "do_connect", no_connection, insert=True)
+    try:
+        answer = client.post("/cart/ann/pay", json={"amount": "1.00"})
+    finally:
+        event.remove(shop.db.engine, "do_connect", no_connection)
+    assert answer.status_code == 503, (answer.status_code, answer.get_json())
+    assert metrics.DB_POOL_IN_USE._value.get() - pool.checkedout() == offset
