@@ -186,6 +186,29 @@ class RoomRepository(_Repository):
     def leave(self, item_id: int, user_id: str) -> bool:
         return self._execute(self.LEAVE, {"item_id": item_id, "user_id": user_id}).rowcount > 0
 
+    # Of these (user, item) pairs, the places whose admission holds at :now
+    # (admitted, not done, not lapsed), with their arrival numbers.
+    ADMITTED_NOW = text(
+        "SELECT q.user_id, q.item_id, q.seq FROM queue_places q"
+        " JOIN unnest(CAST(:users AS text[]), CAST(:items AS int[])) AS p(user_id, item_id)"
+        "   ON q.item_id = p.item_id AND q.user_id = p.user_id"
+        " WHERE q.admitted_at IS NOT NULL AND q.done_at IS NULL"
+        "   AND q.admission_expires_at > :now"
+    )
+
+    def admitted_now(
+        self, pairs: Iterable[tuple[str, int]], now: dt.datetime
+    ) -> dict[tuple[str, int], int]:
+        """{(user, item): seq} of the places among ``pairs`` admitted at ``now``."""
+        wanted = sorted(set(pairs))
+        if not wanted:
+            return {}
+        rows = self._execute(
+            self.ADMITTED_NOW,
+            {"users": [u for u, _ in wanted], "items": [i for _, i in wanted], "now": now},
+        )
+        return {(user, item): seq for user, item, seq in rows}
+
     # Admitted places of these (user, item) pairs, done: they no longer count in flight.
     MARK_PAID = text(
         "UPDATE queue_places q SET done_at = :now, outcome = 'paid'"

@@ -171,12 +171,17 @@ def _add_batch(
     # worker's view of the rooms: at most one plain read per QUEUE_REFRESH_MS).
     roomed = rooms.roomed_items(session, shop)
     if roomed:
-        for n, outcome in enumerate(outcomes):
-            if outcome is None:
-                request = batch[n]
-                outcomes[n] = rooms.admission_refusal(
-                    shop, request.user_id, {request.item_id}, request.admission_tokens, roomed
-                )
+        waiting = [n for n, outcome in enumerate(outcomes) if outcome is None]
+        places = rooms.admitted_places(
+            session,
+            shop,
+            [(batch[n].user_id, batch[n].item_id) for n in waiting if batch[n].item_id in roomed],
+        )
+        for n in waiting:
+            request = batch[n]
+            outcomes[n] = rooms.admission_refusal(
+                shop, request.user_id, {request.item_id}, request.admission_tokens, roomed, places
+            )
     active = [n for n, outcome in enumerate(outcomes) if outcome is None]
     if not active:
         return [o for o in outcomes if o is not None]

@@ -186,7 +186,7 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     roomed = rooms.roomed_items(session, shop)
     carts = _lock_carts(session, batch, active, outcomes)
     if roomed:
-        _refuse_unadmitted(shop, batch, active, carts, outcomes, roomed)
+        _refuse_unadmitted(session, shop, batch, active, carts, outcomes, roomed)
     active = [n for n in active if outcomes[n] is None]
     buyers = [
         checkout.Buyer(batch[n].user_id, batch[n].amount, carts.get(batch[n].user_id, []))
@@ -311,6 +311,7 @@ def _lock_carts(
 
 
 def _refuse_unadmitted(
+    session: Session,
     shop: Shop,
     batch: Sequence[PayRequest],
     active: Sequence[int],
@@ -320,14 +321,20 @@ def _refuse_unadmitted(
 ) -> None:
     """A buyer whose locked cart holds an item whose waiting room is open, with
     no admission to it, is refused (409 queue_required): no item lock, nothing
-    written."""
-    for n in active:
-        if outcomes[n] is None:
-            request = batch[n]
-            items = {line.item_id for line in carts.get(request.user_id, [])}
-            outcomes[n] = rooms.admission_refusal(
-                shop, request.user_id, items, request.admission_tokens, roomed
-            )
+    written. An admission counts while its place is admitted (not paid, left
+    or lapsed): one read of the batch's places."""
+    waiting = [n for n in active if outcomes[n] is None]
+    wanted = {
+        n: {line.item_id for line in carts.get(batch[n].user_id, [])} & roomed for n in waiting
+    }
+    places = rooms.admitted_places(
+        session, shop, [(batch[n].user_id, item) for n in waiting for item in wanted[n]]
+    )
+    for n in waiting:
+        request = batch[n]
+        outcomes[n] = rooms.admission_refusal(
+            shop, request.user_id, wanted[n], request.admission_tokens, roomed, places
+        )
 
 
 def _refuse_sold_out(

@@ -66,3 +66,29 @@ def test_a_room_s_whole_life_makes_no_schema_object(client, admin, connection, c
     assert statements
     assert [s for s in statements if DDL.match(s)] == []
     assert relations() == before
+
+
+def test_an_admission_is_spent_by_the_pay_and_by_leaving(client, admin, connection):
+    """An admission token is good only while its place is admitted and not done.
+    Found in review: the token was judged by its signature, expiry, buyer and
+    item alone, so a buyer who had paid (or left) could add and pay again with
+    it while others were admitted in their place, past the room's cap."""
+    item = insert_item(connection, "Hot", "1.00", 10)
+    open_room(client, admin, item, max_admitted=1)
+    token = {"X-Admission-Token": join(client, item, "ann")["admission_token"]}
+    add = {"item_id": item, "quantity": 1}
+    assert client.post("/cart/ann/add", json=add, headers=token).status_code == 200
+    assert client.post("/cart/ann/pay", json={"amount": "1.00"}, headers=token).status_code == 201
+
+    again = client.post("/cart/ann/add", json=add, headers=token)
+    assert again.status_code == 409 and again.get_json()["error"]["code"] == "queue_required"
+
+    bob = join(client, item, "bob")
+    bob_token = {
+        "X-Admission-Token": poll(client, item, "bob", bob["place_token"])["admission_token"]
+    }
+    assert client.post("/cart/bob/add", json=add, headers=bob_token).status_code == 200
+    assert client.delete(f"/items/{item}/queue/bob").status_code == 200
+    paid_after_leaving = client.post("/cart/bob/pay", json={"amount": "1.00"}, headers=bob_token)
+    assert paid_after_leaving.status_code == 409
+    assert paid_after_leaving.get_json()["error"]["code"] == "queue_required"

@@ -290,9 +290,7 @@ def test_after_a_host_falls_silent_new_connections_try_the_others_first(
         second.close()
 
 
-def test_a_checkout_whose_reconnect_fails_leaves_the_gauge_true(
-    committed, make_app, pay_combining
-):
+def test_a_checkout_whose_reconnect_fails_leaves_the_gauge_true(committed, make_app, pay_combining):
     """A pooled connection refused at checkout (older than the last death) is
     reconnected, and the database does not take the new connection (mid
     failover): SQLAlchemy checks the record back in. Found in review: the

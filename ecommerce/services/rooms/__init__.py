@@ -31,6 +31,7 @@ from __future__ import annotations
 from ecommerce.services.rooms.admissions import (
     admission_refusal,
     admitted_items,
+    admitted_places,
     join_path,
     mark_paid,
     queue_required,
@@ -46,6 +47,7 @@ __all__ = [
     "RoomView",
     "admission_refusal",
     "admitted_items",
+    "admitted_places",
     "configure_room",
     "front",
     "fronts",

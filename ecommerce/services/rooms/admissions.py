@@ -8,7 +8,7 @@ longer counts.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy.orm import Session
 
@@ -34,11 +34,13 @@ def queue_required(item_id: int, user_id: str, why: str | None = None) -> QueueR
 
 def admitted_items(
     shop: Shop, user_id: str, tokens: Iterable[str]
-) -> tuple[frozenset[int], str | None]:
-    """The items the buyer's admission tokens admit them to now, and why a token
-    was refused (the first reason), if one was."""
+) -> tuple[dict[int, int], str | None]:
+    """The items the buyer's admission tokens name for them and have not expired
+    ({item: the place's arrival number}), and why a token was refused (the first
+    reason), if one was. Whether each place is still admitted is the database's
+    to say (:func:`admitted_places`)."""
     now = shop.clock().timestamp()
-    admitted: set[int] = set()
+    admitted: dict[int, int] = {}
     why: str | None = None
     for token in tokens:
         try:
@@ -49,8 +51,17 @@ def admitted_items(
         if claims.user_id != user_id:
             why = why or "the admission token is another buyer's"
             continue
-        admitted.add(claims.item_id)
-    return frozenset(admitted), why
+        admitted[claims.item_id] = claims.seq
+    return admitted, why
+
+
+def admitted_places(
+    session: Session, shop: Shop, pairs: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """In an add's or a pay's batch: of these (buyer, item) pairs, the places
+    admitted now ({pair: arrival number}), one statement. A token is spent when
+    its place is: paid, left, or lapsed."""
+    return RoomRepository(session).admitted_now(pairs, shop.clock())
 
 
 def roomed_items(session: Session, shop: Shop) -> frozenset[int]:
@@ -83,18 +94,26 @@ def admission_refusal(
     item_ids: Iterable[int],
     tokens: Iterable[str],
     roomed: frozenset[int],
+    places: Mapping[tuple[str, int], int],
 ) -> QueueRequired | None:
     """Why the buyer may not add or pay for ``item_ids`` now: an item whose room
-    is open (``roomed``) that none of ``tokens`` admits them to."""
+    is open (``roomed``) that none of ``tokens`` admits them to, or whose place
+    is no longer admitted (``places``: :func:`admitted_places`)."""
     needed = set(item_ids) & roomed
     if not needed:
         return None
     tokens = tuple(tokens)
     admitted, why = admitted_items(shop, user_id, tokens)
-    missing = sorted(needed - admitted)
+    missing = sorted(
+        item
+        for item in needed
+        if item not in admitted or places.get((user_id, item)) != admitted[item]
+    )
     if not missing:
         return None
-    if why is None and tokens:
+    if any(item in admitted for item in missing):
+        why = "the admission was spent (paid, left or lapsed): join the line again"
+    elif why is None and tokens:
         why = "the admission token is for another item"
     return queue_required(missing[0], user_id, why)
 
