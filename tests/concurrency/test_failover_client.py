@@ -111,6 +111,23 @@ def test_connections_made_before_they_were_forgotten_are_replaced_at_their_next_
 
 
 @pytest.mark.parametrize("pay_combining", [False, True], ids=["alone", "combined"])
+def _a_cart_then_forgotten_connections(committed, make_app):
+    """A shop whose ann has a cart (so its pool holds connections), then every
+    connection made so far forgotten (older than the last death): the shop, its
+    client, its pool, and the in-use gauge's offset from the pool's count (the
+    gauge is the process's: other shops of this test run count in it; what must
+    hold is that it moves with this pool's checked-out count)."""
+    item = commit_item(committed, "Hot", "1.00", 10)
+    app = make_app(pool_size=2)
+    shop = app.extensions["shop"]
+    client = app.test_client()
+    assert client.post("/cart/ann/add", json={"item_id": item, "quantity": 1}).status_code == 200
+    pool = shop.db.engine.pool
+    offset = metrics.DB_POOL_IN_USE._value.get() - pool.checkedout()
+    shop.db.forget_connections()
+    return shop, client, pool, offset
+
+
 def test_a_checkout_while_connections_keep_being_found_dead_is_served(
     committed, make_app, pay_combining
 ):
@@ -122,16 +139,7 @@ def test_a_checkout_while_connections_keep_being_found_dead_is_served(
     reconnect tries ran out: the checkout raised InvalidRequestError (not a
     database error: a 500 without Retry-After), its last invalidate moved the
     generation once more, and the in-use gauge kept one connection per refusal."""
-    item = commit_item(committed, "Hot", "1.00", 10)
-    app = make_app(pool_size=2)
-    shop = app.extensions["shop"]
-    client = app.test_client()
-    assert client.post("/cart/ann/add", json={"item_id": item, "quantity": 1}).status_code == 200
-    pool = shop.db.engine.pool
-    # The gauge is the process's (other shops of this test run count in it):
-    # what must hold is that it moves with this pool's checked-out count.
-    offset = metrics.DB_POOL_IN_USE._value.get() - pool.checkedout()
-    shop.db.forget_connections()  # the pooled connections are now older than the last death
+    shop, client, pool, offset = _a_cart_then_forgotten_connections(committed, make_app)
 
     found_dead_meanwhile = []
 
@@ -296,14 +304,7 @@ def test_a_checkout_whose_reconnect_fails_leaves_the_gauge_true(committed, make_
     failover): SQLAlchemy checks the record back in. Found in review: the
     in-use gauge then counted a checkin for a checkout it never counted (one
     low per failed reconnect)."""
-    item = commit_item(committed, "Hot", "1.00", 10)
-    app = make_app(pool_size=2)
-    shop = app.extensions["shop"]
-    client = app.test_client()
-    assert client.post("/cart/ann/add", json={"item_id": item, "quantity": 1}).status_code == 200
-    pool = shop.db.engine.pool
-    offset = metrics.DB_POOL_IN_USE._value.get() - pool.checkedout()
-    shop.db.forget_connections()
+    shop, client, pool, offset = _a_cart_then_forgotten_connections(committed, make_app)
 
     def no_connection(*_args):
         raise psycopg2.OperationalError("the database does not take connections")

@@ -163,7 +163,10 @@ def _answer_from_the_place(
     base_ms = shop.room_poll_ms
     rank = _rank(room, place.seq)
 
-    def ended(status: str) -> PlaceView:
+    def read_back(
+        status: str, admission: str | None = None, expires: dt.datetime | None = None
+    ) -> PlaceView:
+        """A place whose state the database just told (done, lapsed, admitted)."""
         return PlaceView(
             final.item_id,
             final.user_id,
@@ -174,33 +177,22 @@ def _answer_from_the_place(
             None,
             base_ms,
             token,
+            admission,
+            expires,
             seq=place.seq,
         )
 
     if place.done_at is not None:
-        return ended("done")
+        return read_back("done")
     if place.admitted_at is not None and place.admission_expires_at is not None:
         if place.admission_expires_at <= now:
-            return ended("lapsed")
+            return read_back("lapsed")
         expires = place.admission_expires_at
         admission = issue_admission_token(
             shop.secret_key,
             AdmissionClaims(final.item_id, final.user_id, place.seq, int(expires.timestamp())),
         )
-        return PlaceView(
-            final.item_id,
-            final.user_id,
-            "admitted",
-            rank,
-            None,
-            None,
-            None,
-            base_ms,
-            token,
-            admission,
-            expires,
-            seq=place.seq,
-        )
+        return read_back("admitted", admission, expires)
     if queueing.status(rank, final.final, room.front, now) == "admitted":
         # Its number is passed but the refresh has not admitted it yet (its
         # join committed after the refresh's read): first in line at the next one.
