@@ -49,10 +49,14 @@ format: install
 # The 12.12 simulator's sale-night suite: one hot item, 64 connections, pays
 # combined and alone, with Idempotency-Keys, the full flow, a sold-out storm and
 # the naive negative control, against one pgbench ceiling; prints the table and
-# writes a JSON report and a chart under instance/flashsale/.
+# writes a JSON report and a chart under instance/flashsale/. Then the crowd
+# (ecommerce/crowd/): 8,000 buyers within 2 s for 500 units, with the waiting
+# room and without, straight to gunicorn and through HAProxy (instance/crowd/).
 BENCH_ARGS ?= --suite --duration 10
+CROWD_ARGS ?= --suite
 bench: install
 	$(BIN)/flask flashsale $(BENCH_ARGS)
+	$(BIN)/flask crowd $(CROWD_ARGS)
 
 # The sale-night fault drill (docs/OPERATIONS.md): pg_auto_failover (a monitor,
 # a primary and its synchronous standby, PgBouncer beside each), three

@@ -25,7 +25,7 @@ from ecommerce.flashsale.run import STRATEGIES, SaleConfig, run_sale
 COMPARE_ORDER = STRATEGIES
 
 
-def _simulator_database(app_url: str) -> str:
+def simulator_database(app_url: str) -> str:
     """The simulator's own database, next to the shop's on the same server."""
     url = make_url(app_url)
     own = url.set(database=f"{url.database}_flashsale")
@@ -35,7 +35,7 @@ def _simulator_database(app_url: str) -> str:
     return rendered
 
 
-def _machine(database_url: str) -> dict[str, object]:
+def machine_facts(database_url: str) -> dict[str, object]:
     engine = create_engine(database_url)
     with engine.connect() as conn:
         version = conn.execute(text("SHOW server_version")).scalar_one()
@@ -206,7 +206,7 @@ def flashsale(
         database_url = database_url or shop.db.url
     else:
         own_database = database_url is None
-        database_url = database_url or _simulator_database(shop.db.url)
+        database_url = database_url or simulator_database(shop.db.url)
 
     if capacity:
         from ecommerce.flashsale import capacity as capacity_model
@@ -258,7 +258,7 @@ def flashsale(
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     json_path = out_dir / f"flashsale-{stamp}.json"
     png_path = out_dir / f"flashsale-{stamp}.png"
-    machine = _machine(database_url)
+    machine = machine_facts(database_url)
     write_json(results, machine, json_path)
     write_chart(results, png_path)
 

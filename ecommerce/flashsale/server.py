@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import BinaryIO
@@ -123,7 +124,10 @@ def warm_up(host: str, port: int, requests: int) -> None:
     """Let every worker open its connections before the clock starts."""
 
     def get() -> None:
-        with urllib.request.urlopen(f"http://{host}:{port}/items", timeout=10):
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/items", timeout=10):
+                pass
+        except urllib.error.HTTPError:  # a 503 warms up too: its answer does not matter
             pass
 
     threads = [threading.Thread(target=get) for _ in range(requests)]
