@@ -14,7 +14,8 @@ schema object.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -142,40 +143,68 @@ class RoomRepository(_Repository):
 
     # --- Places ----------------------------------------------------------------
 
-    # The buyer's place, or a new one at the back of the line: one statement,
-    # no lock waited for (an arrival number is drawn, the column's default, only
-    # when the buyer has no place yet). With it, how many of the room's places
-    # committed with a number between ``after`` (the last one the caller's view
-    # of the line holds) and the place's own: the places ahead the view misses.
-    JOIN = text(
-        f"WITH found AS (SELECT {_PLACE_COLUMNS} FROM queue_places"
-        "   WHERE item_id = :item_id AND user_id = :user_id),"
-        " made AS (INSERT INTO queue_places (item_id, user_id, joined_at)"
-        "   SELECT :item_id, :user_id, :now"
-        "   WHERE NOT EXISTS (SELECT 1 FROM found)"
-        "     AND EXISTS (SELECT 1 FROM rooms WHERE item_id = :item_id AND is_open)"
-        f"   ON CONFLICT (item_id, user_id) DO NOTHING RETURNING {_PLACE_COLUMNS}),"
-        f" place AS (SELECT {_PLACE_COLUMNS} FROM made"
-        f"   UNION ALL SELECT {_PLACE_COLUMNS} FROM found)"
-        " SELECT p.*, (SELECT count(*) FROM queue_places o WHERE o.item_id = :item_id"
-        "   AND o.seq > :after AND o.seq < p.seq) FROM place p"
-    )
     PLACE = text(
         f"SELECT {_PLACE_COLUMNS} FROM queue_places WHERE item_id = :item_id AND user_id = :user_id"
     )
+    # Each buyer's place, or a new one at the back of the line, for a batch of
+    # buyers in one statement, no lock waited for: a new place's arrival number
+    # is the column's default, drawn only for a buyer with no place yet, in the
+    # order the buyers are given. With each, how many of the room's places
+    # committed with a number between ``after`` (the last one the caller's view
+    # of the line holds) and the place's own: the places ahead the view misses.
+    # The counts see the statement's snapshot, which holds none of the places
+    # it inserts (join_many adds those).
+    JOIN_MANY = text(
+        "WITH wanted AS (SELECT * FROM unnest(CAST(:items AS int[]), CAST(:users AS text[]),"
+        "   CAST(:afters AS bigint[])) WITH ORDINALITY AS w(item_id, user_id, after, n)),"
+        f" found AS (SELECT q.item_id, q.user_id, {_PLACE_COLUMNS} FROM queue_places q"
+        "   JOIN wanted w ON q.item_id = w.item_id AND q.user_id = w.user_id),"
+        " made AS (INSERT INTO queue_places (item_id, user_id, joined_at)"
+        "   SELECT w.item_id, w.user_id, :now FROM wanted w"
+        "   WHERE NOT EXISTS (SELECT 1 FROM found f"
+        "       WHERE f.item_id = w.item_id AND f.user_id = w.user_id)"
+        "     AND EXISTS (SELECT 1 FROM rooms r WHERE r.item_id = w.item_id AND r.is_open)"
+        "   ORDER BY w.n"
+        "   ON CONFLICT (item_id, user_id) DO NOTHING"
+        f"   RETURNING item_id, user_id, {_PLACE_COLUMNS}),"
+        " place AS (SELECT *, true AS new FROM made UNION ALL SELECT *, false FROM found)"
+        f" SELECT w.n, p.new, {', '.join('p.' + c for c in _PLACE_COLUMNS.split(', '))},"
+        "   (SELECT count(*) FROM queue_places o WHERE o.item_id = p.item_id"
+        "     AND o.seq > w.after AND o.seq < p.seq)"
+        " FROM wanted w JOIN place p ON p.item_id = w.item_id AND p.user_id = w.user_id"
+    )
 
-    def join(
-        self, item_id: int, user_id: str, now: dt.datetime, after: int
-    ) -> tuple[PlaceRow, int | None] | None:
-        """The buyer's place and the places of the room that committed with an
-        arrival number between ``after`` and its own (None when not counted);
-        None: the room closed meanwhile."""
-        params = {"item_id": item_id, "user_id": user_id, "now": now, "after": after}
-        row = self._execute(self.JOIN, params).first()
-        if row is None:  # the same buyer's join committed meanwhile (or the room closed)
-            place = self.place(item_id, user_id)
-            return (place, None) if place is not None else None
-        return PlaceRow(*row[:-1]), row[-1]
+    def join_many(
+        self, joins: Sequence[tuple[int, str, int]], now: dt.datetime
+    ) -> list[tuple[PlaceRow, int | None] | None]:
+        """:meth:`join` for each (item, user, after) of ``joins``, distinct
+        (item, user) pairs, in one statement: new places numbered in the order
+        given; a place counts the places of its room that committed, or that
+        this statement made, with a number between its ``after`` and its own."""
+        if not joins:
+            return []
+        rows = self._execute(
+            self.JOIN_MANY,
+            {
+                "items": [item for item, _, _ in joins],
+                "users": [user for _, user, _ in joins],
+                "afters": [after for _, _, after in joins],
+                "now": now,
+            },
+        ).all()
+        by_n = {row[0] - 1: row for row in rows}
+        made = sorted((joins[n][0], row[2]) for n, row in by_n.items() if row[1])
+        answers: list[tuple[PlaceRow, int | None] | None] = []
+        for n, (item_id, user_id, after) in enumerate(joins):
+            row = by_n.get(n)
+            if row is None:  # the same buyer's join committed meanwhile (or the room closed)
+                place = self.place(item_id, user_id)
+                answers.append((place, None) if place is not None else None)
+                continue
+            seq = row[2]
+            made_between = bisect_left(made, (item_id, seq)) - bisect_right(made, (item_id, after))
+            answers.append((PlaceRow(*row[2:-1]), row[-1] + max(0, made_between)))
+        return answers
 
     def place(self, item_id: int, user_id: str) -> PlaceRow | None:
         row = self._execute(self.PLACE, {"item_id": item_id, "user_id": user_id}).first()

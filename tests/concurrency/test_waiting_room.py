@@ -159,3 +159,33 @@ def test_a_crowd_through_two_instances_buys_exactly_the_stock_in_turn(storm_shop
     assert state.stock[item] == 0 and state.sold[item] == stock
     assert admitted_count(committed, item) == stock  # never admitted past the stock
     assert_invariants(committed)
+
+
+def test_a_batch_of_joins_numbers_new_places_in_arrival_order(storm_shop, committed):
+    """Joins combined into one statement: new places numbered in the batch's
+    order, a buyer's second join in the batch given the same place, an existing
+    place found, an item without an open room refused alone, and each new
+    place counting those the statement made ahead of it (its snapshot holds
+    none of them)."""
+    from ecommerce.services.rooms.places import _insert_batch
+
+    shop = storm_shop(4, queue_refresh_ms=0)
+    item = commit_item(committed, "Hot", "1.00", 100)
+    roomless = commit_item(committed, "Quiet", "1.00", 100)
+    open_room(shop, item)
+    early = rooms.join(shop, item, "early").seq
+    batch = [
+        (item, "a", early),
+        (item, "early", early),
+        (roomless, "c", 0),
+        (item, "b", early),
+        (item, "a", early),
+    ]
+    a, found, refused, b, a_again = _insert_batch(shop, batch)
+    assert refused is None
+    assert early < a[0].seq < b[0].seq
+    assert a_again == a
+    assert found[0].seq == early
+    assert (a[1], b[1]) == (0, 1)  # b's view misses a, made by the same statement
+    assert places(committed, item) == {"early": early, "a": a[0].seq, "b": b[0].seq}
+    assert places(committed, roomless) == {}

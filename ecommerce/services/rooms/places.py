@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -62,11 +63,7 @@ def join(shop: Shop, item_id: int, user_id: str) -> PlaceView:
     if room is None:
         raise _no_room(item_id)
     after = room.line.known_to
-
-    def work(session: Session) -> tuple[PlaceRow, int | None] | None:
-        return RoomRepository(session).join(item_id, user_id, shop.clock(), after)
-
-    joined = shop.transaction(work, "queue_join")
+    joined = _insert(shop, (item_id, user_id, after))
     room = front(shop, item_id)  # after the insert: it may have let this place in
     if joined is None or room is None:
         raise _no_room(item_id)
@@ -76,6 +73,43 @@ def join(shop: Shop, item_id: int, user_id: str) -> PlaceView:
     final = room.front.drawn or room.mode == "fifo"
     claims = PlaceClaims(item_id, user_id, place.seq, final)
     return _answer(shop, room, claims, shop.clock(), unseen or 0)
+
+
+Join = tuple[int, str, int]  # (item, user, the last arrival number the worker's view holds)
+Joined = tuple[PlaceRow, int | None] | None
+
+
+def _insert(shop: Shop, request: Join) -> Joined:
+    """The buyer's place (and the places ahead its worker's view misses): with
+    the cart's combining on, the joins waiting meanwhile go in one statement
+    (a crowd joins thousands a second), else alone."""
+    if shop.cart_combining is None:
+        return _insert_alone(shop, request)
+    return shop.combiner(
+        "queue-joiner",
+        shop.cart_combining,
+        run_batch=lambda batch: _insert_batch(shop, batch),
+        run_alone=lambda request: _insert_alone(shop, request),
+    ).submit(request)
+
+
+def _insert_alone(shop: Shop, request: Join) -> Joined:
+    (joined,) = _insert_batch(shop, [request])
+    return joined
+
+
+def _insert_batch(shop: Shop, batch: Sequence[Join]) -> list[Joined]:
+    """Each join's place, in arrival order, from one statement (a buyer who
+    joined twice in the batch gets their one place twice)."""
+    distinct = list(dict.fromkeys((item, user) for item, user, _ in batch))
+    after = {(item, user): known for item, user, known in reversed(batch)}
+
+    def work(session: Session) -> list[Joined]:
+        joins = [(item, user, after[item, user]) for item, user in distinct]
+        return RoomRepository(session).join_many(joins, shop.clock())
+
+    places = dict(zip(distinct, shop.transaction(work, "queue_join"), strict=True))
+    return [places[item, user] for item, user, _ in batch]
 
 
 def poll(shop: Shop, item_id: int, user_id: str, place_token: str) -> PlaceView:
