@@ -221,10 +221,10 @@ class Settings:
                 "IDLE_IN_TRANSACTION_TIMEOUT_MS", cls.idle_in_transaction_timeout_ms, env
             ),
             # One connection per request thread, plus one for each combiner's
-            # thread (pays; cart adds and cart reads): more would only add
-            # waiting in front of a hot row.
+            # thread (pays; cart adds, cart reads and waiting-room joins): more
+            # would only add waiting in front of a hot row.
             pool_size=_env_int(
-                "DB_POOL_SIZE", threads + int(combining) + 2 * int(cart_combining), env
+                "DB_POOL_SIZE", threads + int(combining) + 3 * int(cart_combining), env
             ),
             pool_max_overflow=_env_int("DB_POOL_MAX_OVERFLOW", cls.pool_max_overflow, env),
             pool_timeout_s=_env_int("DB_POOL_TIMEOUT_MS", 5000, env) / 1000.0,

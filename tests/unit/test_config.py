@@ -127,7 +127,7 @@ def test_the_gunicorn_settings_default():
     assert settings.reuse_port is True
     assert settings.metrics_dir is None
     # The pool: one connection per thread, plus one per combiner.
-    assert settings.pool_size == 35
+    assert settings.pool_size == 36
 
 
 def test_the_gunicorn_settings_from_the_environment():
@@ -151,7 +151,7 @@ def test_the_gunicorn_settings_from_the_environment():
     assert (settings.worker_timeout_s, settings.graceful_timeout_s) == (40, 25)
     assert settings.reuse_port is False
     assert settings.metrics_dir == "/tmp/metrics"
-    assert settings.pool_size == 11  # GUNICORN_THREADS, parsed once, sizes the pool
+    assert settings.pool_size == 12  # GUNICORN_THREADS, parsed once, sizes the pool
     bound = Settings.from_env({"PORT": "9000", "GUNICORN_BIND": "127.0.0.1:7000"})
     assert bound.bind == "127.0.0.1:7000"
 
@@ -248,7 +248,7 @@ def test_gunicorn_takes_its_values_from_the_settings(gunicorn_conf):
     assert (conf.timeout, conf.graceful_timeout) == (45, 12)
     assert conf.loglevel == "warning"
     assert conf.reuse_port is True
-    assert conf._settings.pool_size == 10
+    assert conf._settings.pool_size == 11
 
 
 def test_gunicorn_defaults(gunicorn_conf, tmp_path):
@@ -343,9 +343,10 @@ def test_settings_from_environment():
     )
     assert settings.database_url == "postgresql://u@h/db"
     assert settings.port == 9000
-    # One per request thread, one for each combiner (pays; cart adds, cart reads).
-    assert settings.pool_size == 11
-    assert Settings.from_env({"GUNICORN_THREADS": "8", "PAY_COMBINING": "off"}).pool_size == 10
+    # One per request thread, one for each combiner (pays; cart adds, cart
+    # reads, waiting-room joins).
+    assert settings.pool_size == 12
+    assert Settings.from_env({"GUNICORN_THREADS": "8", "PAY_COMBINING": "off"}).pool_size == 11
     alone = {"GUNICORN_THREADS": "8", "PAY_COMBINING": "off", "CART_COMBINING": "false"}
     assert Settings.from_env(alone).pool_size == 8
     assert Settings.from_env(alone).cart_combining is False
