@@ -79,9 +79,12 @@ def drill(
             )
         for fault in chosen:
             click.echo(f"{fault}: storm of {connections} clients, fault injected ...")
+            phase_started = time.monotonic()
             result = session.run(fault)
             results.append(result)
-            click.echo(f"  {_line(result)}")
+            click.echo(
+                f"  {_line(result)}; the phase took {time.monotonic() - phase_started:.0f} s"
+            )
     finally:
         session.down()
     report = base / f"drill-{stamp}.json"
