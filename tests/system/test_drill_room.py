@@ -70,14 +70,31 @@ def test_the_storm_buys_through_the_room_only_when_admitted(server, database_url
     assert result.correct, result
 
 
-def test_a_buyer_who_skips_the_line_is_refused_and_breaks_the_phase(server, committed):
+def test_a_buyer_who_skips_the_line_is_refused_and_breaks_the_phase(
+    server, database_url, committed
+):
     item = commit_item(committed, "Hot", "1.00", 10)
-    Rooms(SECRET, server.port, [server.port]).open({item: 3})
+    other = commit_item(committed, "Other", "1.00", 5)
+    rooms = Rooms(SECRET, server.port, [server.port])
+    rooms.open({item: 3})
     storm = Storm("127.0.0.1", server.port, item, "1.00", 2, "skip-").start()  # no room mode
     try:
         wait_for("adds refused", lambda: storm.log.room["queue_required"] >= 4, 30)
+        assert not storm.log.acknowledged
+        # The room closed: the same buyers pay without a place, which the
+        # books on the database count.
+        rooms.close([item])
+        wait_for("a sale without a place", lambda: storm.log.acknowledged, 30)
     finally:
         log = storm.stop()
-    assert not log.acknowledged
-    result = FaultResult("skip", room=dict(log.room))
-    assert result.room_refusals >= 4 and not result.correct
+    result = FaultResult("skip", t0=min(t for _, _, _, _, t in log.events))
+    libpq = make_url(database_url).set(drivername="postgresql")
+    check(
+        result,
+        log,
+        libpq.render_as_string(hide_password=False),
+        PhaseItems(item, 10, other, 5, roomed=True),
+    )
+    assert result.room_refusals >= 4 and result.unadmitted == len(log.acknowledged) > 0
+    assert (result.lost, result.oversold, result.doubled) == (0, 0, 0)
+    assert not result.correct
