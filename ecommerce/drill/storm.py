@@ -10,8 +10,9 @@ what the drill checks on the final primary.
 In room mode (the item behind a waiting room) each buyer first joins the
 item's line and polls its place as told (``poll_after_ms``, at most a second),
 retrying a 503 or no answer as above; once admitted, it adds and pays with its
-admission token. A place told ``sold_out`` or ``lapsed`` ends the buyer; what
-the room answered is counted in :attr:`StormLog.room`."""
+admission token, and gives the place back (``DELETE``) if the add or the pay
+is refused. A place told ``sold_out`` or ``lapsed`` ends the buyer; what the
+room answered is counted in :attr:`StormLog.room`."""
 
 from __future__ import annotations
 
@@ -204,7 +205,7 @@ class Storm:
             {IDEMPOTENCY_HEADER: f"{user}-add", **admission},
         )
         if status != 200:
-            self._refused(answer)
+            await self._refused(conn, user, item_id, answer)
             return
         status, answer, _ = await self._call(
             conn,
@@ -215,14 +216,22 @@ class Storm:
         )
         if status in (201, 202):
             self.log.acknowledged[user] = int(answer["order_id"])
-        elif error_code(answer) == "empty_cart":
+            return
+        if error_code(answer) == "empty_cart":
             self.log.lost_adds += 1
-        else:
-            self._refused(answer)
+        await self._refused(conn, user, item_id, answer)
 
-    def _refused(self, answer: dict) -> None:
+    async def _refused(self, conn: _Connection, user: str, item_id: int, answer: dict) -> None:
+        """An add or a pay refused. In room mode the buyer, admitted and now not
+        buying, gives its place back: the next buyer is let in now, not once
+        the admission lapses."""
         if error_code(answer) == "queue_required":
             self.log.room["queue_required"] += 1
+        if self.room:
+            status, _, _ = await self._call(
+                conn, "leave", f"/items/{item_id}/queue/{user}", None, {}, method="DELETE"
+            )
+            self.log.room[f"left {status}"] += 1
 
     async def _turn(self, conn: _Connection, user: str, item_id: int) -> str | None:
         """Join the item's line and poll the place as told until it is the

@@ -33,8 +33,8 @@ class _FakeShop(BaseHTTPRequestHandler):
     """A shop with a waiting room, scripted by the buyer's number (the user id's
     last part): after two waiting answers (the second with a new place token),
     0 is admitted; 1 is told its admission lapsed; 2 that the item sold out
-    before its place. The first join and the first poll of each buyer are
-    answered 503, as during a failover."""
+    before its place; 3 is admitted, then its add is refused. The first join
+    and the first poll of each buyer are answered 503, as during a failover."""
 
     protocol_version = "HTTP/1.1"
     seen: list[tuple[float, str, str, dict[str, str]]] = []  # (when, method, path, headers)
@@ -60,9 +60,11 @@ class _FakeShop(BaseHTTPRequestHandler):
         self.seen.append((time.monotonic(), self.command, self.path, headers))
         parts = self.path.strip("/").split("/")
         if parts[0] == "items":  # /items/<id>/queue/<user>
-            script = int(parts[3].rsplit("-", 1)[1]) % 3
+            script = int(parts[3].rsplit("-", 1)[1]) % 4
             if not before:
                 return self._answer(503, {"error": {"code": "unavailable"}}, "0")
+            if self.command == "DELETE":
+                return self._answer(200, {"status": "left"})
             if self.command == "POST":
                 return self._answer(
                     200, {"status": "waiting", "place_token": "p1", "poll_after_ms": 200}
@@ -74,7 +76,7 @@ class _FakeShop(BaseHTTPRequestHandler):
                 return self._answer(
                     200, {"status": "waiting", "place_token": "p2", "poll_after_ms": 200}
                 )
-            status = ("admitted", "lapsed", "sold_out")[script]
+            status = ("admitted", "lapsed", "sold_out", "admitted")[script]
             admission = "a-" + parts[3] if status == "admitted" else None
             return self._answer(
                 200,
@@ -89,20 +91,22 @@ class _FakeShop(BaseHTTPRequestHandler):
         if headers.get("X-Admission-Token") != f"a-{user}":
             return self._answer(409, {"error": {"code": "queue_required"}})
         if parts[2] == "add":
+            if int(user.rsplit("-", 1)[1]) % 4 == 3:
+                return self._answer(409, {"error": {"code": "insufficient_stock"}})
             return self._answer(200, {"lines": []})
         return self._answer(201, {"order_id": len(self.seen)})
 
-    do_GET = do_POST = _handle
+    do_GET = do_POST = do_DELETE = _handle
 
 
-def test_the_room_client_retries_polls_as_told_and_ends_on_lapsed_and_sold_out():
+def test_the_room_client_retries_polls_as_told_ends_on_lapsed_and_sold_out_and_leaves():
     _FakeShop.seen = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeShop)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         storm = Storm("127.0.0.1", server.server_address[1], 7, "1.00", 1, "b-", room=True)
         storm.start()
-        wait_for("six buyers", lambda: storm.log.buyers_started >= 6, 30)
+        wait_for("eight buyers", lambda: storm.log.buyers_started >= 8, 30)
         log = storm.stop()
     finally:
         server.shutdown()
@@ -111,11 +115,13 @@ def test_the_room_client_retries_polls_as_told_and_ends_on_lapsed_and_sold_out()
     assert dict(log.room) == {
         "joined": buyers,
         "waited": buyers,
-        "admitted": len(range(0, buyers, 3)),
-        "lapsed": len(range(1, buyers, 3)),
-        "sold_out": len(range(2, buyers, 3)),
+        "admitted": len(range(0, buyers, 4)) + len(range(3, buyers, 4)),
+        "lapsed": len(range(1, buyers, 4)),
+        "sold_out": len(range(2, buyers, 4)),
+        "left 200": len(range(3, buyers, 4)),  # refused its add: gave the place back
     }
-    assert set(log.acknowledged) == set(log.admitted) == {f"b-{n}" for n in range(0, buyers, 3)}
+    paid = {f"b-{n}" for n in range(0, buyers, 4)}
+    assert set(log.acknowledged) == paid < set(log.admitted)
     steps = [(step, status) for _, step, status, _, _ in log.events]
     assert steps[:7] == [
         ("join", 503),
