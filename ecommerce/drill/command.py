@@ -21,7 +21,9 @@ from ecommerce.drill.run import FAULTS, SHORT, Drill, FaultResult, as_dict
     "faults",
     multiple=True,
     type=click.Choice(FAULTS),
-    help="A fault to inject (repeatable); default: every fault.",
+    help="A fault to inject (repeatable); default: every fault. room-<fault>: the "
+    "storm goes through a waiting room on the phase's items (join, wait for the turn, "
+    "add and pay with the admission).",
 )
 @click.option("--short", is_flag=True, help=f"Only {', '.join(SHORT)} (what CI runs).")
 @click.option(
@@ -49,8 +51,10 @@ def drill(
     (an Idempotency-Key on every request, a 503 retried with it), inject each
     fault while it runs, and check the books on the final primary: acknowledged
     orders lost, units oversold, keys with two effects, 5xx other than 503 (all
-    must be 0), and the time without a sale. Writes a JSON report and a chart
-    under instance/drill/; exits 1 if any fault broke a promise."""
+    must be 0), and the time without a sale; through a waiting room (room-*),
+    also paid buyers never admitted and buyers refused queue_required (0).
+    Writes a JSON report and a chart under instance/drill/; exits 1 if any
+    fault broke a promise."""
     chosen = list(faults) or list(SHORT if short else FAULTS)
     base = Path(current_app.instance_path) / "drill"
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -75,9 +79,12 @@ def drill(
             )
         for fault in chosen:
             click.echo(f"{fault}: storm of {connections} clients, fault injected ...")
+            phase_started = time.monotonic()
             result = session.run(fault)
             results.append(result)
-            click.echo(f"  {_line(result)}")
+            click.echo(
+                f"  {_line(result)}; the phase took {time.monotonic() - phase_started:.0f} s"
+            )
     finally:
         session.down()
     report = base / f"drill-{stamp}.json"
@@ -119,7 +126,25 @@ def _line(r: FaultResult) -> str:
         f"sales back after {_s(_back(r))}, longest without a sale "
         f"{r.longest_without_sale_s:.1f} s, "
         f"second item sold out: {'yes' if r.scarce_sold_out else 'no'}"
+        + (f"; {_room(r)}" if r.room else "")
         + (f", violations: {r.violations}" if r.violations else "")
+    )
+
+
+def _room(r: FaultResult) -> str:
+    """What the waiting room answered the phase's buyers."""
+    room = r.room
+    others = ", ".join(
+        f"{name} {n}"
+        for name, n in sorted(room.items())
+        if name not in ("joined", "waited", "admitted", "sold_out", "lapsed", "queue_required")
+    )
+    return (
+        f"room: joined {room.get('joined', 0)} (waited {room.get('waited', 0)}), "
+        f"admitted {room.get('admitted', 0)}, "
+        f"sold out {room.get('sold_out', 0)}, lapsed {room.get('lapsed', 0)}, "
+        f"queue_required {room.get('queue_required', 0)}, paid unadmitted {r.unadmitted}"
+        + (f", {others}" if others else "")
     )
 
 
@@ -144,6 +169,7 @@ def table(results: list[FaultResult]) -> str:
             f"{r.five_xx:>5}{_s(r.promoted_after_s):>10}{_s(_back(r)):>8}"
             f"{r.longest_without_sale_s:>8.1f}s  {'ok' if r.correct else 'BROKEN'}"
         )
+    rows += [f"{r.fault}: {_room(r)}" for r in results if r.room]
     rows.append(
         "promoted: from the fault to a new primary; back: from the fault to the end of the"
         " phase's longest stretch without a sale (when 1 s or more); no sale: that stretch"

@@ -30,13 +30,19 @@ INSTANCE_ENV = {
 
 class Instances:
     def __init__(
-        self, root: Path, database_url: str, stats_url: str | None = None, count: int = 3
+        self,
+        root: Path,
+        database_url: str,
+        stats_url: str | None = None,
+        count: int = 3,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """``env``: more settings on top of INSTANCE_ENV."""
         self.root = root
         stats = {"BALANCER_STATS_URL": stats_url} if stats_url else {}
         self.processes = [
             GunicornProcess(
-                {**INSTANCE_ENV, "DATABASE_URL": database_url, **stats},
+                {**INSTANCE_ENV, "DATABASE_URL": database_url, **stats, **(env or {})},
                 log_path=root / f"instance{n + 1}.log",
             )
             for n in range(count)

@@ -5,23 +5,21 @@ monitor, a sale), each with a deadline."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psycopg2
-from sqlalchemy import create_engine
-from sqlalchemy.orm import Session
 
 from ecommerce import migrations
+from ecommerce.drill.books import PhaseItems, check, first_sale_after
 from ecommerce.drill.cluster import Cluster
 from ecommerce.drill.front import INSTANCE_ENV, Balancer, Instances
 from ecommerce.drill.procs import free_port, wait_for
-from ecommerce.drill.storm import TRANSPORT, Storm, StormLog
-from ecommerce.failover import normalize_database_url
+from ecommerce.drill.room import HOT_MAX_ADMITTED, SCARCE_MAX_ADMITTED, Rooms
+from ecommerce.drill.storm import Storm
 from ecommerce.flashsale.server import GunicornProcess
-from ecommerce.models import STATUSES_HOLDING_STOCK
-from ecommerce.services.invariants import find_violations
 
 FAULTS = (
     "primary-killed",
@@ -32,8 +30,13 @@ FAULTS = (
     "haproxy-restarted",
     "pgbouncer-restarted",
     "primary-frozen-unpooled",
+    "room-primary-killed",
 )
-SHORT = ("primary-killed", "instance-killed")
+SHORT = ("primary-killed", "instance-killed", "room-primary-killed")
+#: Faults whose storm goes through a waiting room on both of the phase's items
+#: (every buyer joins the line, waits for its turn, then adds and pays with its
+#: admission), and the fault each injects.
+ROOMED = {"room-primary-killed": "primary-killed"}
 #: Faults run against instances of their own that connect straight to the
 #: PostgreSQL nodes (no PgBouncer in front of them), behind an HAProxy of their own.
 UNPOOLED = ("primary-frozen-unpooled",)
@@ -67,6 +70,10 @@ class FaultResult:
     longest_without_sale_s: float = 0.0  # within the phase
     promoted_after_s: float | None = None  # from the fault to a new primary
     answers: dict[str, int] = field(default_factory=dict)
+    # Through a waiting room: what the room answered the storm's buyers
+    # (storm.StormLog.room), and orders whose buyer was never admitted.
+    room: dict[str, int] = field(default_factory=dict)
+    unadmitted: int = 0
     t0: float = 0.0
     fault_at: float = 0.0
     recovered_at: float = 0.0
@@ -74,7 +81,26 @@ class FaultResult:
 
     @property
     def correct(self) -> bool:
-        return not (self.lost or self.oversold or self.doubled or self.five_xx or self.violations)
+        return not (
+            self.lost
+            or self.oversold
+            or self.doubled
+            or self.five_xx
+            or self.violations
+            or self.unadmitted
+            or self.room_refusals
+        )
+
+    @property
+    def room_refusals(self) -> int:
+        """Answers a well-behaved buyer in the room must never get: an add or a
+        pay refused ``queue_required``, a join or a poll refused, a place that
+        stopped moving."""
+        return sum(
+            n
+            for name, n in self.room.items()
+            if name in ("queue_required", "gave up") or "refused" in name
+        )
 
 
 class Drill:
@@ -85,6 +111,8 @@ class Drill:
         self.instances: Instances | None = None
         self.balancer: Balancer | None = None
         self.item_id = 0
+        # The instances' SECRET_KEY: the drill signs its admin token with it.
+        self.secret_key = secrets.token_urlsafe(32)
 
     def up(self) -> None:
         self.cluster.start()
@@ -95,6 +123,7 @@ class Drill:
             self.root,
             self.cluster.shop_url(through_bouncers=True),
             stats_url=f"http://127.0.0.1:{stats_port}/stats;csv",
+            env={"SECRET_KEY": self.secret_key},
         )
         self.instances.start()
         self.balancer = Balancer(self.root, self.instances.ports, stats_port)
@@ -178,15 +207,31 @@ class Drill:
 
     def _run(self, fault: str, port: int) -> FaultResult:
         result = FaultResult(fault)
-        scarce = _create_item(self.cluster.shop_url(through_bouncers=False), SCARCE_STOCK)
+        url = self.cluster.shop_url(through_bouncers=False)
+        roomed = fault in ROOMED
+        # A phase through the room buys a hot item of its own (its room closed
+        # after the phase); the others share the drill's.
+        items = PhaseItems(
+            hot=_create_item(url) if roomed else self.item_id,
+            hot_stock=STOCK,
+            scarce=_create_item(url, SCARCE_STOCK),
+            scarce_stock=SCARCE_STOCK,
+            roomed=roomed,
+        )
+        rooms: Rooms | None = None
+        if roomed:
+            assert self.instances is not None
+            rooms = Rooms(self.secret_key, port, self.instances.ports)
+            rooms.open({items.hot: HOT_MAX_ADMITTED, items.scarce: SCARCE_MAX_ADMITTED})
         storm = Storm(
             "127.0.0.1",
             port,
-            self.item_id,
+            items.hot,
             PRICE,
             self.connections,
             f"{fault}-",
-            scarce_item_id=scarce,
+            scarce_item_id=items.scarce,
+            room=roomed,
         ).start()
         result.t0 = time.time()
         try:
@@ -194,10 +239,10 @@ class Drill:
                 "sales before the fault", lambda: len(storm.log.acknowledged) >= SALES_BEFORE, 60
             )
             result.fault_at = time.time()
-            recover = self._inject(fault, result)
+            recover = self._inject(ROOMED.get(fault, fault), result)
             wait_for(
                 "a sale after the fault",
-                lambda: _first_sale_after(storm.log, result.fault_at) is not None,
+                lambda: first_sale_after(storm.log, result.fault_at) is not None,
                 120,
             )
             recover()
@@ -210,7 +255,9 @@ class Drill:
             )
         finally:
             log = storm.stop()
-        self._check(result, log, scarce)
+        check(result, log, url, items)
+        if rooms is not None:
+            rooms.close([items.hot, items.scarce])
         return result
 
     def _inject(self, fault: str, result: FaultResult):
@@ -263,64 +310,6 @@ class Drill:
         self.instances.restart(index)
         wait_for("the instance back behind HAProxy", self._all_ready, 60)
 
-    # --- the books ------------------------------------------------------------------
-
-    def _check(self, result: FaultResult, log: StormLog, scarce: int) -> None:
-        events = sorted(log.events)
-        result.acknowledged = len(log.acknowledged)
-        result.answers = {}
-        for _, step, status, code, _ in events:
-            name = f"{step} {status if status != TRANSPORT else 'no answer'}" + (
-                f" {code}" if code and status >= 400 else ""
-            )
-            result.answers[name] = result.answers.get(name, 0) + 1
-        result.five_xx = sum(1 for _, _, status, _, _ in events if status >= 500 and status != 503)
-        sales = [t for t, step, status, _, _ in events if step == "pay" and status in (201, 202)]
-        gaps = list(zip([result.t0, *sales], sales, strict=False))
-        start, end = max(gaps, key=lambda gap: gap[1] - gap[0], default=(0.0, 0.0))
-        result.longest_without_sale_s = end - start
-        # Sales back: the end of the longest stretch without one, if the fault
-        # fell in it or before it; else the fault cost no stretch longer.
-        result.back_after_s = max(0.0, end - result.fault_at) if end > result.fault_at else 0.0
-        result.timeline = _timeline(events, result.t0)
-
-        url = self.cluster.shop_url(through_bouncers=False)
-        with psycopg2.connect(url, connect_timeout=5) as conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT user_id, id FROM orders WHERE user_id LIKE %s", (f"{result.fault}-%",)
-            )
-            orders: dict[str, list[int]] = {}
-            for user, order_id in cur.fetchall():
-                orders.setdefault(user, []).append(order_id)
-            # Units in orders that hold stock (paid or pending), per item.
-            cur.execute(
-                "SELECT i.id, i.stock, coalesce(sum(l.quantity) FILTER"
-                " (WHERE o.status = ANY(%s)), 0)"
-                " FROM items i LEFT JOIN order_lines l ON l.item_id = i.id"
-                " LEFT JOIN orders o ON o.id = l.order_id WHERE i.id IN (%s, %s)"
-                " GROUP BY i.id, i.stock",
-                (list(STATUSES_HOLDING_STOCK), self.item_id, scarce),
-            )
-            held = {item: (int(stock), int(sold)) for item, stock, sold in cur.fetchall()}
-        conn.close()
-        result.lost = log.lost_adds + sum(
-            1 for user, order_id in log.acknowledged.items() if order_id not in orders.get(user, [])
-        )
-        result.doubled = sum(1 for ids in orders.values() if len(ids) > 1)
-        # Sold beyond the stock, or stock below zero, on either item.
-        result.scarce_sold_out = held[scarce] == (0, SCARCE_STOCK)
-        result.oversold = sum(
-            max(0, sold - initial) + max(0, -int(held[item][0]))
-            for item, initial in ((self.item_id, STOCK), (scarce, SCARCE_STOCK))
-            for _, sold in [held[item]]
-        )
-        engine = create_engine(normalize_database_url(url))
-        try:
-            with Session(engine) as session:
-                result.violations = [str(v) for v in find_violations(session)]
-        finally:
-            engine.dispose()
-
 
 def _ready(ports: list[int]) -> bool:
     """Every instance on these ports answers /readyz 200."""
@@ -348,39 +337,6 @@ def _create_item(url: str, stock: int = STOCK) -> int:
         )
     conn.close()
     return item_id
-
-
-def _first_sale_after(log: StormLog, at: float) -> float | None:
-    """When the first pay sent after ``at`` was answered with a sale."""
-    if not at:
-        return None
-    times = [
-        t
-        for t, step, status, _, sent in list(log.events)
-        if step == "pay" and status in (201, 202) and sent > at
-    ]
-    return min(times, default=None)
-
-
-def _timeline(events, t0: float, bucket_s: float = 0.5) -> list[dict]:
-    buckets: dict[int, dict[str, int]] = {}
-    for t, step, status, _, _ in events:
-        b = buckets.setdefault(int((t - t0) / bucket_s), {"sales": 0, "busy": 0, "other": 0})
-        if step == "pay" and status in (201, 202):
-            b["sales"] += 1
-        elif status in (503, TRANSPORT):
-            b["busy"] += 1
-        elif status >= 500:
-            b["other"] += 1
-    return [
-        {
-            "t": k * bucket_s,
-            "sales_per_s": v["sales"] / bucket_s,
-            "busy_per_s": v["busy"] / bucket_s,
-            "five_xx_per_s": v["other"] / bucket_s,
-        }
-        for k, v in sorted(buckets.items())
-    ]
 
 
 def as_dict(result: FaultResult) -> dict:
