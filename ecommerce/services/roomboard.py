@@ -105,6 +105,17 @@ class RoomBoard:
                 self._fronts = fronts
                 self._read_at = time.monotonic()
 
+    def has_view(self) -> bool:
+        with self._lock:
+            return self._fronts is not None
+
+    def keep(self) -> None:
+        """The caller of :meth:`fresh` could not read the fronts: the last ones
+        stand for another ``refresh_s`` (one try per interval, not per request)."""
+        with self._lock:
+            self._refreshing = False
+            self._read_at = time.monotonic()
+
     def invalidate(self) -> None:
         """Read the rooms again at the next request (an admin changed one here)."""
         with self._lock:

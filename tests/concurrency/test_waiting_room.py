@@ -189,3 +189,21 @@ def test_a_batch_of_joins_numbers_new_places_in_arrival_order(storm_shop, commit
     assert (a[1], b[1]) == (0, 1)  # b's view misses a, made by the same statement
     assert places(committed, item) == {"early": early, "a": a[0].seq, "b": b[0].seq}
     assert places(committed, roomless) == {}
+
+
+def test_a_waiting_place_is_answered_from_the_last_view_while_the_database_cannot_be_read(
+    storm_shop, committed
+):
+    """A refresh that cannot read the rooms (here: the table locked by another
+    transaction past the lock timeout, as a primary lost does for longer) leaves
+    the worker's last view standing: a waiting buyer's poll is answered from
+    it, as at any other time, instead of 503 to every poll of the line."""
+    shop = storm_shop(2, queue_refresh_ms=0, lock_timeout_ms=100, statement_timeout_ms=5000)
+    item = commit_item(committed, "Hot", "1.00", 10)
+    open_room(shop, item, max_admitted=1)
+    rooms.join(shop, item, "first")
+    place = rooms.join(shop, item, "second")
+    assert place.status == "waiting"
+    with held_by_another_transaction(committed, "LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE"):
+        again = rooms.poll(shop, item, "second", place.place_token)
+    assert (again.status, again.rank, again.ahead) == ("waiting", place.rank, place.ahead)

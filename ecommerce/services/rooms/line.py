@@ -13,6 +13,7 @@ arrival numbers each line gained, in one statement for all of them.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
 import time
 from decimal import Decimal
@@ -21,37 +22,51 @@ from sqlalchemy.orm import Session
 
 from ecommerce import metrics
 from ecommerce.domain import queueing
+from ecommerce.errors import ServiceBusy
 from ecommerce.repositories.rooms import RoomRepository, RoomRow
 from ecommerce.services import Shop
 from ecommerce.services.roomboard import Line, RoomFront
+
+log = logging.getLogger(__name__)
 
 #: The measured admission rate looks back at most this far.
 RATE_WINDOW_S = 60.0
 
 
 def fronts(shop: Shop) -> dict[int, RoomFront]:
-    """Every open room's front, as this worker knows it (refreshed when stale)."""
+    """Every open room's front, as this worker knows it (refreshed when stale).
+
+    A refresh the database cannot answer (a lock or a connection not had in
+    time, a primary being replaced) leaves the last view standing for another
+    ``QUEUE_REFRESH_MS``: waiting buyers' polls are answered from it, as always;
+    only a worker that never read the rooms answers 503."""
     board = shop.room_board
     known = board.fresh()
     if known is not None:
         return known
-    read: dict[int, RoomFront] | None = None
+    before = board.known()
     try:
-        before = board.known()
         read = shop.transaction(lambda session: _refresh(session, shop, before), "queue_refresh")
-        for front_ in read.values():
-            metrics.observe_room(
-                front_.item_id,
-                line=front_.line_length,
-                admitted=front_.in_flight,
-                rate=front_.front.rate_per_s,
-                wait=queueing.estimated_wait_s(
-                    max(0, front_.line_length - 1), front_.front.rate_per_s
-                ),
-            )
-        metrics.forget_rooms_but(read)
-    finally:
-        board.store(read)
+    except ServiceBusy:
+        if not board.has_view():
+            board.store(None)
+            raise
+        log.warning("the waiting rooms could not be read; answering from the last view")
+        board.keep()
+        return before
+    except BaseException:
+        board.store(None)  # the next request tries again
+        raise
+    board.store(read)
+    for front_ in read.values():
+        metrics.observe_room(
+            front_.item_id,
+            line=front_.line_length,
+            admitted=front_.in_flight,
+            rate=front_.front.rate_per_s,
+            wait=queueing.estimated_wait_s(max(0, front_.line_length - 1), front_.front.rate_per_s),
+        )
+    metrics.forget_rooms_but(read)
     return read
 
 
