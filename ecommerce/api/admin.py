@@ -124,13 +124,5 @@ def queue(item_id: int) -> Response:
     )
 )
 def configure_queue(item_id: int) -> Response:
-    sent = validation.room_settings(validation.json_object(request))
-    options = rooms.RoomOptions(
-        open=sent.open,
-        mode=sent.mode,
-        rate_per_s=Decimal(str(sent.rate_per_s)) if sent.rate_per_s is not None else None,
-        max_admitted=sent.max_admitted,
-        admission_ttl_s=sent.admission_ttl_s,
-        clear_rate="rate_per_s" in sent.model_fields_set and sent.rate_per_s is None,
-    )
+    options = validation.room_options(validation.json_object(request))
     return json_response(room_json(rooms.configure_room(current_shop(), item_id, options)))

@@ -5,8 +5,10 @@ link for a session cookie (HttpOnly, SameSite=Strict, Secure over HTTPS) and no
 token ever sits in a page or a log. Every action from the page sends the
 session's CSRF token in ``X-CSRF-Token`` (403 and nothing changes without it).
 Live numbers: ``GET /console/events``, Server-Sent Events, one snapshot a second
-(ecommerce/services/console.py). A stream holds a request thread, so each
-worker serves at most CONSOLE_MAX_STREAMS of them (beyond: 503 with
+(ecommerce/services/console.py), each item's waiting room with it; the page
+opens, closes and paces a room through ``POST /console/items/<id>/queue``,
+which takes the admin API's room settings. A stream holds a request thread,
+so each worker serves at most CONSOLE_MAX_STREAMS of them (beyond: 503 with
 Retry-After), and a stream ends after STREAM_MAX_S (the page reconnects by
 itself, as it does after a restart).
 """
@@ -37,9 +39,9 @@ from flask.sessions import SecureCookieSessionInterface, SessionMixin
 
 from ecommerce.api import current_shop, json_response, schemas, validation
 from ecommerce.api.openapi import not_in_the_api
-from ecommerce.api.render import console_json, item_json
+from ecommerce.api.render import console_json, item_json, room_json
 from ecommerce.errors import Forbidden, ServiceBusy, ShopError, Unauthorized
-from ecommerce.services import console, inventory
+from ecommerce.services import console, inventory, rooms
 
 bp = Blueprint("console", __name__, url_prefix="/console")
 
@@ -219,3 +221,14 @@ def change(item_id: int) -> Response:
             f"the console changes price and per_user_limit only, not {sorted(unknown)}"
         )
     return json_response(item_json(inventory.change_item(current_shop(), item_id, changes)))
+
+
+@bp.post("/items/<id:item_id>/queue")
+@not_in_the_api
+def queue(item_id: int) -> Response:
+    """Open, close or change the item's waiting room: the body of the admin
+    API's PUT /admin/items/<id>/queue ({"open": ..., "mode", "rate_per_s",
+    "max_admitted"}); answers the room as that API does."""
+    _require_csrf()
+    options = validation.room_options(validation.json_object(request))
+    return json_response(room_json(rooms.configure_room(current_shop(), item_id, options)))

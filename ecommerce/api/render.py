@@ -64,6 +64,7 @@ def console_json(snapshot: Snapshot) -> dict[str, Any]:
                 "sale_starts_at": _time(i.sale_starts_at),
                 "sale_ends_at": _time(i.sale_ends_at),
                 "on_sale": i.id not in snapshot.off_sale,
+                "room": room_json(r) if (r := snapshot.rooms.get(i.id)) is not None else None,
             }
             for i in snapshot.items
         ],

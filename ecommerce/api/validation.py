@@ -26,6 +26,7 @@ from ecommerce.limits import (
     USER_ID_PATTERN,
     USER_ID_RULE,
 )
+from ecommerce.services.rooms import RoomOptions
 
 B = TypeVar("B", bound=BaseModel)
 
@@ -74,8 +75,18 @@ def place_token(request: Request) -> str:
     return token
 
 
-def room_settings(raw: dict[str, Any]) -> schemas.RoomSettings:
-    return body(schemas.RoomSettings, raw)
+def room_options(raw: dict[str, Any]) -> RoomOptions:
+    """An item's waiting room as the admin API's PUT and the console send it
+    (schemas.RoomSettings): ``rate_per_s`` sent as null removes a fixed rate."""
+    sent = body(schemas.RoomSettings, raw)
+    return RoomOptions(
+        open=sent.open,
+        mode=sent.mode,
+        rate_per_s=Decimal(str(sent.rate_per_s)) if sent.rate_per_s is not None else None,
+        max_admitted=sent.max_admitted,
+        admission_ttl_s=sent.admission_ttl_s,
+        clear_rate="rate_per_s" in sent.model_fields_set and sent.rate_per_s is None,
+    )
 
 
 def json_object(request: Request) -> dict[str, Any]:

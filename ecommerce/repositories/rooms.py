@@ -91,6 +91,20 @@ class RoomRepository(_Repository):
         row = self._execute(self.ROOM, {"item_id": item_id}).first()
         return RoomRow(*row) if row is not None else None
 
+    # The rooms of these items, open or closed (a plain read: the console's snapshot).
+    ROOMS_OF = text(
+        f"SELECT {_ROOM_COLUMNS} FROM rooms r JOIN items i ON i.id = r.item_id"
+        " WHERE r.item_id = ANY(CAST(:items AS int[])) ORDER BY r.item_id"
+    )
+
+    def rooms_of(self, item_ids: Iterable[int]) -> dict[int, RoomRow]:
+        """{item id: its room} for those of ``item_ids`` that have one."""
+        items = sorted(set(item_ids))
+        if not items:
+            return {}
+        rows = self._execute(self.ROOMS_OF, {"items": items})
+        return {row.item_id: row for row in (RoomRow(*r) for r in rows)}
+
     # The room's row for its refresh, if it is open, due and no one else holds it.
     LOCK_DUE = text(
         f"SELECT {_ROOM_COLUMNS} FROM rooms r JOIN items i ON i.id = r.item_id"

@@ -1,7 +1,8 @@
 """The operator's console: one-time sign-in links and the live picture of the sale.
 
 The picture comes from the database (stock, units by order status, recent
-sales, pending reservations) and from the shop's own metrics (refusals by
+sales, pending reservations, the waiting rooms of the items shown) and from
+the shop's own metrics (refusals by
 code, pay latency, combined-pay batch size), never from a bookkeeping of its
 own. :class:`Feed` turns the metrics' cumulative counters into per-interval
 figures for one viewer.
@@ -28,7 +29,9 @@ from ecommerce.repositories import (
     ItemAccountRow,
     ItemRepository,
 )
+from ecommerce.repositories.rooms import RoomRepository
 from ecommerce.services import Shop, balancer
+from ecommerce.services.rooms import RoomView, fronts, room_view
 
 #: Items shown at most.
 MAX_ITEMS = 50
@@ -67,6 +70,7 @@ class Snapshot:
     next_expiry: dt.datetime | None
     database: DatabaseStateRow | None = None  # the server reached, its role, its standbys
     instances: list[balancer.Instance] | None = None  # behind the balancer, if configured
+    rooms: dict[int, RoomView] = field(default_factory=dict)  # by item, those that have one
 
 
 @dataclass
@@ -79,14 +83,22 @@ class Feed:
     readings: deque[tuple[float, metrics.PayFigures]] = field(default_factory=deque)
 
     def snapshot(self) -> Snapshot:
+        """The shop now. The open rooms are advanced first when due, as any
+        request of their lines does; their figures are then read with the items,
+        in one transaction."""
+
         def read(
             session: Session,
-        ) -> tuple[list[ItemAccountRow], tuple[int, Any], DatabaseStateRow]:
+        ) -> tuple[list[ItemAccountRow], tuple[int, Any], DatabaseStateRow, dict[int, RoomView]]:
             items = ItemRepository(session).accounts(MAX_ITEMS)
+            rooms = RoomRepository(session).rooms_of(i.id for i in items)
             console = ConsoleRepository(session)
-            return items, console.pending(), console.database()
+            return items, console.pending(), console.database(), rooms
 
-        items, (pending, next_expiry), database = self.shop.transaction(read, "console_snapshot")
+        fronts(self.shop)
+        items, (pending, next_expiry), database, rooms = self.shop.transaction(
+            read, "console_snapshot"
+        )
         now = self.shop.clock()
         figures = metrics.pay_figures()
         taken = time.monotonic()
@@ -120,4 +132,5 @@ class Feed:
             next_expiry=next_expiry,
             database=database,
             instances=balancer.instances(self.shop.balancer_stats_url),
+            rooms={item: room_view(row) for item, row in rooms.items()},
         )

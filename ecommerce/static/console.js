@@ -5,7 +5,8 @@
 
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const HISTORY = 180; // points per chart: three minutes at one a second
-const history = new Map(); // item id -> {stock: [], rate: []}
+const history = new Map(); // item id -> {stock: [], rate: [], line: []}
+const rooms = new Map(); // item id -> its waiting room in the last snapshot (or null)
 const cards = new Map(); // item id -> its article element
 const changed = new Map(); // item id -> when its figures or rules last changed (ms)
 const seen = new Map(); // item id -> its figures in the last snapshot, as text
@@ -48,9 +49,18 @@ function windowText(item) {
   return `${fmt(item.sale_starts_at)} → ${fmt(item.sale_ends_at)}`;
 }
 
-async function act(itemId, path, body, card) {
-  const result = card.querySelector(".result");
-  result.className = "result";
+function itemDone(answer) {
+  return `done: stock ${answer.stock}, price ${answer.price}, limit ${answer.per_user_limit ?? "none"}`;
+}
+
+function roomDone(room) {
+  const rate = room.rate_per_s === null ? "measured pace" : `fixed ${room.rate_per_s}/s`;
+  return `done: room ${room.open ? "open" : "closed"} (${room.mode}), ${rate}, max admitted ${room.max_admitted}`;
+}
+
+// POST an action; its answer (or the API's error message) shows in `result`.
+async function act(itemId, path, body, result, done = itemDone) {
+  result.classList.remove("error");
   result.textContent = "…";
   try {
     const response = await fetch(`/console/items/${itemId}${path}`, {
@@ -61,13 +71,13 @@ async function act(itemId, path, body, card) {
     });
     const answer = await response.json();
     if (!response.ok) {
-      result.className = "result error";
+      result.classList.add("error");
       result.textContent = answer.error ? answer.error.message : `HTTP ${response.status}`;
       return;
     }
-    result.textContent = `done: stock ${answer.stock}, price ${answer.price}, limit ${answer.per_user_limit ?? "none"}`;
+    result.textContent = done(answer);
   } catch (error) {
-    result.className = "result error";
+    result.classList.add("error");
     result.textContent = `no answer: ${error}`;
   }
 }
@@ -83,19 +93,93 @@ function card(item) {
     const action = event.target.dataset && event.target.dataset.action;
     if (!action) return;
     const value = (name) => form.querySelector(`[name="${name}"]`).value.trim();
-    if (action === "open") act(item.id, "/sale", { open: true }, article);
-    if (action === "close") act(item.id, "/sale", { open: false }, article);
-    if (action === "restock") act(item.id, "/restock", { quantity: Number(value("quantity")) }, article);
+    const result = article.querySelector(".result");
+    if (action === "open") act(item.id, "/sale", { open: true }, result);
+    if (action === "close") act(item.id, "/sale", { open: false }, result);
+    if (action === "restock") act(item.id, "/restock", { quantity: Number(value("quantity")) }, result);
     if (action === "limit") {
       const limit = value("limit");
-      act(item.id, "", { per_user_limit: limit === "" ? null : Number(limit) }, article);
+      act(item.id, "", { per_user_limit: limit === "" ? null : Number(limit) }, result);
     }
-    if (action === "price") act(item.id, "", { price: value("price") }, article);
+    if (action === "price") act(item.id, "", { price: value("price") }, result);
   });
+  roomControls(item.id, article);
   document.getElementById("items").appendChild(article);
   cards.set(item.id, article);
-  history.set(item.id, { stock: [], rate: [] });
+  history.set(item.id, { stock: [], rate: [], line: [] });
   return article;
+}
+
+// A number typed in a field, or the text itself (the API then says what is wrong).
+function numberOrText(raw) {
+  return raw !== "" && Number.isFinite(Number(raw)) ? Number(raw) : raw;
+}
+
+// Open or close the item's room, set its fixed rate (empty: the measured pace)
+// and its cap; every change sends `open` as the room has it now.
+function roomControls(itemId, article) {
+  const form = article.querySelector(".room-actions");
+  const result = article.querySelector(".room-result");
+  form.addEventListener("click", (event) => {
+    const action = event.target.dataset && event.target.dataset.room;
+    if (!action) return;
+    const value = (name) => form.querySelector(`[name="${name}"]`).value.trim();
+    const room = rooms.get(itemId);
+    const open = room ? room.open : false;
+    let body = null;
+    if (action === "open") body = { open: true, mode: value("mode") };
+    if (action === "close") body = { open: false };
+    if (action === "rate") {
+      const rate = value("rate");
+      body = { open, rate_per_s: rate === "" ? null : numberOrText(rate) };
+    }
+    if (action === "max") body = { open, max_admitted: numberOrText(value("max_admitted")) };
+    if (body) act(itemId, "/queue", body, result, roomDone);
+  });
+}
+
+function seconds(s) {
+  if (s === null || s === undefined) return null;
+  return s < 120 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+// Where the stock runs out in the line: places after `sold_out_after` (counted
+// from the first admitted) are told sold out.
+function cutoff(room) {
+  if (room.sold_out_after === null) return "none";
+  const last = room.serving + room.line_length; // the back of the line
+  return room.sold_out_after < last
+    ? `sold out after place ${room.sold_out_after}`
+    : `none (the stock reaches place ${room.sold_out_after})`;
+}
+
+function showRoom(article, room) {
+  const q = (cls) => article.querySelector(cls);
+  const state = q(".room-state");
+  state.textContent = room ? `${room.open ? "open" : "closed"} · ${room.mode}` : "none";
+  state.className = `room-state ${room ? (room.open ? "open" : "closed") : "none"}`;
+  text(q(".line-length"), room && room.line_length);
+  text(q(".in-flight"), room && room.in_flight);
+  let rate = null;
+  if (room) {
+    const measured = room.admission_rate_per_s === null ? "–" : room.admission_rate_per_s;
+    rate = room.rate_per_s === null ? `${measured} measured` : `${measured} (fixed ${room.rate_per_s})`;
+  }
+  text(q(".admission-rate"), rate);
+  text(q(".wait"), room && seconds(room.estimated_wait_s));
+  text(q(".cutoff"), room && cutoff(room));
+  text(q(".max-admitted"), room && room.max_admitted);
+  // The mode and the cap show the room's until the operator picks others.
+  const mode = q('[name="mode"]');
+  if (room && document.activeElement !== mode && mode.dataset.shown !== room.mode) {
+    mode.value = room.mode;
+    mode.dataset.shown = room.mode;
+  }
+  const max = q('[name="max_admitted"]');
+  if (room && document.activeElement !== max && (max.dataset.shown || "") === max.value) {
+    max.value = room.max_admitted;
+    max.dataset.shown = String(room.max_admitted);
+  }
 }
 
 function database(state) {
@@ -168,7 +252,8 @@ function show(snapshot) {
       priceInput.value = item.price;
     }
     priceInput.dataset.shown = item.price;
-    const figures = [item.available, item.reserved, item.sold, item.price, item.per_user_limit, item.on_sale].join("|");
+    const room = item.room ? [item.room.open, item.room.line_length, item.room.rate_per_s, item.room.max_admitted] : [];
+    const figures = [item.available, item.reserved, item.sold, item.price, item.per_user_limit, item.on_sale, ...room].join("|");
     if (seen.get(item.id) !== figures) changed.set(item.id, Date.now());
     seen.set(item.id, figures);
     text(q(".limit"), item.per_user_limit ?? "none");
@@ -176,9 +261,13 @@ function show(snapshot) {
     const h = history.get(item.id);
     h.stock.push(Number(item.available));
     h.rate.push(item.pays_per_s);
-    if (h.stock.length > HISTORY) { h.stock.shift(); h.rate.shift(); }
+    h.line.push(item.room ? item.room.line_length : 0);
+    if (h.stock.length > HISTORY) { h.stock.shift(); h.rate.shift(); h.line.shift(); }
     draw(q(".stock-chart"), h.stock);
     draw(q(".rate-chart"), h.rate);
+    draw(q(".line-chart"), h.line);
+    rooms.set(item.id, item.room);
+    showRoom(article, item.room);
   }
   order(snapshot.items);
 }

@@ -1,5 +1,6 @@
 """The operator's console through the test client: sign-in by one-time link,
-CSRF on every action, the live stream and its cap."""
+CSRF on every action, the live stream and its cap, the waiting rooms shown and
+run from it."""
 
 import http.server
 import json
@@ -9,6 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from ecommerce.api import console as console_api
+from ecommerce.domain import queueing
+from ecommerce.tokens import issue_token
 from tests.helpers import insert_item, shop_state
 
 
@@ -196,3 +199,141 @@ def test_the_stream_shows_the_instances_behind_the_balancer(app, client, signed_
         stream.close()
     finally:
         shop.balancer_stats_url = None
+
+
+# --- The waiting rooms ---------------------------------------------------------
+
+
+@pytest.fixture
+def admin(app):
+    secret = app.extensions["settings"].secret_key
+    return {"Authorization": f"Bearer {issue_token(secret, 'ops', 600, admin=True)}"}
+
+
+@pytest.fixture
+def rooms_now(shop):
+    """Every request (the snapshot's too) advances the open rooms, as a
+    refresh a moment later would."""
+    shop.room_board.refresh_s = 0
+
+
+def rooms(connection):
+    return connection.execute(
+        text("SELECT item_id, is_open, mode, rate_per_s, max_admitted FROM rooms ORDER BY 1")
+    ).all()
+
+
+def test_a_room_is_run_from_the_console(client, signed_in, admin, connection):
+    item = insert_item(connection, "Phone", "9.00", 5)
+    assert client.get(f"/admin/items/{item}/queue", headers=admin).status_code == 404
+
+    opened = client.post(
+        f"/console/items/{item}/queue",
+        json={"open": True, "mode": "random", "rate_per_s": 2.5, "max_admitted": 3},
+        headers=signed_in,
+    )
+    assert opened.status_code == 200, opened.get_json()
+    room = opened.get_json()
+    assert (room["item_id"], room["open"], room["mode"]) == (item, True, "random")
+    assert (room["rate_per_s"], room["max_admitted"]) == (2.5, 3)
+    seen = client.get(f"/admin/items/{item}/queue", headers=admin).get_json()
+    assert (seen["open"], seen["mode"], seen["rate_per_s"], seen["max_admitted"]) == (
+        True,
+        "random",
+        2.5,
+        3,
+    )
+
+    # null: the fixed rate goes, the rest stays
+    cleared = client.post(
+        f"/console/items/{item}/queue", json={"open": True, "rate_per_s": None}, headers=signed_in
+    ).get_json()
+    assert (cleared["rate_per_s"], cleared["max_admitted"], cleared["mode"]) == (None, 3, "random")
+    capped = client.post(
+        f"/console/items/{item}/queue", json={"open": True, "max_admitted": 7}, headers=signed_in
+    ).get_json()
+    assert (capped["rate_per_s"], capped["max_admitted"]) == (None, 7)
+
+    closed = client.post(f"/console/items/{item}/queue", json={"open": False}, headers=signed_in)
+    assert closed.status_code == 200 and closed.get_json()["open"] is False
+    assert client.get(f"/admin/items/{item}/queue", headers=admin).get_json()["open"] is False
+
+    missing = client.post("/console/items/999999/queue", json={"open": True}, headers=signed_in)
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
+
+
+def test_the_room_actions_refuse_without_a_session_a_token_or_a_good_body(
+    client, runner, connection
+):
+    item = insert_item(connection, "Phone", "9.00", 5)
+    path = f"/console/items/{item}/queue"
+    unsigned = client.post(path, json={"open": True})
+    assert unsigned.status_code == 401 and unsigned.get_json()["error"]["code"] == "unauthorized"
+
+    client.get(link(runner))
+    page = client.get("/console").get_data(as_text=True)
+    csrf = {"X-CSRF-Token": page.split('name="csrf-token" content="')[1].split('"')[0]}
+    for headers in ({}, {"X-CSRF-Token": "forged"}):
+        forged = client.post(path, json={"open": True}, headers=headers)
+        assert forged.status_code == 403 and forged.get_json()["error"]["code"] == "forbidden"
+    assert rooms(connection) == []
+
+    for body in [
+        {},
+        {"open": "yes"},
+        {"open": True, "mode": "lifo"},
+        {"open": True, "rate_per_s": 0},
+        {"open": True, "rate_per_s": "fast"},
+        {"open": True, "max_admitted": 0},
+        {"open": True, "max_admitted": 2.5},
+    ]:
+        refused = client.post(path, json=body, headers=csrf)
+        assert refused.status_code == 400, body
+        assert refused.get_json()["error"]["code"] == "invalid_request", body
+        assert refused.get_json()["error"]["message"], body
+    not_json = client.post(path, data="open", headers=csrf, content_type="application/json")
+    assert not_json.status_code == 400
+    assert rooms(connection) == []
+
+    # A room's settings stay as they were after a bad change.
+    assert (
+        client.post(path, json={"open": True, "max_admitted": 4}, headers=csrf).status_code == 200
+    )
+    before = rooms(connection)
+    assert (
+        client.post(path, json={"open": False, "max_admitted": -1}, headers=csrf).status_code == 400
+    )
+    assert rooms(connection) == before
+
+
+def test_the_snapshot_carries_each_room(client, signed_in, connection, rooms_now):
+    hot = insert_item(connection, "Phone", "9.00", 5)
+    calm = insert_item(connection, "Lamp", "1.00", 5)
+    opened = client.post(
+        f"/console/items/{hot}/queue", json={"open": True, "max_admitted": 2}, headers=signed_in
+    )
+    assert opened.status_code == 200
+    for n in range(10):
+        assert client.post(f"/items/{hot}/queue/fan{n}").status_code == 200
+
+    stream = client.get("/console/events")
+    chunks = iter(stream.response)
+    next(chunks)
+    snapshot = json.loads(next(chunks).decode().split("data: ", 1)[1])
+    stream.close()
+    by_id = {i["id"]: i for i in snapshot["items"]}
+    assert by_id[calm]["room"] is None
+    room = by_id[hot]["room"]
+    assert (room["open"], room["mode"], room["rate_per_s"], room["max_admitted"]) == (
+        True,
+        "fifo",
+        None,
+        2,
+    )
+    # Two admitted (the cap), eight waiting; five units: places 1-5 can buy,
+    # the places behind are told sold out.
+    assert (room["serving"], room["in_flight"], room["line_length"]) == (2, 2, 8)
+    assert room["sold_out_after"] == 5
+    assert room["admission_rate_per_s"] > 0
+    assert room["estimated_wait_s"] == queueing.estimated_wait_s(7, room["admission_rate_per_s"])
+    assert room["admission_ttl_s"] > 0 and room["refreshed_at"]

@@ -1,6 +1,7 @@
 """The console in a real browser (Debian's Chromium through Playwright): sign in
 with a one-time link, watch a small storm move the numbers, restock from the
-page, and see a forged CSRF token refused; and watch a database outage come and
+page, and see a forged CSRF token refused; run a waiting room from the page
+while buyers join its line; and watch a database outage come and
 go (banner, the fault marked on the charts). Saves a screenshot under instance/
 (CONSOLE_PICTURE=docs/console.png renews the one in docs/OPERATIONS.md)."""
 
@@ -9,6 +10,7 @@ import threading
 import time
 
 import pytest
+from sqlalchemy import text
 
 from ecommerce.config import PROJECT_ROOT
 from tests.helpers import commit_cart_lines, commit_item, shop_state
@@ -122,6 +124,82 @@ def test_the_console_in_a_browser(database_url, committed):
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 390, width
             browser.close()
+
+
+def test_the_console_runs_a_waiting_room(database_url, committed):
+    """Open an item's waiting room from the page, watch its line grow as buyers
+    join over HTTP (the figures, the sold-out cut-off, the line's chart), set
+    a fixed rate and take it away, and close the room."""
+    hot = commit_item(committed, "Flash-sale console", "9.00", 3)
+    server = Server(database_url, LOG_LEVEL="warning", WEB_CONCURRENCY="2", GUNICORN_THREADS="8")
+    with server, playwright.sync_playwright() as p:
+        base = f"http://127.0.0.1:{server.port}"
+        link = server.flask("console-link", "--base-url", base).stdout.split()[-1]
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(link)
+        page.wait_for_selector(".connection.live", timeout=15_000)
+        card = page.locator(f'article.item[data-item-id="{hot}"]')
+        card.wait_for(timeout=15_000)
+        selector = f'article.item[data-item-id="{hot}"]'
+
+        def shown(cls: str, expected: str) -> None:
+            page.wait_for_function(
+                f"""() => document.querySelector('{selector} {cls}')
+                    .textContent === {expected!r}""",
+                timeout=15_000,
+            )
+
+        shown(".room-state", "none")
+        card.locator('select[name="mode"]').select_option("fifo")
+        card.locator('button[data-room="open"]').click()
+        card.locator(".room-result").filter(has_text="done: room open (fifo)").wait_for(
+            timeout=10_000
+        )
+        shown(".room-state", "open · fifo")
+        shown(".line-length", "0")
+
+        # Ten buyers join: the stock (3) admits three, seven wait, and the
+        # places behind the third are told sold out.
+        http = HttpClient(server.port)
+        for n in range(10):
+            joined = http.request("POST", f"/items/{hot}/queue/fan{n}")
+            assert joined.status == 200, joined.body
+        http.close()
+        shown(".line-length", "7")
+        shown(".in-flight", "3")
+        shown(".cutoff", "sold out after place 3")
+        # The line's chart rises from nothing to its top (SVG y grows downwards).
+        points = card.locator("svg.line-chart polyline").get_attribute("points").split()
+        assert float(points[-1].split(",")[1]) < float(points[0].split(",")[1]), points
+
+        # A fixed rate, then the measured pace again (an empty field).
+        card.locator('input[name="rate"]').fill("2")
+        card.locator('button[data-room="rate"]').click()
+        card.locator(".room-result").filter(has_text="fixed 2/s").wait_for(timeout=10_000)
+        page.wait_for_function(
+            f"""() => document.querySelector('{selector} .admission-rate')
+                .textContent.endsWith('(fixed 2)')""",
+            timeout=15_000,
+        )
+        card.locator('input[name="rate"]').fill("")
+        card.locator('button[data-room="rate"]').click()
+        card.locator(".room-result").filter(has_text="measured pace").wait_for(timeout=10_000)
+        page.wait_for_function(
+            f"""() => document.querySelector('{selector} .admission-rate')
+                .textContent.endsWith(' measured')""",
+            timeout=15_000,
+        )
+
+        card.locator('button[data-room="close"]').click()
+        card.locator(".room-result").filter(has_text="done: room closed").wait_for(timeout=10_000)
+        shown(".room-state", "closed · fifo")
+        with committed.connect() as conn:
+            row = conn.execute(
+                text("SELECT is_open, rate_per_s FROM rooms WHERE item_id = :i"), {"i": hot}
+            ).one()
+        assert (row.is_open, row.rate_per_s) == (False, None)
+        browser.close()
 
 
 def test_the_console_shows_a_database_outage_as_it_happens(tmp_path):

@@ -38,7 +38,13 @@ from ecommerce.services.rooms.admissions import (
     roomed_items,
 )
 from ecommerce.services.rooms.line import front, fronts
-from ecommerce.services.rooms.operator import RoomOptions, RoomView, configure_room, room
+from ecommerce.services.rooms.operator import (
+    RoomOptions,
+    RoomView,
+    configure_room,
+    room,
+    room_view,
+)
 from ecommerce.services.rooms.places import PlaceView, join, leave, poll
 
 __all__ = [
@@ -58,5 +64,6 @@ __all__ = [
     "poll",
     "queue_required",
     "room",
+    "room_view",
     "roomed_items",
 ]

@@ -1,6 +1,7 @@
 """The operator's side of the waiting rooms: open, change or close an item's
 room (:func:`configure_room`) and show it with the front of its line
-(:func:`room`). A room is a row: opening one makes no schema object.
+(:func:`room`; :func:`room_view` for a room read elsewhere, as the console's
+snapshot does). A room is a row: opening one makes no schema object.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def configure_room(shop: Shop, item_id: int, options: RoomOptions) -> RoomView:
             rooms.change(item_id, values, now)
         row = rooms.get(item_id)
         assert row is not None
-        return _room_view(row)
+        return room_view(row)
 
     view = shop.transaction(work, "configure_room")
     shop.room_board.invalidate()
@@ -108,10 +109,12 @@ def room(shop: Shop, item_id: int) -> RoomView:
     row = shop.transaction(work, "room")
     if row is None:
         raise NotFound(f"item {item_id} has no waiting room")
-    return _room_view(row)
+    return room_view(row)
 
 
-def _room_view(row: RoomRow) -> RoomView:
+def room_view(row: RoomRow) -> RoomView:
+    """The room as the admin API and the console show it: its options, its
+    front as the last refresh left it, and the wait told to the back of the line."""
     rate = row.rate_per_s if row.rate_per_s is not None else row.admission_rate
     return RoomView(
         item_id=row.item_id,
