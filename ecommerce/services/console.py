@@ -29,7 +29,7 @@ from ecommerce.repositories import (
     ItemAccountRow,
     ItemRepository,
 )
-from ecommerce.repositories.rooms import RoomRepository
+from ecommerce.repositories.rooms import RoomRepository, RoomRow
 from ecommerce.services import Shop, balancer
 from ecommerce.services.rooms import RoomView, fronts, room_view
 
@@ -89,7 +89,7 @@ class Feed:
 
         def read(
             session: Session,
-        ) -> tuple[list[ItemAccountRow], tuple[int, Any], DatabaseStateRow, dict[int, RoomView]]:
+        ) -> tuple[list[ItemAccountRow], tuple[int, Any], DatabaseStateRow, dict[int, RoomRow]]:
             items = ItemRepository(session).accounts(MAX_ITEMS)
             rooms = RoomRepository(session).rooms_of(i.id for i in items)
             console = ConsoleRepository(session)
