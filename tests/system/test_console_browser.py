@@ -21,6 +21,7 @@ CHROMIUM = "/usr/bin/chromium"
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.server_independent,
     pytest.mark.skipif(
         not os.path.exists(CHROMIUM),
         reason="Chromium is not installed (apt-get install chromium; .ci/run installs it)",

@@ -17,6 +17,7 @@ from ecommerce.crowd.run import CrowdConfig, run_crowd_sale
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.server_independent,
     pytest.mark.skipif(
         not (shutil.which("haproxy") or os.path.exists("/usr/sbin/haproxy")),
         reason="HAProxy is not installed (apt-get install haproxy; .ci/run installs it)",

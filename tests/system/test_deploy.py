@@ -34,7 +34,7 @@ import pytest
 
 from ecommerce.config import PROJECT_ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server_independent]
 
 
 def _free_port() -> int:
