@@ -223,8 +223,11 @@ def _servers(database_url: str, config: CrowdConfig, root: Path) -> list[Gunicor
         **config.server_env,
     }
     if config.via == "haproxy":
+        # Three pools of the default size would pass PostgreSQL's 100
+        # connections (docs/CAPACITY.md): each instance gets a share.
+        balanced = {"WEB_CONCURRENCY": "1", "DB_POOL_SIZE": "24", **config.server_env}
         return [
-            GunicornProcess({**env, "WEB_CONCURRENCY": "1"}, log_path=root / f"crowd{n + 1}.log")
+            GunicornProcess({**env, **balanced}, log_path=root / f"crowd{n + 1}.log")
             for n in range(BALANCED_INSTANCES)
         ]
     return [GunicornProcess({**env, "WEB_CONCURRENCY": str(config.workers)})]

@@ -105,16 +105,16 @@ class RoomBoard:
                 self._fronts = fronts
                 self._read_at = time.monotonic()
 
-    def has_view(self) -> bool:
-        with self._lock:
-            return self._fronts is not None
-
-    def keep(self) -> None:
+    def keep(self) -> dict[int, RoomFront] | None:
         """The caller of :meth:`fresh` could not read the fronts: the last ones
-        stand for another ``refresh_s`` (one try per interval, not per request)."""
+        read (by any request) stand for another ``refresh_s``, one try per
+        interval, not per request; None when none were ever read."""
         with self._lock:
             self._refreshing = False
+            if self._fronts is None:
+                return None
             self._read_at = time.monotonic()
+            return self._fronts
 
     def invalidate(self) -> None:
         """Read the rooms again at the next request (an admin changed one here)."""

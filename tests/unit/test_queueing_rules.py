@@ -25,7 +25,7 @@ from ecommerce.domain.queueing import (
     rank_in,
     status,
 )
-from ecommerce.services.roomboard import Line
+from ecommerce.services.roomboard import Line, RoomBoard, RoomFront
 
 NOW = dt.datetime(2026, 12, 12, tzinfo=dt.UTC)
 
@@ -187,3 +187,18 @@ def test_the_draw_is_uniform_every_buyer_equally_likely_at_every_rank():
     assert chi_square(lambda n: draw(seed(n), places)) < 85.4
     kept = dict(places)  # arrival order
     assert chi_square(lambda n: kept if n % 20 == 0 else draw(seed(n), places)) > 85.4
+
+
+def test_a_refresh_that_failed_keeps_the_newest_view_another_request_read():
+    """A worker's first requests all find no view and read the rooms at once;
+    one that fails while another succeeds answers from that other's view, not
+    from the empty one it started with (which would say: no room)."""
+    board = RoomBoard(refresh_s=0.2)
+    assert board.fresh() is None and board.fresh() is None  # two first requests read
+    room = RoomFront(
+        7, "fifo", front(), in_flight=0, line_length=0, max_admitted=5, admission_ttl_s=60
+    )
+    board.store({7: room})  # the second succeeded
+    assert board.keep() == {7: room}  # the first failed: the newest view stands
+    assert board.fresh() == {7: room}  # for another refresh interval
+    assert RoomBoard().keep() is None  # no view was ever read: nothing to answer from

@@ -48,12 +48,11 @@ def fronts(shop: Shop) -> dict[int, RoomFront]:
     try:
         read = shop.transaction(lambda session: _refresh(session, shop, before), "queue_refresh")
     except ServiceBusy:
-        if not board.has_view():
-            board.store(None)
+        last = board.keep()  # the newest view: another request may have read one meanwhile
+        if last is None:
             raise
         log.warning("the waiting rooms could not be read; answering from the last view")
-        board.keep()
-        return before
+        return last
     except BaseException:
         board.store(None)  # the next request tries again
         raise
