@@ -365,15 +365,20 @@ class RoomRepository(_Repository):
         "       (SELECT seq FROM queue_places WHERE item_id = :item_id"
         "          AND admitted_at IS NULL ORDER BY seq OFFSET :servable LIMIT 1),"
         "       (SELECT count(*) FROM queue_places WHERE item_id = :item_id"
+        "          AND admitted_at > :since),"
+        "       (SELECT min(admitted_at) FROM queue_places WHERE item_id = :item_id"
         "          AND admitted_at > :since)"
     )
 
-    def line(self, item_id: int, servable: int, since: dt.datetime) -> tuple[int, int | None, int]:
-        """(waiting places, first arrival number past the stock, admissions since)."""
+    def line(
+        self, item_id: int, servable: int, since: dt.datetime
+    ) -> tuple[int, int | None, int, dt.datetime | None]:
+        """(waiting places, first arrival number past the stock, admissions
+        since, the first of them)."""
         row = self._execute(
             self.LINE, {"item_id": item_id, "servable": servable, "since": since}
         ).one()
-        return row[0], row[1], row[2]
+        return row[0], row[1], row[2], row[3]
 
     SAVE_FRONT = text(
         "UPDATE rooms SET serving = :serving, serving_seq = :serving_seq,"

@@ -386,3 +386,24 @@ def test_a_fixed_rate_paces_admissions_without_a_burst(client, admin, connection
     assert admitted_now() == 5
     waiting = poll(client, item, "b9", places["b9"]["place_token"])
     assert waiting["ahead"] == 4 and waiting["estimated_wait_s"] == 3  # 5 places at 2/s
+
+
+def test_the_measured_rate_counts_from_the_first_admission_not_from_the_opening(
+    client, admin, connection, clock
+):
+    """A room opened half a minute before its crowd: the rate it measures (and
+    the waits and poll intervals it tells) counts the admissions from the
+    first one on, not the idle time before it. Counted from the opening, 4
+    admissions over 30 s said 0.13/s, a wait of 60 s for 7 places and a poll
+    half a minute later, where the line was moving at 4 a second."""
+    item = insert_item(connection, "Hot", "1.00", 100)
+    open_room(client, admin, item, max_admitted=4)
+    clock.advance(30)
+    places = {f"b{n}": join(client, item, f"b{n}") for n in range(12)}
+    poll(client, item, "b11", places["b11"]["place_token"])  # a poll moves the front
+    room = client.get(f"/admin/items/{item}/queue", headers=admin).get_json()
+    assert room["serving"] == 4
+    assert room["admission_rate_per_s"] == 4.0  # 4 admitted within the first second
+    waiting = poll(client, item, "b11", places["b11"]["place_token"])
+    assert waiting["ahead"] == 7 and waiting["estimated_wait_s"] == 2
+    assert waiting["poll_after_ms"] == 1000

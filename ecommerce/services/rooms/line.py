@@ -164,9 +164,13 @@ def _advance(rooms: RoomRepository, room: RoomRow, now: dt.datetime) -> None:
             in_flight += len(admitted)
         advanced_at = now - dt.timedelta(seconds=carried)
     servable = queueing.buyers_left(stock, per_buyer, in_flight)
+    # The admissions of the last minute of this opening, over the time since
+    # the first of them (at least a second): the idle time before a crowd came
+    # is not counted as a slow line.
     started = max(room.opened_at, room.sale_starts_at or room.opened_at)
-    window = min(RATE_WINDOW_S, max(1.0, (now - started).total_seconds()))
-    waiting, first_past, recent = rooms.line(item, servable, now - dt.timedelta(seconds=window))
+    since = max(started, now - dt.timedelta(seconds=RATE_WINDOW_S))
+    waiting, first_past, recent, first = rooms.line(item, servable, since)
+    window = max(1.0, (now - first).total_seconds()) if first is not None else RATE_WINDOW_S
     rooms.save_front(
         item,
         now,
