@@ -74,6 +74,8 @@ class Buyer:
 @dataclass
 class CrowdResult:
     buyers: list[Buyer] = field(default_factory=list)
+    # Every request: (buyer, step, sent, answered or given up, status; 0: no answer).
+    requests: list[tuple[int, str, float, float, int]] = field(default_factory=list)
     started: float = 0.0
     finished: float = 0.0
     cpu_s: float = 0.0
@@ -124,24 +126,33 @@ class _Connection:
 class _Shopper:
     """One buyer's client: the requests, retried as a well-behaved client does."""
 
-    def __init__(self, plan: CrowdPlan, buyer: Buyer, give_up_at: float) -> None:
-        self.plan, self.buyer, self.give_up_at = plan, buyer, give_up_at
+    def __init__(
+        self,
+        plan: CrowdPlan,
+        buyer: Buyer,
+        give_up_at: float,
+        log: list[tuple[int, str, float, float, int]],
+    ) -> None:
+        self.plan, self.buyer, self.give_up_at, self.log = plan, buyer, give_up_at, log
         self.user = f"{plan.user_prefix}{buyer.n}"
         self.conn = _Connection(plan.host, plan.port)
 
     async def call(
-        self, method: str, path: str, body: dict | None = None, **headers: str
+        self, step: str, method: str, path: str, body: dict | None = None, **headers: str
     ) -> tuple[int, dict] | None:
         """The request's first answer that is not a 503 or an error of the
         connection (those are retried); None when the buyer gives up."""
         b = self.buyer
         while time.monotonic() < self.give_up_at:
             b.requests += 1
+            sent = time.monotonic()
             try:
                 status, answer, retry_after = await asyncio.wait_for(
                     self.conn.request(method, path, body, headers), REQUEST_TIMEOUT_S
                 )
+                self.log.append((b.n, step, sent, time.monotonic(), status))
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+                self.log.append((b.n, step, sent, time.monotonic(), 0))
                 self.conn.close()
                 b.connection_errors += 1
                 await asyncio.sleep(random.uniform(0.5, 1.0) * MAX_BACKOFF_S)
@@ -176,7 +187,7 @@ class _Shopper:
         """Join the line and poll it until admitted: the admission token, or
         None when the buyer's story ended in the line (sold out, an error)."""
         path = f"/items/{self.plan.item_id}/queue/{self.user}"
-        answered = await self.call("POST", path)
+        answered = await self.call("join", "POST", path)
         while True:
             if answered is None:
                 return None
@@ -198,13 +209,14 @@ class _Shopper:
                 return None
             await asyncio.sleep(int(place.get("poll_after_ms") or 1000) / 1000)
             self.buyer.polls += 1
-            answered = await self.call("GET", path, None, **{"X-Place-Token": place["place_token"]})
+            token = {"X-Place-Token": place["place_token"]}
+            answered = await self.call("poll", "GET", path, None, **token)
 
     async def buy(self, admission: str) -> None:
         token = {"X-Admission-Token": admission} if admission else {}
         add = {"item_id": self.plan.item_id, "quantity": 1}
         add_key = {"Idempotency-Key": f"{self.user}-add"}  # a retried add adds once
-        answered = await self.call("POST", f"/cart/{self.user}/add", add, **token, **add_key)
+        answered = await self.call("add", "POST", f"/cart/{self.user}/add", add, **token, **add_key)
         if answered is None:
             return
         if answered[0] != 200:
@@ -212,7 +224,7 @@ class _Shopper:
             return
         pay = {"amount": self.plan.price}
         key = {"Idempotency-Key": f"{self.user}-pay"}
-        answered = await self.call("POST", f"/cart/{self.user}/pay", pay, **token, **key)
+        answered = await self.call("pay", "POST", f"/cart/{self.user}/pay", pay, **token, **key)
         if answered is not None:
             self.end(PAID if answered[0] in (201, 202) else _outcome(*answered, self.buyer))
 
@@ -240,7 +252,7 @@ async def _crowd(plan: CrowdPlan, result: CrowdResult) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
         buyer.arrived = time.monotonic()
-        await _Shopper(plan, buyer, give_up_at).run()
+        await _Shopper(plan, buyer, give_up_at, result.requests).run()
 
     result.buyers = [Buyer(n) for n in range(plan.buyers)]
     result.started = loop_start

@@ -85,6 +85,10 @@ class CrowdSummary:
     timeline: list[dict[str, float | None]] = field(default_factory=list)
     # The first answers' times, arrival order (for the chart), in ms.
     first_answers: list[float] = field(default_factory=list)
+    # Each step's answer times (ms, from sending the request): p50, p99, max, n.
+    request_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The 20 slowest requests: (buyer, step, sent s from the start, ms, status).
+    slowest_requests: list[tuple] = field(default_factory=list)
     # Every buyer's story, arrival order: arrived, first answer, admitted and
     # final answer (s from the crowd's start; None: never), outcome, requests,
     # polls, connection errors, 503s, other 5xx.
@@ -275,6 +279,15 @@ def _run(
     summary.crowd_cpu_ms_per_buyer = round(crowd.cpu_s * 1000 / n, 3)
     summary.transactions_per_buyer = round(xacts / n, 2)
     summary.timeline = _timeline(crowd.buyers, sampler.samples, crowd.started, crowd.finished)
+    steps: dict[str, list[float]] = {}
+    for _, step, sent, answered, _ in crowd.requests:
+        steps.setdefault(step, []).append((answered - sent) * 1000)
+    summary.request_ms = {step: _summary(times) for step, times in steps.items()}
+    slowest = sorted(crowd.requests, key=lambda r: r[2] - r[3])[:20]
+    summary.slowest_requests = [
+        (n, step, round(sent - crowd.started, 3), round((answered - sent) * 1000, 1), status)
+        for n, step, sent, answered, status in slowest
+    ]
     return summary
 
 
