@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import random
 import resource
 import time
@@ -27,7 +26,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from ecommerce.flashsale.loadgen import parse_head
+from ecommerce.flashsale.loadgen import in_child_process, parse_head
 
 #: A request with no answer after this long is given up and retried (a silent
 #: server: the client cannot tell a lost request from a slow one).
@@ -288,18 +287,6 @@ def _run_loop(main: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main)
 
 
-def _child(plan: CrowdPlan, conn: multiprocessing.connection.Connection) -> None:
-    conn.send(run_crowd(plan))
-    conn.close()
-
-
 def run_crowd_in_process(plan: CrowdPlan) -> CrowdResult:
     """The crowd in a child process (its own interpreter, counted apart)."""
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child, args=(plan, child), daemon=True)
-    process.start()
-    child.close()
-    result = parent.recv()
-    process.join()
-    return result
+    return in_child_process(run_crowd, plan)

@@ -26,7 +26,7 @@ from sqlalchemy import Engine, create_engine, text
 from ecommerce.crowd.client import PAID, SOLD_OUT, Buyer, CrowdPlan, run_crowd_in_process
 from ecommerce.drill.front import Balancer
 from ecommerce.drill.procs import descendants
-from ecommerce.flashsale.run import SALE_PRICE, checking_shop, percentile
+from ecommerce.flashsale.run import SALE_PRICE, charged_twice, checking_shop, percentile
 from ecommerce.flashsale.server import GunicornProcess, warm_up
 from ecommerce.models import table_names
 from ecommerce.services import invariants, inventory, rooms
@@ -389,13 +389,5 @@ def _check(shop, engine: Engine, item_id: int, prefix: str, summary: CrowdSummar
     books = invariants.books(shop, [item_id])
     summary.oversold_units = int(sum(b.oversold for b in books))
     summary.unaccounted_units = int(sum(abs(b.unexplained) for b in books))
-    with engine.connect() as conn:
-        summary.charged_twice = conn.execute(
-            text(
-                "SELECT count(*) FROM (SELECT o.user_id FROM orders o JOIN payments p"
-                " ON p.order_id = o.id WHERE o.user_id LIKE :prefix"
-                " GROUP BY o.user_id HAVING count(*) > 1) twice"
-            ),
-            {"prefix": prefix + "%"},
-        ).scalar_one()
+    summary.charged_twice = charged_twice(engine, prefix)
     summary.invariant_violations = [str(v) for v in invariants.check(shop)][:20]

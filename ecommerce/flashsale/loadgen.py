@@ -14,11 +14,16 @@ import json
 import multiprocessing
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 ADD, CHECKOUT, PAY = 0, 1, 2
 STEP_NAMES = ("add", "checkout", "pay")
 TRANSPORT_ERROR = 0  # the status recorded when no HTTP answer came back
+
+P = TypeVar("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -180,18 +185,24 @@ def run_load(plan: LoadPlan) -> LoadResult:
     return result
 
 
-def _child(plan: LoadPlan, conn: multiprocessing.connection.Connection) -> None:
-    conn.send(run_load(plan))
+def _child(run: Callable[[P], R], plan: P, conn: multiprocessing.connection.Connection) -> None:
+    conn.send(run(plan))
     conn.close()
 
 
-def run_load_in_process(plan: LoadPlan) -> LoadResult:
-    """Run the load in a child process (its own interpreter, its own core if free)."""
+def in_child_process(run: Callable[[P], R], plan: P) -> R:
+    """``run(plan)`` in a child process (its own interpreter, its own core if
+    free, its CPU counted apart); ``run`` must be importable by name."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child, args=(plan, child), daemon=True)
+    process = ctx.Process(target=_child, args=(run, plan, child), daemon=True)
     process.start()
     child.close()
     result = parent.recv()
     process.join()
     return result
+
+
+def run_load_in_process(plan: LoadPlan) -> LoadResult:
+    """Run the load in a child process."""
+    return in_child_process(run_load, plan)

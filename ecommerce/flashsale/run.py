@@ -366,6 +366,20 @@ def _timeline(records, samples, start: float, end: float, bucket_s: float = 0.5)
     return timeline
 
 
+def charged_twice(engine: Engine, prefix: str) -> int:
+    """Buyers named ``prefix...`` with two payments: each simulated buyer wants
+    one unit once, so a second paid order is a double charge."""
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT count(*) FROM (SELECT o.user_id FROM orders o JOIN payments p"
+                " ON p.order_id = o.id WHERE o.user_id LIKE :prefix"
+                " GROUP BY o.user_id HAVING count(*) > 1) twice"
+            ),
+            {"prefix": prefix + "%"},
+        ).scalar_one()
+
+
 def _check(
     shop: Shop,
     engine: Engine,
@@ -381,15 +395,6 @@ def _check(
     result.stock_sold = int(sum(b.received - b.stock for b in books))
     result.oversold_units = int(sum(b.oversold for b in books))
     result.unaccounted_units = int(sum(abs(b.unexplained) for b in books))
-    with engine.connect() as conn:
-        # Each simulated buyer wants one unit once: two paid orders is a double charge.
-        result.charged_twice = conn.execute(
-            text(
-                "SELECT count(*) FROM (SELECT o.user_id FROM orders o JOIN payments p"
-                " ON p.order_id = o.id WHERE o.user_id LIKE :prefix"
-                " GROUP BY o.user_id HAVING count(*) > 1) twice"
-            ),
-            {"prefix": prefix + "%"},
-        ).scalar_one()
+    result.charged_twice = charged_twice(engine, prefix)
     if own_database:
         result.invariant_violations = [str(v) for v in invariants.check(shop)][:20]
