@@ -131,9 +131,12 @@ def estimated_wait_s(ahead: int, rate_per_s: float | None) -> int | None:
     return max(1, math.ceil((ahead + 1) / rate_per_s))
 
 
-def poll_after_ms(wait_s: int | None, base_ms: int) -> int:
+def poll_after_ms(wait_s: int | None, base_ms: int, sold_out: bool = False) -> int:
     """When to poll again: a quarter of the wait told, at least ``base_ms``, at
-    most MAX_POLL_MS (a long line is not asked every second)."""
+    most MAX_POLL_MS (a long line is not asked every second). A place told sold
+    out changes only when units come back: MAX_POLL_MS."""
+    if sold_out:
+        return MAX_POLL_MS
     if wait_s is None:
         return base_ms
     return max(base_ms, min(MAX_POLL_MS, wait_s * 1000 // 4))

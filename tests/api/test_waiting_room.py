@@ -407,3 +407,19 @@ def test_the_measured_rate_counts_from_the_first_admission_not_from_the_opening(
     waiting = poll(client, item, "b11", places["b11"]["place_token"])
     assert waiting["ahead"] == 7 and waiting["estimated_wait_s"] == 2
     assert waiting["poll_after_ms"] == 1000
+
+
+def test_a_place_told_sold_out_is_asked_back_slowly(client, admin, connection):
+    """Sold out moves only when units come back: such a place is asked back at
+    the slowest pace (30 s), not every second like the front of the line. A
+    crowd of 15,000 told sold out polling every second would cost the shop
+    more than its sale."""
+    item = insert_item(connection, "Hot", "1.00", 1)
+    open_room(client, admin, item, max_admitted=10)
+    places = {user: join(client, item, user) for user in ["a", "b"]}
+    response = client.get(
+        f"/items/{item}/queue/b", headers={"X-Place-Token": places["b"]["place_token"]}
+    )
+    sold_out = response.get_json()
+    assert sold_out["status"] == "sold_out"
+    assert sold_out["poll_after_ms"] == 30_000 and response.headers["Retry-After"] == "30"

@@ -109,6 +109,7 @@ def test_poll_after_grows_with_the_wait_within_bounds():
     assert poll_after_ms(2, 1000) == 1000
     assert poll_after_ms(40, 1000) == 10_000
     assert poll_after_ms(10_000, 1000) == 30_000
+    assert poll_after_ms(None, 1000, sold_out=True) == 30_000
 
 
 @given(

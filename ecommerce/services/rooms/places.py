@@ -174,7 +174,7 @@ def _answer(
         ahead + 1,
         ahead,
         wait,
-        queueing.poll_after_ms(wait, base_ms),
+        queueing.poll_after_ms(wait, base_ms, sold_out=status == "sold_out"),
         token,
         seq=claims.seq,
     )
