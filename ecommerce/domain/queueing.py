@@ -131,15 +131,24 @@ def estimated_wait_s(ahead: int, rate_per_s: float | None) -> int | None:
     return max(1, math.ceil((ahead + 1) / rate_per_s))
 
 
-def poll_after_ms(wait_s: int | None, base_ms: int, sold_out: bool = False) -> int:
+def poll_after_ms(wait_s: int | None, base_ms: int) -> int:
     """When to poll again: a quarter of the wait told, at least ``base_ms``, at
-    most MAX_POLL_MS (a long line is not asked every second). A place told sold
-    out changes only when units come back: MAX_POLL_MS."""
-    if sold_out:
-        return MAX_POLL_MS
+    most MAX_POLL_MS (a long line is not asked every second)."""
     if wait_s is None:
         return base_ms
     return max(base_ms, min(MAX_POLL_MS, wait_s * 1000 // 4))
+
+
+def sold_out_poll_ms(past: int, near: int, base_ms: int, admission_ttl_s: int) -> int:
+    """When a place told sold out, ``past`` places behind the cut-off, should
+    poll again. Units that come back (a lapsed or given-up admission, a cancel,
+    a restock) reach the places just behind the cut-off first: the next ``near``
+    (as many as the room admits at once) poll as the front does. The rest poll
+    slowly, but within half an admission's life, so that a unit reaching them
+    is not lost to a lapse before they hear of it."""
+    if past <= near:
+        return base_ms
+    return max(base_ms, min(MAX_POLL_MS, admission_ttl_s * 1000 // 2))
 
 
 def draw(seed: bytes, places: Sequence[tuple[str, int]]) -> dict[str, int]:

@@ -161,7 +161,10 @@ class RoomRepository(_Repository):
         f"SELECT {_PLACE_COLUMNS} FROM queue_places WHERE item_id = :item_id AND user_id = :user_id"
     )
     # Each buyer's place, or a new one at the back of the line, for a batch of
-    # buyers in one statement, no lock waited for: a new place's arrival number
+    # buyers in one statement. No lock a refresh, an admin or a pay holds is
+    # waited for; only another join of the same buyer, not yet committed (ON
+    # CONFLICT waits for it; two batches that cross are a deadlock PostgreSQL
+    # breaks, and the transaction is retried). A new place's arrival number
     # is the column's default, drawn only for a buyer with no place yet, in the
     # order the buyers are given. With each, how many of the room's places
     # committed with a number between ``after`` (the last one the caller's view
@@ -191,10 +194,11 @@ class RoomRepository(_Repository):
     def join_many(
         self, joins: Sequence[tuple[int, str, int]], now: dt.datetime
     ) -> list[tuple[PlaceRow, int | None] | None]:
-        """:meth:`join` for each (item, user, after) of ``joins``, distinct
-        (item, user) pairs, in one statement: new places numbered in the order
-        given; a place counts the places of its room that committed, or that
-        this statement made, with a number between its ``after`` and its own."""
+        """Each (item, user, after) of ``joins`` (distinct (item, user) pairs)
+        joined in one statement: the buyer's place, a new one numbered in the
+        order given, and the places of its room that committed, or that this
+        statement made, with a number between its ``after`` and its own; None
+        where the room is not open."""
         if not joins:
             return []
         rows = self._execute(
@@ -360,21 +364,22 @@ class RoomRepository(_Repository):
     # place the stock cannot reach (the ``servable``-th waiting place, from 0),
     # the admissions since ``since``.
     LINE = text(
-        "SELECT (SELECT count(*) FROM queue_places WHERE item_id = :item_id"
+        "WITH recent AS (SELECT admitted_at FROM queue_places WHERE item_id = :item_id"
+        "   AND admitted_at > :since),"
+        " first AS (SELECT min(admitted_at) AS at FROM recent)"
+        " SELECT (SELECT count(*) FROM queue_places WHERE item_id = :item_id"
         "          AND admitted_at IS NULL),"
         "       (SELECT seq FROM queue_places WHERE item_id = :item_id"
         "          AND admitted_at IS NULL ORDER BY seq OFFSET :servable LIMIT 1),"
-        "       (SELECT count(*) FROM queue_places WHERE item_id = :item_id"
-        "          AND admitted_at > :since),"
-        "       (SELECT min(admitted_at) FROM queue_places WHERE item_id = :item_id"
-        "          AND admitted_at > :since)"
+        "       (SELECT count(*) FROM recent, first WHERE recent.admitted_at > first.at),"
+        "       (SELECT at FROM first)"
     )
 
     def line(
         self, item_id: int, servable: int, since: dt.datetime
     ) -> tuple[int, int | None, int, dt.datetime | None]:
         """(waiting places, first arrival number past the stock, admissions
-        since, the first of them)."""
+        since ``since`` after the first of them, the first of them)."""
         row = self._execute(
             self.LINE, {"item_id": item_id, "servable": servable, "since": since}
         ).one()

@@ -392,34 +392,44 @@ def test_the_measured_rate_counts_from_the_first_admission_not_from_the_opening(
     client, admin, connection, clock
 ):
     """A room opened half a minute before its crowd: the rate it measures (and
-    the waits and poll intervals it tells) counts the admissions from the
-    first one on, not the idle time before it. Counted from the opening, 4
-    admissions over 30 s said 0.13/s, a wait of 60 s for 7 places and a poll
-    half a minute later, where the line was moving at 4 a second."""
+    the waits and poll intervals it tells) is the admissions after the first
+    one over the time since it, neither the idle time before it nor the first
+    fill of the cap, admitted in one instant, as if it were a pace. Counted
+    from the opening, 5 admissions over 32 s said 0.16/s; counting the first
+    fill, 4 at once said 4/s with nobody done."""
     item = insert_item(connection, "Hot", "1.00", 100)
     open_room(client, admin, item, max_admitted=4)
     clock.advance(30)
     places = {f"b{n}": join(client, item, f"b{n}") for n in range(12)}
-    poll(client, item, "b11", places["b11"]["place_token"])  # a poll moves the front
+    waiting = poll(client, item, "b11", places["b11"]["place_token"])  # the first fill
     room = client.get(f"/admin/items/{item}/queue", headers=admin).get_json()
-    assert room["serving"] == 4
-    assert room["admission_rate_per_s"] == 4.0  # 4 admitted within the first second
+    assert room["serving"] == 4 and room["admission_rate_per_s"] == 0.0  # no pace yet
+    assert waiting["estimated_wait_s"] is None and waiting["poll_after_ms"] == 1000
+    assert client.delete(f"/items/{item}/queue/b0").status_code == 200  # one done
+    clock.advance(2)
     waiting = poll(client, item, "b11", places["b11"]["place_token"])
-    assert waiting["ahead"] == 7 and waiting["estimated_wait_s"] == 2
-    assert waiting["poll_after_ms"] == 1000
+    room = client.get(f"/admin/items/{item}/queue", headers=admin).get_json()
+    assert room["serving"] == 5 and room["admission_rate_per_s"] == 0.5  # 1 more in 2 s
+    assert waiting["ahead"] == 6 and waiting["estimated_wait_s"] == 14
+    assert waiting["poll_after_ms"] == 3500
 
 
-def test_a_place_told_sold_out_is_asked_back_slowly(client, admin, connection):
-    """Sold out moves only when units come back: such a place is asked back at
-    the slowest pace (30 s), not every second like the front of the line. A
-    crowd of 15,000 told sold out polling every second would cost the shop
-    more than its sale."""
+def test_a_place_told_sold_out_is_asked_back_slowly_unless_next_in(client, admin, connection):
+    """Sold out moves only when units come back, and they reach the places just
+    behind the cut-off first: those (as many as the room admits at once) poll
+    as the front does; the rest are asked back slowly (30 s, or half an
+    admission's life if shorter). A crowd of thousands told sold out polling
+    each second would cost the shop more than its sale."""
     item = insert_item(connection, "Hot", "1.00", 1)
-    open_room(client, admin, item, max_admitted=10)
-    places = {user: join(client, item, user) for user in ["a", "b"]}
-    response = client.get(
-        f"/items/{item}/queue/b", headers={"X-Place-Token": places["b"]["place_token"]}
-    )
-    sold_out = response.get_json()
-    assert sold_out["status"] == "sold_out"
-    assert sold_out["poll_after_ms"] == 30_000 and response.headers["Retry-After"] == "30"
+    open_room(client, admin, item, max_admitted=1, admission_ttl_s=40)
+    places = {user: join(client, item, user) for user in ["a", "b", "c"]}
+
+    def answer(user):
+        response = client.get(
+            f"/items/{item}/queue/{user}", headers={"X-Place-Token": places[user]["place_token"]}
+        )
+        return response.get_json(), response.headers["Retry-After"]
+
+    (b, b_retry), (c, c_retry) = answer("b"), answer("c")
+    assert (b["status"], b["poll_after_ms"], b_retry) == ("sold_out", 1000, "1")
+    assert (c["status"], c["poll_after_ms"], c_retry) == ("sold_out", 20_000, "20")

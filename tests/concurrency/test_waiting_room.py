@@ -180,11 +180,13 @@ def test_a_batch_of_joins_numbers_new_places_in_arrival_order(storm_shop, commit
         (roomless, "c", 0),
         (item, "b", early),
         (item, "a", early),
+        (item, "a", early + 1000),  # again, from a view read since
     ]
-    a, found, refused, b, a_again = _insert_batch(shop, batch)
+    a, found, refused, b, a_again, a_later = _insert_batch(shop, batch)
     assert refused is None
     assert early < a[0].seq < b[0].seq
     assert a_again == a
+    assert a_later == (a[0], None)  # counted from another view: ranked from its own
     assert found[0].seq == early
     assert (a[1], b[1]) == (0, 1)  # b's view misses a, made by the same statement
     assert places(committed, item) == {"early": early, "a": a[0].seq, "b": b[0].seq}

@@ -23,6 +23,7 @@ from ecommerce.domain.queueing import (
     line_front,
     poll_after_ms,
     rank_in,
+    sold_out_poll_ms,
     status,
 )
 from ecommerce.services.roomboard import Line, RoomBoard, RoomFront
@@ -109,7 +110,14 @@ def test_poll_after_grows_with_the_wait_within_bounds():
     assert poll_after_ms(2, 1000) == 1000
     assert poll_after_ms(40, 1000) == 10_000
     assert poll_after_ms(10_000, 1000) == 30_000
-    assert poll_after_ms(None, 1000, sold_out=True) == 30_000
+
+
+def test_a_place_told_sold_out_polls_slowly_unless_next_in_when_units_come_back():
+    assert sold_out_poll_ms(past=3, near=5, base_ms=1000, admission_ttl_s=300) == 1000
+    assert sold_out_poll_ms(past=6, near=5, base_ms=1000, admission_ttl_s=300) == 30_000
+    # within half an admission's life, so a unit that reaches it does not lapse unheard
+    assert sold_out_poll_ms(past=6, near=5, base_ms=1000, admission_ttl_s=20) == 10_000
+    assert sold_out_poll_ms(past=6, near=5, base_ms=1000, admission_ttl_s=1) == 1000
 
 
 @given(

@@ -44,8 +44,8 @@ def fronts(shop: Shop) -> dict[int, RoomFront]:
     known = board.fresh()
     if known is not None:
         return known
-    before = board.known()
     try:
+        before = board.known()
         read = shop.transaction(lambda session: _refresh(session, shop, before), "queue_refresh")
     except ServiceBusy:
         last = board.keep()  # the newest view: another request may have read one meanwhile
@@ -164,13 +164,14 @@ def _advance(rooms: RoomRepository, room: RoomRow, now: dt.datetime) -> None:
             in_flight += len(admitted)
         advanced_at = now - dt.timedelta(seconds=carried)
     servable = queueing.buyers_left(stock, per_buyer, in_flight)
-    # The admissions of the last minute of this opening, over the time since
-    # the first of them (at least a second): the idle time before a crowd came
-    # is not counted as a slow line.
+    # The admissions of the last minute of this opening after the first of
+    # them, over the time since it: neither the idle time before a crowd came
+    # nor the first fill of the cap (admitted in one instant) is a pace.
     started = max(room.opened_at, room.sale_starts_at or room.opened_at)
     since = max(started, now - dt.timedelta(seconds=RATE_WINDOW_S))
     waiting, first_past, recent, first = rooms.line(item, servable, since)
-    window = max(1.0, (now - first).total_seconds()) if first is not None else RATE_WINDOW_S
+    elapsed = (now - first).total_seconds() if first is not None else 0.0
+    window = elapsed if recent and elapsed > 0 else 1.0
     rooms.save_front(
         item,
         now,

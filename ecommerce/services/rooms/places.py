@@ -109,7 +109,15 @@ def _insert_batch(shop: Shop, batch: Sequence[Join]) -> list[Joined]:
         return RoomRepository(session).join_many(joins, shop.clock())
 
     places = dict(zip(distinct, shop.transaction(work, "queue_join"), strict=True))
-    return [places[item, user] for item, user, _ in batch]
+    answers: list[Joined] = []
+    for item, user, known in batch:
+        joined = places[item, user]
+        if joined is not None and known != after[item, user]:
+            # the same buyer again, from a view read since: its count of the
+            # places ahead was taken from another view; rank it from its own
+            joined = (joined[0], None)
+        answers.append(joined)
+    return answers
 
 
 def poll(shop: Shop, item_id: int, user_id: str, place_token: str) -> PlaceView:
@@ -174,10 +182,18 @@ def _answer(
         ahead + 1,
         ahead,
         wait,
-        queueing.poll_after_ms(wait, base_ms, sold_out=status == "sold_out"),
+        _poll_after(room, status, rank, wait, base_ms),
         token,
         seq=claims.seq,
     )
+
+
+def _poll_after(room: RoomFront, status: str, rank: int, wait: int | None, base_ms: int) -> int:
+    cut_off = room.front.sold_out_after
+    if status == "sold_out" and cut_off is not None:
+        past = rank - cut_off
+        return queueing.sold_out_poll_ms(past, room.max_admitted, base_ms, room.admission_ttl_s)
+    return queueing.poll_after_ms(wait, base_ms)
 
 
 def _answer_from_the_place(
