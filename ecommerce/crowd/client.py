@@ -263,7 +263,9 @@ async def _crowd(plan: CrowdPlan, result: CrowdResult) -> None:
 def run_crowd(plan: CrowdPlan) -> CrowdResult:
     """The crowd in this process: every buyer's story, and the CPU it cost."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:  # a socket per buyer
+    if plan.buyers + 100 > hard:  # else the crowd's own EMFILE would pass for the shop's errors
+        raise ValueError(f"{plan.buyers} buyers need a socket each: the open-files limit is {hard}")
+    if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     result = CrowdResult()
     usage = resource.getrusage(resource.RUSAGE_SELF)

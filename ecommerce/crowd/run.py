@@ -25,7 +25,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from ecommerce.crowd.client import PAID, SOLD_OUT, Buyer, CrowdPlan, run_crowd_in_process
 from ecommerce.drill.front import Balancer
-from ecommerce.drill.procs import descendants
+from ecommerce.drill.procs import descendants, wait_for
 from ecommerce.flashsale.run import SALE_PRICE, charged_twice, checking_shop, percentile
 from ecommerce.flashsale.server import GunicornProcess, warm_up
 from ecommerce.models import table_names
@@ -74,6 +74,7 @@ class CrowdSummary:
     # What it cost, per buyer: CPU (ms) of the shop's processes, of PostgreSQL,
     # of the crowd itself; database transactions.
     server_cpu_ms_per_buyer: float | None = None
+    balancer_cpu_ms_per_buyer: float | None = None  # HAProxy's, through it
     database_cpu_ms_per_buyer: float | None = None
     crowd_cpu_ms_per_buyer: float = 0.0
     transactions_per_buyer: float | None = None
@@ -114,10 +115,13 @@ class _LineSampler(threading.Thread):
         super().__init__(daemon=True)
         self.engine, self.item_id = engine, item_id
         self.samples: list[tuple[float, int, int | None, int | None, int | None]] = []
+        self.sessions: set[int] = set()  # its own
         self.stop = threading.Event()
 
     def run(self) -> None:
         with self.engine.connect() as conn:
+            self.sessions.add(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            conn.commit()
             while not self.stop.is_set():
                 row = conn.execute(
                     text(
@@ -168,6 +172,19 @@ def _transactions(engine: Engine) -> int:
                 " WHERE datname = current_database()"
             )
         ).scalar_one()
+
+
+def _sessions(engine: Engine) -> set[int]:
+    """The database's client sessions (their backends' pids), ours but this one included."""
+    with engine.connect() as conn:
+        return set(
+            conn.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                )
+            ).scalars()
+        )
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -242,6 +259,7 @@ def _run(
 ) -> CrowdSummary:
     servers = _servers(database_url, config, root)
     balancer: Balancer | None = None
+    sessions_before = _sessions(engine)  # the simulator's own
     try:
         for server in servers:
             server.start(ready_timeout=60)
@@ -255,6 +273,8 @@ def _run(
         postmaster = _postmaster_pid(engine)
         server_pids = [s.process.pid for s in servers if s.process is not None]
         cpu_before = sum(tree_cpu_s(pid) for pid in server_pids)
+        haproxy = balancer.process.pid if balancer and balancer.process else None
+        haproxy_before = tree_cpu_s(haproxy) if haproxy else 0.0
         db_before = tree_cpu_s(postmaster) if postmaster else 0.0
         xacts_before = _transactions(engine)
         sampler = _LineSampler(engine, plan.item_id)
@@ -265,16 +285,28 @@ def _run(
         sampler.stop.set()
         sampler.join()
         server_cpu = sum(tree_cpu_s(pid) for pid in server_pids) - cpu_before
-        db_cpu = tree_cpu_s(postmaster) - db_before if postmaster else None
-        xacts = _transactions(engine) - xacts_before
+        haproxy_cpu = tree_cpu_s(haproxy) - haproxy_before if haproxy else None
     finally:
         if balancer is not None:
             balancer.stop()
         for server in servers:
             server.stop()
+    # The database's share once the shop's sessions have ended: a backend
+    # reports its transactions when it exits (an idle one may hold them for
+    # seconds), and its CPU then counts as the postmaster's reaped children.
+    wait_for(
+        "the shop's database sessions to end",
+        lambda: not (_sessions(engine) - sessions_before - sampler.sessions),
+        30,
+    )
+    db_cpu = tree_cpu_s(postmaster) - db_before if postmaster else None
+    # less the sampler's own (one transaction a sample, and its first)
+    xacts = _transactions(engine) - xacts_before - len(sampler.samples) - 1
     n = max(1, config.buyers)
     summary = _sum_up(config, crowd.buyers, config.stock)
     summary.server_cpu_ms_per_buyer = round(server_cpu * 1000 / n, 3)
+    if haproxy_cpu is not None:
+        summary.balancer_cpu_ms_per_buyer = round(haproxy_cpu * 1000 / n, 3)
     summary.database_cpu_ms_per_buyer = round(db_cpu * 1000 / n, 3) if db_cpu is not None else None
     summary.crowd_cpu_ms_per_buyer = round(crowd.cpu_s * 1000 / n, 3)
     summary.transactions_per_buyer = round(xacts / n, 2)
