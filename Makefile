@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := ecommerce.wsgi
 
-.PHONY: install run serve migrate seed test test-fast lint format bench drill stop-db lock clean
+.PHONY: install run serve migrate seed test test-fast lint format bench profile drill stop-db lock clean
 
 install: $(VENV)/.installed
 
@@ -52,11 +52,24 @@ format: install
 # writes a JSON report and a chart under instance/flashsale/. Then the crowd
 # (ecommerce/crowd/): 8,000 buyers within 2 s for 500 units, with the waiting
 # room and without, straight to gunicorn and through HAProxy (instance/crowd/).
-BENCH_ARGS ?= --suite --duration 10
+# With Go installed (apt-get install golang-go golang-github-gorilla-mux-dev
+# golang-github-jackc-pgx-v4-dev), the design note's own Go service, built from
+# GO_SEED, is sold through in the same sitting and the shop's rows are given as
+# ratios to it; without it those rows say why they were skipped.
+GO_SEED ?= ../shared/peers/go-seed
+BENCH_ARGS ?= --suite --duration 10 --go-seed $(GO_SEED)
 CROWD_ARGS ?= --suite
 bench: install
 	$(BIN)/flask flashsale $(BENCH_ARGS)
 	$(BIN)/flask crowd $(CROWD_ARGS)
+
+# A flame graph of one gunicorn worker under the whole buyer's flow (py-spy):
+# PROFILE_OUT (.txt: collapsed stacks). PROFILE_ARGS=--mode pay: the pays alone.
+PROFILE_ARGS ?= --mode flow
+PROFILE_OUT ?= instance/flashsale/profile.svg
+profile: install
+	$(BIN)/flask flashsale $(PROFILE_ARGS) --stock 200000 --buyers 200000 --duration 10 \
+		--no-ceiling --cpu --profile $(PROFILE_OUT)
 
 # The sale-night fault drill (docs/OPERATIONS.md): pg_auto_failover (a monitor,
 # a primary and its synchronous standby, PgBouncer beside each), three

@@ -25,7 +25,8 @@ from sqlalchemy import Engine, create_engine, text
 
 from ecommerce.crowd.client import PAID, SOLD_OUT, Buyer, CrowdPlan, run_crowd_in_process
 from ecommerce.drill.front import Balancer
-from ecommerce.drill.procs import descendants, wait_for
+from ecommerce.drill.procs import wait_for
+from ecommerce.flashsale.cpu import postmaster_pid, tree_cpu_s
 from ecommerce.flashsale.run import SALE_PRICE, charged_twice, checking_shop, percentile
 from ecommerce.flashsale.server import GunicornProcess, warm_up
 from ecommerce.models import table_names
@@ -136,34 +137,6 @@ class _LineSampler(threading.Thread):
                 self.stop.wait(0.1)
 
 
-def _proc_cpu_s(pid: int, children_too: bool = False) -> float:
-    """CPU seconds of a process (and of its reaped children) from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime
-    if children_too:
-        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_s(root: int) -> float:
-    """CPU seconds used by a process tree: the root with every child it reaped,
-    and the live processes below it."""
-    return sum(_proc_cpu_s(pid, children_too=pid == root) for pid in descendants(root))
-
-
-def _postmaster_pid(engine: Engine) -> int | None:
-    """The database server's main process, when it runs on this machine."""
-    try:
-        with engine.connect() as conn:
-            data_dir = conn.execute(text("SHOW data_directory")).scalar_one()
-        return int(Path(data_dir, "postmaster.pid").read_text().split()[0])
-    except Exception:  # not a superuser, another machine: not measured
-        return None
-
-
 def _transactions(engine: Engine) -> int:
     with engine.connect() as conn:
         return conn.execute(
@@ -270,7 +243,7 @@ def _run(
             balancer = Balancer(root, [s.port for s in servers])
             balancer.start()
             port = balancer.port
-        postmaster = _postmaster_pid(engine)
+        postmaster = postmaster_pid(engine)
         server_pids = [s.process.pid for s in servers if s.process is not None]
         cpu_before = sum(tree_cpu_s(pid) for pid in server_pids)
         haproxy = balancer.process.pid if balancer and balancer.process else None

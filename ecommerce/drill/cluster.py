@@ -21,7 +21,6 @@ import psycopg2
 from ecommerce.drill.deployfiles import PGBOUNCER_INI, PGBOUNCER_USERLIST, render
 from ecommerce.drill.procs import (
     PG_BIN,
-    descendants,
     free_port,
     keep_service_state_in,
     own_for_service,
@@ -31,6 +30,7 @@ from ecommerce.drill.procs import (
     spawn,
     wait_for,
 )
+from ecommerce.flashsale.cpu import descendants
 
 DATABASE = "shop"
 

@@ -13,7 +13,8 @@ from ecommerce.drill.deployfiles import (
     deploy_file,
     haproxy_variables,
 )
-from ecommerce.drill.procs import descendants, free_port, program, signal_all, spawn, wait_for
+from ecommerce.drill.procs import free_port, program, signal_all, spawn, wait_for
+from ecommerce.flashsale.cpu import descendants
 from ecommerce.flashsale.server import GunicornProcess
 
 #: The shop's settings in the drill: tight bounds, so a fault costs seconds.

@@ -108,21 +108,6 @@ def run(args: list[str], *, timeout: float = 60, **env: str) -> str:
     return done.stdout
 
 
-def descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it."""
-    found = [pid]
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
-    children: dict[int, list[int]] = {}
-    for line in out.splitlines():
-        child, parent = map(int, line.split())
-        children.setdefault(parent, []).append(child)
-    i = 0
-    while i < len(found):
-        found.extend(children.get(found[i], []))
-        i += 1
-    return found
-
-
 def signal_all(pids: list[int], sig: signal.Signals) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):

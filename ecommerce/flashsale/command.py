@@ -19,10 +19,12 @@ from sqlalchemy import create_engine, make_url, text
 
 from ecommerce import migrations
 from ecommerce.embedded_db import ensure_database
-from ecommerce.flashsale.report import table, write_chart, write_json
-from ecommerce.flashsale.run import STRATEGIES, SaleConfig, run_sale
+from ecommerce.flashsale import goseed
+from ecommerce.flashsale.report import cpu_table, table, write_chart, write_json
+from ecommerce.flashsale.run import PROFILE_FORMATS, STRATEGIES, SaleConfig, run_sale
 
 COMPARE_ORDER = STRATEGIES
+GO_SEED = "go_seed"  # the design note's Go service (ecommerce/flashsale/goseed.py)
 
 
 def simulator_database(app_url: str) -> str:
@@ -54,12 +56,36 @@ def machine_facts(database_url: str) -> dict[str, object]:
 @click.command("flashsale", help="Simulate a 12.12 flash sale over HTTP and report.")
 @click.option(
     "--strategy",
-    type=click.Choice(sorted(STRATEGIES)),
+    type=click.Choice(sorted((*STRATEGIES, GO_SEED))),
     default="for_update",
     show_default=True,
     help="for_update: the shop; naive: the negative control, the shop with the 12.12 "
-    "bug put back (ecommerce/flashsale/naive.py). With --url, the one the target runs "
-    "(it labels the run).",
+    "bug put back (ecommerce/flashsale/naive.py); go_seed: the design note's Go service "
+    "(needs --go-seed). With --url, the one the target runs (it labels the run).",
+)
+@click.option(
+    "--go-seed",
+    "go_seed",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The design note's Go service's source: built with Debian's Go, it is sold "
+    "through in the same sitting (--suite: pay only and the whole flow) and the shop's "
+    "rows are given as ratios to it. Without Go the rows are skipped, saying why.",
+)
+@click.option(
+    "--profile",
+    "profile_path",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Sample one gunicorn worker with py-spy through the storm into this file: "
+    ".svg a flame graph, .txt collapsed stacks, .json speedscope (make profile).",
+)
+@click.option(
+    "--cpu",
+    "show_cpu",
+    is_flag=True,
+    help="Print the CPU per buyer paid of the server, PostgreSQL and the load generator "
+    "(always in the JSON report; --suite prints it too).",
 )
 @click.option("--compare", is_flag=True, help="Run the shop and the naive negative control.")
 @click.option(
@@ -148,7 +174,7 @@ def machine_facts(database_url: str) -> dict[str, object]:
     "--worker-class",
     default="gevent",
     show_default=True,
-    type=click.Choice(["gevent", "gthread", "sync"]),
+    type=click.Choice(["gevent", "gevent_pywsgi", "gthread", "sync"]),
     help="gunicorn's worker class (gevent: greenlets on one thread per worker).",
 )
 @click.option("--url", default=None, help="Target a running server instead of starting one.")
@@ -176,6 +202,9 @@ def machine_facts(database_url: str) -> dict[str, object]:
 @with_appcontext
 def flashsale(
     strategy: str,
+    go_seed: Path | None,
+    profile_path: Path | None,
+    show_cpu: bool,
     compare: bool,
     suite: bool,
     mode: str,
@@ -199,8 +228,14 @@ def flashsale(
     out_dir: Path | None,
 ) -> None:
     shop = current_app.extensions["shop"]
-    if url and (compare or suite):
-        raise click.UsageError("--compare and --suite start their own servers; not with --url")
+    if url and (compare or suite or profile_path):
+        raise click.UsageError(
+            "--compare, --suite and --profile start their own servers; not with --url"
+        )
+    if profile_path and (compare or suite):
+        raise click.UsageError("--profile samples one run: not with --compare or --suite")
+    if profile_path and profile_path.suffix not in PROFILE_FORMATS:
+        raise click.UsageError(f"--profile: a file ending {', '.join(PROFILE_FORMATS)}")
     if url:
         own_database = False
         database_url = database_url or shop.db.url
@@ -234,6 +269,7 @@ def flashsale(
         combining=combining,
         metrics=metrics,
         gateway_latency_ms=gateway_latency_ms,
+        profile_path=str(profile_path) if profile_path else None,
     )
     if suite:
         configs = suite_configs(base)
@@ -241,10 +277,32 @@ def flashsale(
         configs = [replace(base, strategy=name) for name in COMPARE_ORDER]
     else:
         configs = [base]
+    out_dir = out_dir or Path(current_app.instance_path) / "flashsale"
+    go_skipped = None
+    if go_seed is not None or strategy == GO_SEED:
+        if url:
+            raise click.UsageError("--go-seed starts the Go service itself; not with --url")
+        built = goseed.build(go_seed, out_dir) if go_seed else "no --go-seed source given"
+        if isinstance(built, str):
+            go_skipped = built
+            click.echo(f"the Go design's rows are skipped: {built}", err=True)
+            configs = [c for c in configs if c.strategy != GO_SEED]
+        else:
+            configs += go_seed_configs(base) if suite else []
+            configs = [
+                replace(c, go_binary=str(built)) if c.strategy == GO_SEED else c for c in configs
+            ]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not url:
+        configs = [replace(c, server_log=str(out_dir / "server.log")) for c in configs]
     results = []
     ceiling = None
     for config in configs:
         click.echo(f"{config.label}: {config.stock} units, {config.buyers} buyers ...", err=True)
+        if config.strategy == GO_SEED:
+            result = goseed.run_sale(config, goseed.database(shop.db.url))
+            results.append(result.as_json())
+            continue
         result = run_sale(database_url, config, own_database=own_database)
         if result.ceiling_tps:
             ceiling = result.ceiling_tps
@@ -253,16 +311,20 @@ def flashsale(
             result.ratio_to_ceiling = result.paid_per_s / ceiling
         results.append(result.as_json())
 
-    out_dir = out_dir or Path(current_app.instance_path) / "flashsale"
-    out_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     json_path = out_dir / f"flashsale-{stamp}.json"
     png_path = out_dir / f"flashsale-{stamp}.png"
     machine = machine_facts(database_url)
+    if go_skipped:
+        machine["go_seed_skipped"] = go_skipped
     write_json(results, machine, json_path)
     write_chart(results, png_path)
 
     click.echo(table(results))
+    if show_cpu or suite:
+        click.echo("\n" + cpu_table(results))
+    if go_skipped:
+        click.echo(f"the Go design's rows: skipped ({go_skipped})")
     for r in results:
         if r["loadgen_cpu_share"] > 0.85:
             click.echo(
@@ -293,4 +355,13 @@ def suite_configs(base: SaleConfig) -> list[SaleConfig]:
         replace(plenty, mode="flow", combining=False),
         replace(plenty, mode="pay", stock=50, buyers=200_000, combining=True),
         replace(plenty, mode="flow", strategy="naive", stock=2000, buyers=4000),
+    ]
+
+
+def go_seed_configs(base: SaleConfig) -> list[SaleConfig]:
+    """The Go design's rows of the suite: pay only and the whole flow, as the shop's."""
+    plenty = replace(base, items=1, stock=200_000, buyers=200_000, ceiling=False)
+    return [
+        replace(plenty, strategy=GO_SEED, mode="pay"),
+        replace(plenty, strategy=GO_SEED, mode="flow"),
     ]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-COLORS = {"for_update": "#1f77b4", "naive": "#d62728"}
+COLORS = {"for_update": "#1f77b4", "naive": "#d62728", "go_seed": "#2ca02c"}
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -48,6 +48,39 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"p50 {after['p50']:.1f} ms / p99 {after['p99']:.1f} ms; the whole storm "
                 f"({storm['n']} requests) p50 {storm['p50']:.1f} ms / p99 {storm['p99']:.1f} ms"
             )
+    return "\n".join(rows)
+
+
+def cpu_table(results: list[dict[str, Any]]) -> str:
+    """CPU per buyer paid (µs): the server, PostgreSQL, the load generator; and,
+    when the Go design ran in the same sitting, each shop row beside its Go row."""
+
+    def us(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.0f}"
+
+    header = (
+        f"{'run':<20}{'paid/s':>9}{'server us':>11}{'db us':>9}{'gen us':>9}"
+        f"{'p99 ms':>8}{'x Go paid/s':>13}{'x Go server CPU':>17}"
+    )
+    rows = ["CPU per buyer paid (a whole buyer in the flow, a pay in pay-only)", header]
+    rows.append("-" * len(header))
+    go = {r["config"]["mode"]: r for r in results if r["config"]["strategy"] == "go_seed"}
+    for r in results:
+        cpu = r.get("cpu_us_per_paid") or {}
+        peer = go.get(r["config"]["mode"]) if r["config"]["strategy"] == "for_update" else None
+        ratio = cpu_ratio = "-"
+        if peer and peer["paid_per_s"] and not r["sold_out"] and not peer["sold_out"]:
+            ratio = f"{r['paid_per_s'] / peer['paid_per_s']:.2f}"
+            mine, theirs = cpu.get("server"), peer["cpu_us_per_paid"].get("server")
+            if mine and theirs:
+                cpu_ratio = f"{mine / theirs:.2f}"
+        if r["sold_out"]:  # per buyer paid means nothing once the stock is gone
+            cpu = {}
+        rows.append(
+            f"{r['label']:<20}{r['paid_per_s']:>9.0f}{us(cpu.get('server')):>11}"
+            f"{us(cpu.get('database')):>9}{us(cpu.get('loadgen')):>9}"
+            f"{r['pay_latency_ms']['p99']:>8.1f}{ratio:>13}{cpu_ratio:>17}"
+        )
     return "\n".join(rows)
 
 

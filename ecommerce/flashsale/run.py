@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,6 +18,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from ecommerce.config import Settings
 from ecommerce.flashsale.ceiling import DEFAULT_CLIENTS, measure_ceiling
+from ecommerce.flashsale.cpu import CpuMeter, postmaster_pid
 from ecommerce.flashsale.fake_gateway import start_in_thread
 from ecommerce.flashsale.loadgen import ADD, PAY, TRANSPORT_ERROR, LoadPlan, run_load_in_process
 from ecommerce.flashsale.server import GunicornProcess, mean_batch_sizes, warm_up
@@ -46,12 +50,20 @@ class SaleConfig:
     metrics: bool = True  # METRICS of the server started
     # A fake payment provider answering after this many ms (None: the instant one).
     gateway_latency_ms: int | None = None
+    # strategy "go_seed": the design note's Go service, built (ecommerce/flashsale/goseed.py).
+    go_binary: str | None = None
+    # py-spy samples one worker through the storm into this file: .svg a flame
+    # graph, .txt collapsed stacks, .json speedscope (None: no profile).
+    profile_path: str | None = None
+    # The server's log (its JSON lines at LOG_LEVEL=info, as in production),
+    # written afresh each run; None: at warning, to the simulator's stderr.
+    server_log: str | None = None
 
     @property
     def label(self) -> str:
         label = f"{self.mode}{'+keys' if self.keys else ''}"
-        label += f" {self.strategy}" if self.strategy != "for_update" else ""
-        label += "" if self.combining else " alone"
+        label += f" {self.strategy.replace('_', '-')}" if self.strategy != "for_update" else ""
+        label += "" if self.combining or self.strategy == "go_seed" else " alone"
         label += "" if self.gateway_latency_ms is None else f" gw{self.gateway_latency_ms}ms"
         return label + ("" if self.metrics else " no-metrics")
 
@@ -81,6 +93,10 @@ class SaleResult:
     charged_twice: int = 0
     invariant_violations: list[str] = field(default_factory=list)
     loadgen_cpu_share: float = 0.0
+    # CPU per buyer paid (a whole buyer in the flow, a pay in pay-only), in µs:
+    # the server's process tree, PostgreSQL's (None: not on this machine or not
+    # readable) and the load generator's; from /proc (ecommerce/flashsale/cpu.py).
+    cpu_us_per_paid: dict[str, float | None] = field(default_factory=dict)
     ceiling: list[dict[str, float]] = field(default_factory=list)
     ceiling_tps: float | None = None
     ratio_to_ceiling: float | None = None
@@ -149,8 +165,38 @@ def sale_server(
             "PAY_COMBINING": "true" if config.combining else "false",
             "CART_COMBINING": "true" if config.combining else "false",
             "METRICS": "true" if config.metrics else "false",
+            **({"LOG_LEVEL": "info"} if config.server_log else {}),
         },
         app="ecommerce.flashsale.naive_app:app" if config.strategy == "naive" else "wsgi:app",
+        log_path=Path(config.server_log) if config.server_log else None,
+    )
+
+
+PROFILE_FORMATS = {".svg": "flamegraph", ".txt": "raw", ".json": "speedscope"}
+
+
+def start_profiler(path: str, pid: int, duration_s: float) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` (a worker) for the storm's duration into ``path``,
+    its format by the suffix (PROFILE_FORMATS)."""
+    suffix = Path(path).suffix
+    if suffix not in PROFILE_FORMATS:
+        raise ValueError(f"a profile is {', '.join(PROFILE_FORMATS)}, not {suffix!r}")
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "200",
+            "--duration",
+            str(math.ceil(duration_s)),
+            "--format",
+            PROFILE_FORMATS[suffix],
+            "--output",
+            path,
+        ],
+        stdout=subprocess.DEVNULL,
     )
 
 
@@ -224,13 +270,15 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
         if config.url:
             target = urlsplit(config.url)
             host, port = target.hostname or "127.0.0.1", target.port or 80
-            result = _storm(engine, config, item_ids, prefix, host, port)
+            result = storm(engine, config, item_ids, prefix, host, port)
         else:
             provider = None
             if config.gateway_latency_ms is not None:
                 provider, _ = start_in_thread(config.gateway_latency_ms)
             gateway_url = f"http://127.0.0.1:{provider.server_address[1]}" if provider else None
             try:
+                if config.server_log:
+                    Path(config.server_log).unlink(missing_ok=True)  # this run's lines only
                 with sale_server(database_url, config, gateway_url) as server:
                     warm_up("127.0.0.1", server.port, 4 * config.workers * config.threads)
                     nonce = console.issue_link(shop, "rehearsal", int(config.duration_s) + 600)
@@ -239,7 +287,18 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
                         file=sys.stderr,
                         flush=True,
                     )
-                    result = _storm(engine, config, item_ids, prefix, "127.0.0.1", server.port)
+                    assert server.process is not None
+                    meter = CpuMeter([server.process.pid], postmaster_pid(engine))
+                    profiler = None
+                    if config.profile_path:
+                        profiler = start_profiler(
+                            config.profile_path, server.worker_pids()[0], config.duration_s
+                        )
+                    result = storm(
+                        engine, config, item_ids, prefix, "127.0.0.1", server.port, meter
+                    )
+                    if profiler is not None:
+                        profiler.wait(config.duration_s + 60)
                     sizes = mean_batch_sizes("127.0.0.1", server.port)
                     result.mean_batch_size = sizes.pop("pay", None)
                     result.mean_cart_batch_sizes = sizes
@@ -279,9 +338,16 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
         shop.close()
 
 
-def _storm(
-    engine: Engine, config: SaleConfig, item_ids: list[int], prefix: str, host: str, port: int
+def storm(
+    engine: Engine,
+    config: SaleConfig,
+    item_ids: list[int],
+    prefix: str,
+    host: str,
+    port: int,
+    meter: CpuMeter | None = None,
 ) -> SaleResult:
+    """The load on ``host:port`` and what it did; with ``meter``, the CPU per buyer paid."""
     plan = LoadPlan(
         host=host,
         port=port,
@@ -295,7 +361,11 @@ def _storm(
     )
     poller = StockPoller(engine, item_ids)
     poller.start()
+    if meter is not None:
+        meter.start()
     load = run_load_in_process(plan)
+    if meter is not None:
+        meter.stop()
     poller.stop.set()
     poller.join()
 
@@ -331,6 +401,16 @@ def _storm(
             outcomes["error"] += 1
     result.outcomes = {k: outcomes.get(k, 0) for k in ("paid", "sold_out", "busy", "error")}
     result.loadgen_cpu_share = round(load.cpu_share, 3)
+    paid_n = max(1, result.paid)
+    result.cpu_us_per_paid = {
+        "server": round(meter.server_s * 1e6 / paid_n) if meter else None,
+        "database": (
+            round(meter.database_s * 1e6 / paid_n)
+            if meter and meter.database_s is not None
+            else None
+        ),
+        "loadgen": round(load.cpu_s * 1e6 / paid_n),
+    }
     result.timeline = _timeline(records, poller.samples, start, load.finished)
     return result
 

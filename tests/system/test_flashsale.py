@@ -173,6 +173,55 @@ def test_a_pay_only_sale_with_keys_reports_the_sold_out_phase(make_app, tmp_path
     assert run["mean_batch_size"] >= 1  # read from the server's /metrics
 
 
+def test_cpu_per_buyer_a_profile_and_the_servers_log(make_app, tmp_path: Path):
+    """--cpu: the server's, PostgreSQL's and the load generator's CPU per buyer paid
+    from /proc; --profile: py-spy's stacks of a worker under the flow; the server
+    logs at info, as in production, into the run's directory."""
+    profile = tmp_path / "profile.txt"
+    result = (
+        make_app()
+        .test_cli_runner()
+        .invoke(
+            flashsale,
+            args=[
+                *("--stock", "400", "--buyers", "400", "--connections", "8"),
+                *("--workers", "1", "--no-ceiling", "--cpu", "--profile", str(profile)),
+                *("--duration", "3", "--out", str(tmp_path)),
+            ],
+        )
+    )
+    assert result.exit_code == 0, result.output
+    assert "CPU per buyer paid" in result.output
+    (report,) = tmp_path.glob("flashsale-*.json")
+    (run,) = json.loads(report.read_text())["runs"]
+    cpu = run["cpu_us_per_paid"]
+    assert run["paid"] > 0 and cpu["server"] > 0 and cpu["loadgen"] > 0
+    assert cpu["database"] is not None and cpu["database"] > 0
+    stacks = profile.read_text()
+    assert "wsgi_app (flask/app.py" in stacks  # a worker's requests, sampled
+    lines = (tmp_path / "server.log").read_text().splitlines()
+    requests = [json.loads(line) for line in lines if '"message":"request"' in line]
+    assert len(requests) >= run["paid"] and requests[0]["level"] == "info"
+
+
+def test_the_go_designs_rows_say_why_they_are_skipped(make_app, tmp_path: Path):
+    result = (
+        make_app()
+        .test_cli_runner()
+        .invoke(
+            flashsale,
+            args=[
+                *("--stock", "5", "--buyers", "5", "--connections", "2", "--workers", "1"),
+                *("--no-ceiling", "--go-seed", str(tmp_path / "nowhere"), "--out", str(tmp_path)),
+            ],
+        )
+    )
+    assert result.exit_code == 0, result.output
+    assert "the Go design's rows: skipped" in result.output
+    (report,) = tmp_path.glob("flashsale-*.json")
+    assert "go_seed_skipped" in json.loads(report.read_text())["machine"]
+
+
 def test_the_capacity_model_measures_the_database_alone(make_app, database_url):
     result = (
         make_app()
