@@ -15,11 +15,9 @@ import socket
 import sys
 
 import gevent
-import gunicorn.workers.ggevent as ggevent
-from gevent.server import StreamServer
 from gunicorn.glogging import Logger
 from gunicorn.util import parse_address
-from gunicorn.workers.ggevent import GeventPyWSGIWorker, GeventWorker, PyWSGIHandler, PyWSGIServer
+from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 from gunicorn.workers.gthread import ThreadWorker
 
 from ecommerce import logs, metrics_dir
@@ -63,39 +61,7 @@ class DrainingThreadWorker(ThreadWorker):
             self.sockets = []
 
 
-class _ClosableServer(StreamServer):
-    """gevent's StreamServer, remembered by its worker and safe to close twice."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        _servers.append(self)
-
-    def close(self) -> None:
-        if not self.closed:
-            super().close()
-
-
 _servers: list[_ClosableServer] = []  # this worker process's servers
-
-
-class DrainingGeventWorker(GeventWorker):
-    """gevent, with the same graceful stop: new connections refused at once.
-
-    gunicorn's gevent worker notices SIGTERM in its once-a-second loop and only
-    then closes its servers; until then it goes on accepting. This worker closes
-    them (stops accepting, closes its copies of the listeners) from a greenlet
-    spawned by the signal, then drains as gunicorn does.
-    """
-
-    def run(self) -> None:
-        # GeventWorker.run builds its servers from its module's StreamServer; in
-        # this worker process (forked, never the master) they are ours.
-        ggevent.StreamServer = _ClosableServer
-        super().run()
-
-    def handle_exit(self, sig, frame) -> None:
-        super().handle_exit(sig, frame)
-        gevent.spawn(_stop_accepting)
 
 
 def _stop_accepting() -> None:
@@ -103,7 +69,7 @@ def _stop_accepting() -> None:
         server.close()
 
 
-class _ClosablePyWSGIServer(PyWSGIServer):
+class _ClosableServer(PyWSGIServer):
     """gevent's WSGIServer as gunicorn's gevent_pywsgi worker runs it, remembered
     by its worker and safe to close twice."""
 
@@ -164,11 +130,20 @@ class _LeanHandler(PyWSGIHandler):
             super().log_request()
 
 
-class DrainingPyWSGIWorker(GeventPyWSGIWorker):
-    """gunicorn's gevent_pywsgi worker with the shop's edges (_LeanHandler) and the
-    same graceful stop as DrainingGeventWorker: new connections refused at once."""
+class DrainingGeventWorker(GeventPyWSGIWorker):
+    """gevent: gunicorn's gevent_pywsgi worker, with the shop's edges
+    (_LeanHandler) and a graceful stop that refuses new connections at once.
 
-    server_class = _ClosablePyWSGIServer
+    gunicorn's gevent workers notice SIGTERM in their once-a-second loop and only
+    then close their servers; until then they go on accepting. This worker
+    closes them (stops accepting, closes its copies of the listeners) from a
+    greenlet spawned by the signal, then drains as gunicorn does. Rebased from
+    gunicorn's plain gevent worker onto gevent's pywsgi server: one ``sendall``
+    per response and a leaner parser cost less CPU per request
+    (docs/BENCHMARKS.md, "The lean request path").
+    """
+
+    server_class = _ClosableServer
     wsgi_handler = _LeanHandler
 
     def init_process(self) -> None:
@@ -193,7 +168,7 @@ _worker_class = _settings.worker_class
 worker_class = {
     "gthread": DrainingThreadWorker,
     "gevent": DrainingGeventWorker,
-    "gevent_pywsgi": DrainingPyWSGIWorker,
+    "gevent_pywsgi": DrainingGeventWorker,
 }.get(_worker_class, _worker_class)
 workers = _settings.workers
 # gthread: request threads per worker. gevent ignores it (GUNICORN_THREADS only

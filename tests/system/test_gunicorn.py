@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import socket
 import threading
 import time
 from collections import Counter
@@ -285,3 +286,48 @@ def test_a_second_server_on_the_same_port_is_refused(database_url):
         http.close()
     finally:
         first.stop()
+
+
+def test_a_silent_connection_is_closed_after_the_keep_alive(database_url):
+    """A connection that sends nothing, one that stops in the middle of its
+    request's head, and one idle after its answer are each closed once
+    ``keepalive`` (5 s) has passed without a request: no greenlet waits on a
+    silent client for ever."""
+    server = Server(database_url, WEB_CONCURRENCY="1", GUNICORN_WORKER_CLASS="gevent").start()
+    try:
+        silent, half, idle = (socket.create_connection(("127.0.0.1", server.port)) for _ in "abc")
+        half.sendall(b"GET /items HTTP/1.1\r\nHost: x\r\n")
+        idle.sendall(b"GET /items HTTP/1.1\r\nHost: x\r\n\r\n")
+        idle.settimeout(10)
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+        for conn in (silent, half, idle):
+            conn.settimeout(30)  # the bound under test is 5 s; this only stops a hang
+            data = b""
+            while chunk := conn.recv(65536):
+                data += chunk
+            assert b"200 OK" not in data  # closed, not answered
+            conn.close()
+    finally:
+        server.stop()
+
+
+def test_a_trusted_proxys_https_makes_the_console_cookie_secure(database_url):
+    """X-Forwarded-Proto from a trusted proxy (gunicorn's forwarded_allow_ips,
+    127.0.0.1 by default) sets the scheme, as gunicorn's own parser does."""
+    server = Server(database_url, WEB_CONCURRENCY="1", GUNICORN_WORKER_CLASS="gevent")
+    server.flask("db", "upgrade")
+    server.start()
+    try:
+
+        def sign_in(headers: dict[str, str]) -> str:
+            url = server.flask("console-link").stdout.split()[-1]
+            path = url[url.index("/console/login") :]
+            answer = HttpClient(server.port).request("GET", path, headers=headers)
+            assert answer.status == 303, answer.body
+            return answer.headers["Set-Cookie"]
+
+        assert "Secure" in sign_in({"X-Forwarded-Proto": "https"})
+        assert "Secure" not in sign_in({"X-Forwarded-Proto": "http"})
+        assert "Secure" not in sign_in({})
+    finally:
+        server.stop()
