@@ -14,7 +14,7 @@ from flask import Flask, Response, current_app
 from werkzeug.routing import IntegerConverter
 
 from ecommerce.api.errors import register_error_handlers
-from ecommerce.api.jsonio import DecimalJSONProvider
+from ecommerce.api.jsonio import DecimalJSONProvider, dumps_bytes
 from ecommerce.limits import MAX_ID, MAX_ORDER_ID
 from ecommerce.services import Shop
 
@@ -41,8 +41,7 @@ def current_shop() -> Shop:
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
-    body = current_app.json.dumps(payload, separators=(",", ":")) + "\n"
-    return Response(body, status, mimetype="application/json")
+    return Response(dumps_bytes(payload, newline=True), status, mimetype="application/json")
 
 
 def effect_response(payload: Any, status: int, *, replayed: bool) -> Response:
