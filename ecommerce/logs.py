@@ -10,11 +10,12 @@ HTTP layer sets :data:`request_id` for the duration of a request.
 from __future__ import annotations
 
 import contextvars
-import datetime as dt
-import json
 import logging
 import sys
+import time
 from typing import Any
+
+import orjson
 
 #: The id of the request this thread is serving (None outside a request).
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
@@ -23,9 +24,7 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="milliseconds"
-            ),
+            "time": _rfc3339(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -38,7 +37,25 @@ class JsonFormatter(logging.Formatter):
             line.update(fields)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, separators=(",", ":"))
+        # orjson: a tenth of the standard library's encoder per line; anything it
+        # cannot encode is written as its str(), as json.dumps(default=str) did.
+        return orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+_second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+
+def _rfc3339(created: float) -> str:
+    """``created`` in UTC to the millisecond, as datetime.isoformat writes it
+    ("2026-12-12T00:00:00.123+00:00"); the date and time are formatted once a second."""
+    global _second
+    second = int(created)
+    micros = round((created - second) * 1e6)  # as datetime.fromtimestamp rounds
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    if _second[0] != second:
+        _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second[1]}.{micros // 1000:03d}+00:00"
 
 
 def configure(level: str) -> None:
