@@ -14,14 +14,12 @@ import os
 import socket
 import sys
 
-import gevent
 from gunicorn.glogging import Logger
 from gunicorn.util import parse_address
-from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
-from gunicorn.workers.gthread import ThreadWorker
 
 from ecommerce import logs, metrics_dir
 from ecommerce.config import DEPRECATED_NAMES, Settings
+from ecommerce.workers import DrainingGeventWorker, DrainingThreadWorker
 
 _settings = Settings.from_env()
 _settings.validate_server()
@@ -40,128 +38,6 @@ bind = _settings.bind
 # (figures: docs/BENCHMARKS.md, docs/CAPACITY.md). GUNICORN_WORKER_CLASS=gthread
 # gives the threaded model (GUNICORN_THREADS threads per worker) with the same
 # guarantees.
-
-
-class DrainingThreadWorker(ThreadWorker):
-    """gthread, with a graceful stop that refuses new connections at once.
-
-    On SIGTERM the master closes its listening sockets and gthread stops
-    accepting, finishes the requests in flight (a combined-pay batch included)
-    and only then closes its copies of the listeners; meanwhile the kernel would
-    still complete new connections into the backlog and reset them at exit. This
-    worker closes its listeners as soon as it stops accepting for good, so a
-    client (or a balancer) is refused at once and retries elsewhere.
-    """
-
-    def set_accept_enabled(self, enabled: bool) -> None:
-        super().set_accept_enabled(enabled)
-        if not enabled and not self.alive:
-            for listener in self.sockets:
-                listener.close()
-            self.sockets = []
-
-
-_servers: list[_ClosableServer] = []  # this worker process's servers
-
-
-def _stop_accepting() -> None:
-    for server in _servers:
-        server.close()
-
-
-class _ClosableServer(PyWSGIServer):
-    """gevent's WSGIServer as gunicorn's gevent_pywsgi worker runs it, remembered
-    by its worker and safe to close twice."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        _servers.append(self)
-
-    def close(self) -> None:
-        if not self.closed:
-            super().close()
-
-
-class _LeanHandler(PyWSGIHandler):
-    """gevent's HTTP handler, as gunicorn's gevent worker behaves at its edges.
-
-    gevent's pywsgi writes a response's head and body in one ``sendall`` and
-    parses a request in fewer steps than gunicorn's own parser; what gunicorn's
-    gevent worker did and pywsgi does not is added back here: the wait for a
-    request's line and headers is bounded by ``keepalive`` (a silent keep-alive
-    connection is closed), a trusted proxy's X-Forwarded-Proto sets the scheme
-    (``forwarded_allow_ips``, ``secure_scheme_headers``), and with no access
-    log configured nothing is formatted for one.
-    """
-
-    keepalive_s: float = 5.0
-    access_log = False
-    trusted_peers: frozenset[str] = frozenset({"127.0.0.1", "::1"})
-    trust_every_peer = False
-    secure_scheme_headers: tuple[tuple[str, str], ...] = ()
-
-    def read_requestline(self):  # type: ignore[no-untyped-def]
-        line = ""
-        with gevent.Timeout(self.keepalive_s, False):
-            line = super().read_requestline()
-        return line  # "" closes the connection
-
-    def read_request(self, raw_requestline):  # type: ignore[no-untyped-def]
-        done = False
-        with gevent.Timeout(self.keepalive_s, False):
-            done = super().read_request(raw_requestline)
-        return done  # False: 400, the connection closed
-
-    def get_environ(self):  # type: ignore[no-untyped-def]
-        environ = super().get_environ()
-        for key, secure_value in self.secure_scheme_headers:
-            value = environ.get(key)
-            if value is not None and self._peer_trusted():
-                environ["wsgi.url_scheme"] = "https" if value == secure_value else "http"
-                break
-        return environ
-
-    def _peer_trusted(self) -> bool:
-        peer = self.client_address[0] if isinstance(self.client_address, tuple) else ""
-        return self.trust_every_peer or peer in self.trusted_peers
-
-    def log_request(self) -> None:
-        if self.access_log:
-            super().log_request()
-
-
-class DrainingGeventWorker(GeventPyWSGIWorker):
-    """gevent: gunicorn's gevent_pywsgi worker, with the shop's edges
-    (_LeanHandler) and a graceful stop that refuses new connections at once.
-
-    gunicorn's gevent workers notice SIGTERM in their once-a-second loop and only
-    then close their servers; until then they go on accepting. This worker
-    closes them (stops accepting, closes its copies of the listeners) from a
-    greenlet spawned by the signal, then drains as gunicorn does. Rebased from
-    gunicorn's plain gevent worker onto gevent's pywsgi server: one ``sendall``
-    per response and a leaner parser cost less CPU per request
-    (docs/BENCHMARKS.md, "The lean request path").
-    """
-
-    server_class = _ClosableServer
-    wsgi_handler = _LeanHandler
-
-    def init_process(self) -> None:
-        cfg = self.cfg
-        _LeanHandler.keepalive_s = float(cfg.keepalive or 5)
-        _LeanHandler.access_log = bool(cfg.accesslog)
-        allowed = list(cfg.forwarded_allow_ips)
-        _LeanHandler.trust_every_peer = "*" in allowed
-        _LeanHandler.trusted_peers = frozenset(allowed)
-        _LeanHandler.secure_scheme_headers = tuple(
-            ("HTTP_" + name.upper().replace("-", "_"), value)
-            for name, value in cfg.secure_scheme_headers.items()
-        )
-        super().init_process()
-
-    def handle_exit(self, sig, frame) -> None:
-        super().handle_exit(sig, frame)
-        gevent.spawn(_stop_accepting)
 
 
 _worker_class = _settings.worker_class
