@@ -163,11 +163,31 @@ class _LeanHandler(PyWSGIHandler):
     trust_every_peer = False
     secure_scheme_headers: tuple[tuple[str, str], ...] = ()
 
+    _silence: gevent.Timeout | None = None  # this connection's, restarted for each wait
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        finally:
+            if self._silence is not None:
+                self._silence.close()
+
+    def _bounded(self, read: Any, *args: Any) -> Any:
+        """``read(*args)``, or None once the connection has been silent for keepalive_s."""
+        if self._silence is None:
+            self._silence = gevent.Timeout(self.keepalive_s, False)
+        self._silence.start()
+        try:
+            return read(*args)
+        except gevent.Timeout as expired:
+            if expired is not self._silence:
+                raise
+            return None
+        finally:
+            self._silence.cancel()
+
     def read_requestline(self):  # type: ignore[no-untyped-def]
-        line = ""
-        with gevent.Timeout(self.keepalive_s, False):
-            line = super().read_requestline()
-        return line  # "" closes the connection
+        return self._bounded(super().read_requestline) or ""  # "" closes the connection
 
     def MessageClass(self, fp, *args):  # type: ignore[no-untyped-def]
         return read_head(fp)
@@ -178,10 +198,8 @@ class _LeanHandler(PyWSGIHandler):
         return super()._headers()
 
     def read_request(self, raw_requestline):  # type: ignore[no-untyped-def]
-        done = False
-        with gevent.Timeout(self.keepalive_s, False):
-            done = super().read_request(raw_requestline)
-        return done  # False: 400, the connection closed
+        # False: 400, the connection closed
+        return self._bounded(super().read_request, raw_requestline) or False
 
     def get_environ(self):  # type: ignore[no-untyped-def]
         environ = super().get_environ()
