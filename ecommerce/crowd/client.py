@@ -22,11 +22,9 @@ import json
 import random
 import resource
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
 
-from ecommerce.flashsale.loadgen import in_child_process, parse_head
+from ecommerce.flashsale.loadgen import in_child_process, parse_head, run_loop
 
 #: A request with no answer after this long is given up and retried (a silent
 #: server: the client cannot tell a lost request from a slow one).
@@ -270,23 +268,11 @@ def run_crowd(plan: CrowdPlan) -> CrowdResult:
     result = CrowdResult()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = usage.ru_utime + usage.ru_stime
-    _run_loop(_crowd(plan, result))
+    run_loop(_crowd(plan, result))
     result.finished = time.monotonic()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result.cpu_s = usage.ru_utime + usage.ru_stime - cpu_before
     return result
-
-
-def _run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """uvloop's event loop when it is installed (make install's bench extra):
-    the crowd shares the machine with the shop it measures, and uvloop spends
-    less CPU per socket than asyncio's own loop."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
 
 
 def run_crowd_in_process(plan: CrowdPlan) -> CrowdResult:

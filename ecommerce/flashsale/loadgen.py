@@ -14,9 +14,9 @@ import json
 import multiprocessing
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 ADD, CHECKOUT, PAY = 0, 1, 2
 STEP_NAMES = ("add", "checkout", "pay")
@@ -173,12 +173,24 @@ async def _run(plan: LoadPlan, result: LoadResult) -> None:
     await asyncio.gather(*(connection_loop() for _ in range(plan.connections)))
 
 
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop's event loop when it is installed (make install's bench extra):
+    the load generator shares the machine with the shop it measures, and uvloop
+    spends less CPU per request than asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def run_load(plan: LoadPlan) -> LoadResult:
     result = LoadResult()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = usage.ru_utime + usage.ru_stime
     result.started = time.monotonic()
-    asyncio.run(_run(plan, result))
+    run_loop(_run(plan, result))
     result.finished = time.monotonic()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result.cpu_s = usage.ru_utime + usage.ru_stime - cpu_before
