@@ -163,28 +163,13 @@ class _LeanHandler(PyWSGIHandler):
     trust_every_peer = False
     secure_scheme_headers: tuple[tuple[str, str], ...] = ()
 
-    _silence: gevent.Timeout | None = None  # this connection's, restarted for each wait
-
-    def handle(self) -> None:
-        try:
-            super().handle()
-        finally:
-            if self._silence is not None:
-                self._silence.close()
-
     def _bounded(self, read: Any, *args: Any) -> Any:
-        """``read(*args)``, or None once the connection has been silent for keepalive_s."""
-        if self._silence is None:
-            self._silence = gevent.Timeout(self.keepalive_s, False)
-        self._silence.start()
-        try:
+        """``read(*args)``, or None once the connection has been silent for
+        keepalive_s. A new timer each wait: a gevent Timeout started again after
+        a cancel keeps counting from its first start."""
+        with gevent.Timeout(self.keepalive_s, False):
             return read(*args)
-        except gevent.Timeout as expired:
-            if expired is not self._silence:
-                raise
-            return None
-        finally:
-            self._silence.cancel()
+        return None  # the timer expired (Timeout(..., False) ends the block quietly)
 
     def read_requestline(self):  # type: ignore[no-untyped-def]
         return self._bounded(super().read_requestline) or ""  # "" closes the connection

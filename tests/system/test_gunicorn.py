@@ -311,6 +311,21 @@ def test_a_silent_connection_is_closed_after_the_keep_alive(database_url):
         server.stop()
 
 
+def test_a_connection_in_use_outlives_the_keep_alive(database_url):
+    """The keep-alive bound is on silence, not on a connection's age: a client
+    asking once a second (a place in the waiting room polling, say) keeps its
+    connection past keepalive (5 s), each wait timed afresh."""
+    server = Server(database_url, WEB_CONCURRENCY="1", GUNICORN_WORKER_CLASS="gevent").start()
+    try:
+        http = HttpClient(server.port, reconnect=False)
+        for _ in range(7):
+            assert http.request("GET", "/healthz").status == 200
+            time.sleep(1)  # the client's own pace, well inside the bound
+        http.close()
+    finally:
+        server.stop()
+
+
 def test_a_trusted_proxys_https_makes_the_console_cookie_secure(database_url):
     """X-Forwarded-Proto from a trusted proxy (gunicorn's forwarded_allow_ips,
     127.0.0.1 by default) sets the scheme, as gunicorn's own parser does."""
