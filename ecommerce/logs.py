@@ -63,13 +63,6 @@ def configure(level: str) -> None:
     JSON handler is already there (gunicorn's logconfig_dict installs one)."""
     root = logging.getLogger()
     root.setLevel(level.upper())
-    # A record needs none of what the standard library looks up for each one by
-    # default (logging's documented optimisations): the line written carries no
-    # caller's file and line, thread or process.
-    logging._srcfile = None  # type: ignore[attr-defined]
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
     # Alembic announces its plugins at info whenever its scripts are read.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):

@@ -32,18 +32,14 @@ log = logging.getLogger("ecommerce.request")
 
 def _new_request_id() -> str:
     """Unique without a system call per request: a random prefix per process
-    (drawn again in a forked child) and a counter."""
+    (re-drawn after a fork) and a counter."""
+    global _prefix, _prefix_pid
+    if _prefix_pid != os.getpid():
+        _prefix, _prefix_pid = uuid.uuid4().hex[:16], os.getpid()
     return f"{_prefix}{next(_counter):08x}"
 
 
-def _draw_prefix() -> None:
-    global _prefix
-    _prefix = uuid.uuid4().hex[:16]
-
-
-_prefix = ""
-_draw_prefix()
-os.register_at_fork(after_in_child=_draw_prefix)
+_prefix, _prefix_pid = "", -1
 _counter = itertools.count()
 
 
