@@ -41,11 +41,9 @@ bind = _settings.bind
 
 
 _worker_class = _settings.worker_class
-worker_class = {
-    "gthread": DrainingThreadWorker,
-    "gevent": DrainingGeventWorker,
-    "gevent_pywsgi": DrainingGeventWorker,
-}.get(_worker_class, _worker_class)
+worker_class = {"gthread": DrainingThreadWorker, "gevent": DrainingGeventWorker}.get(
+    _worker_class, _worker_class
+)
 workers = _settings.workers
 # gthread: request threads per worker. gevent ignores it (GUNICORN_THREADS only
 # sizes the default pool there: Settings.threads).

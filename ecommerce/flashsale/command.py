@@ -174,7 +174,7 @@ def machine_facts(database_url: str) -> dict[str, object]:
     "--worker-class",
     default="gevent",
     show_default=True,
-    type=click.Choice(["gevent", "gevent_pywsgi", "gthread", "sync"]),
+    type=click.Choice(["gevent", "gthread", "sync"]),
     help="gunicorn's worker class (gevent: greenlets on one thread per worker).",
 )
 @click.option("--url", default=None, help="Target a running server instead of starting one.")

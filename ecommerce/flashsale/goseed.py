@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
@@ -27,7 +25,7 @@ from sqlalchemy import create_engine, make_url, text
 from ecommerce.embedded_db import ensure_database
 from ecommerce.flashsale.cpu import CpuMeter, postmaster_pid
 from ecommerce.flashsale.run import SALE_PRICE, SaleConfig, SaleResult, prepare_carts, storm
-from ecommerce.flashsale.server import free_port
+from ecommerce.flashsale.server import free_port, stop_group, wait_until_serving
 
 GO_PACKAGES = "golang-go golang-github-gorilla-mux-dev golang-github-jackc-pgx-v4-dev"
 POOL_SIZE = 4
@@ -104,25 +102,12 @@ class GoSeedProcess:
         self.process = subprocess.Popen(
             [str(self.binary)], env=self.env, stderr=subprocess.DEVNULL, start_new_session=True
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the Go design exited with {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/items", timeout=2):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("the Go design did not start serving")
+        wait_until_serving(self.process, f"http://127.0.0.1:{self.port}/items", 30)
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        if self.process is not None:
+            stop_group(self.process, 15)
 
 
 def run_sale(config: SaleConfig, database_url: str) -> SaleResult:

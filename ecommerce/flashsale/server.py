@@ -26,6 +26,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_serving(process: subprocess.Popen[bytes], url: str, timeout_s: float) -> None:
+    """Until GET ``url`` answers 200; RuntimeError if ``process`` exits first or
+    ``timeout_s`` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{process.args[0]} did not start serving {url}")
+
+
+def stop_group(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM to ``process``'s group (it was started in a session of its own),
+    SIGKILL if it has not exited within ``timeout_s``."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 class GunicornProcess:
     """``gunicorn -c python:ecommerce.gunicorn_conf wsgi:app`` with ``env`` on top of ours
     (``app`` names another WSGI application, e.g. one a test wraps)."""
@@ -55,16 +82,8 @@ class GunicornProcess:
             start_new_session=True,
             stderr=self._log,
         )
-        deadline = time.monotonic() + ready_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2):
-                    return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("gunicorn did not become ready")
+        wait_until_serving(self.process, f"http://127.0.0.1:{self.port}/healthz", ready_timeout)
+        return self
 
     def worker_pids(self) -> list[int]:
         assert self.process is not None
@@ -82,13 +101,7 @@ class GunicornProcess:
 
     def _stop(self) -> None:
         assert self.process is not None
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process, 30)
         self.process = None
 
     def __enter__(self) -> GunicornProcess:

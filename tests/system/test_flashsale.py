@@ -148,25 +148,25 @@ def test_the_simulator_is_a_command_beside_the_shop_not_inside_it():
     assert loaded.stdout.strip() == "[]"
 
 
+def _sale(make_app, tmp_path: Path, *args: str) -> tuple[str, dict]:
+    """`flask flashsale ARGS --out tmp_path`: its output and its JSON report."""
+    result = make_app().test_cli_runner().invoke(flashsale, args=[*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (report,) = tmp_path.glob("flashsale-*.json")
+    return result.output, json.loads(report.read_text())
+
+
 def test_a_pay_only_sale_with_keys_reports_the_sold_out_phase(make_app, tmp_path: Path):
     """The hot-item measurement of make bench: carts prepared, each request pays a
     different buyer with an Idempotency-Key; the storm goes on after the last unit."""
-    result = (
-        make_app()
-        .test_cli_runner()
-        .invoke(
-            flashsale,
-            args=[
-                *("--mode", "pay", "--keys", "--stock", "10", "--buyers", "80"),
-                *("--connections", "8", "--workers", "1", "--threads", "8", "--no-ceiling"),
-                *("--out", str(tmp_path)),
-            ],
-        )
+    output, report = _sale(
+        make_app,
+        tmp_path,
+        *("--mode", "pay", "--keys", "--stock", "10", "--buyers", "80"),
+        *("--connections", "8", "--workers", "1", "--threads", "8", "--no-ceiling"),
     )
-    assert result.exit_code == 0, result.output
-    assert "after the last unit" in result.output
-    (report,) = tmp_path.glob("flashsale-*.json")
-    (run,) = json.loads(report.read_text())["runs"]
+    assert "after the last unit" in output
+    (run,) = report["runs"]
     assert run["label"] == "pay+keys" and run["correct"] is True
     assert run["paid"] == 10 and run["outcomes"]["sold_out"] == 70
     assert run["after_sold_out"]["n"] > 0 and run["storm_latency_ms"]["n"] == 80
@@ -178,22 +178,15 @@ def test_cpu_per_buyer_a_profile_and_the_servers_log(make_app, tmp_path: Path):
     from /proc; --profile: py-spy's stacks of a worker under the flow; the server
     logs at info, as in production, into the run's directory."""
     profile = tmp_path / "profile.txt"
-    result = (
-        make_app()
-        .test_cli_runner()
-        .invoke(
-            flashsale,
-            args=[
-                *("--stock", "400", "--buyers", "400", "--connections", "8"),
-                *("--workers", "1", "--no-ceiling", "--cpu", "--profile", str(profile)),
-                *("--duration", "3", "--out", str(tmp_path)),
-            ],
-        )
+    output, report = _sale(
+        make_app,
+        tmp_path,
+        *("--stock", "400", "--buyers", "400", "--connections", "8"),
+        *("--workers", "1", "--no-ceiling", "--cpu", "--profile", str(profile)),
+        *("--duration", "3"),
     )
-    assert result.exit_code == 0, result.output
-    assert "CPU per buyer paid" in result.output
-    (report,) = tmp_path.glob("flashsale-*.json")
-    (run,) = json.loads(report.read_text())["runs"]
+    assert "CPU per buyer paid" in output
+    (run,) = report["runs"]
     cpu = run["cpu_us_per_paid"]
     assert run["paid"] > 0 and cpu["server"] > 0 and cpu["loadgen"] > 0
     assert cpu["database"] is not None and cpu["database"] > 0
@@ -205,21 +198,14 @@ def test_cpu_per_buyer_a_profile_and_the_servers_log(make_app, tmp_path: Path):
 
 
 def test_the_go_designs_rows_say_why_they_are_skipped(make_app, tmp_path: Path):
-    result = (
-        make_app()
-        .test_cli_runner()
-        .invoke(
-            flashsale,
-            args=[
-                *("--stock", "5", "--buyers", "5", "--connections", "2", "--workers", "1"),
-                *("--no-ceiling", "--go-seed", str(tmp_path / "nowhere"), "--out", str(tmp_path)),
-            ],
-        )
+    output, report = _sale(
+        make_app,
+        tmp_path,
+        *("--stock", "5", "--buyers", "5", "--connections", "2", "--workers", "1"),
+        *("--no-ceiling", "--go-seed", str(tmp_path / "nowhere")),
     )
-    assert result.exit_code == 0, result.output
-    assert "the Go design's rows: skipped" in result.output
-    (report,) = tmp_path.glob("flashsale-*.json")
-    assert "go_seed_skipped" in json.loads(report.read_text())["machine"]
+    assert "the Go design's rows: skipped" in output
+    assert "go_seed_skipped" in report["machine"]
 
 
 def test_the_capacity_model_measures_the_database_alone(make_app, database_url):
