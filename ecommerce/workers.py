@@ -1,13 +1,9 @@
 """The shop's gunicorn workers (ecommerce/gunicorn_conf.py picks one by
 GUNICORN_WORKER_CLASS): gthread and gevent, each with a graceful stop that
-refuses new connections at once; gevent writing each response whole.
+refuses new connections at once.
 """
 
 from __future__ import annotations
-
-import contextlib
-import socket
-from typing import Any
 
 import gevent
 import gunicorn.workers.ggevent as ggevent
@@ -57,10 +53,6 @@ class DrainingGeventWorker(GeventWorker):
     then closes its servers; until then it goes on accepting. This worker closes
     them (stops accepting, closes its copies of the listeners) from a greenlet
     spawned by the signal, then drains as gunicorn does.
-
-    Each response leaves in one ``sendall`` where gunicorn makes two (its head,
-    then its body): see OneWriteSocket. gunicorn's own parser, keep-alive bound,
-    request limits and error answers are untouched.
     """
 
     def run(self) -> None:
@@ -73,56 +65,7 @@ class DrainingGeventWorker(GeventWorker):
         super().handle_exit(sig, frame)
         gevent.spawn(_stop_accepting)
 
-    def handle(self, listener, client, addr) -> None:
-        super().handle(listener, OneWriteSocket(client), addr)
-
-    def handle_request(self, listener_name, req, sock, addr):  # type: ignore[no-untyped-def]
-        try:
-            return super().handle_request(listener_name, req, sock, addr)
-        finally:
-            with contextlib.suppress(OSError):  # a client gone: its next read says so
-                sock.flush()
-
 
 def _stop_accepting() -> None:
     for server in _servers:
         server.close()
-
-
-class OneWriteSocket:
-    """A gevent worker's client socket on which a response's head waits for the
-    response's body, so that a whole answer leaves in one ``sendall``: gunicorn
-    writes a head and then the body, two system calls and two trips through
-    gevent's socket for every answer. Only a head that announces its length is
-    held (a streamed answer's head goes at once); the worker flushes a held head
-    when the request is done (an answer with no body). Everything else is the
-    socket's own."""
-
-    __slots__ = ("_head", "_sock")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._head: bytes | None = None
-
-    def sendall(self, data: bytes) -> None:
-        if self._head is not None:
-            data, self._head = self._head + data, None
-        elif _is_sized_head(data):
-            self._head = bytes(data)
-            return
-        self._sock.sendall(data)
-
-    def flush(self) -> None:
-        if self._head is not None:
-            head, self._head = self._head, None
-            self._sock.sendall(head)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
-def _is_sized_head(data: bytes) -> bool:
-    """A whole response head (status line to the blank line) with a Content-Length."""
-    return (
-        data[:5] == b"HTTP/" and data[-4:] == b"\r\n\r\n" and b"\r\ncontent-length:" in data.lower()
-    )
