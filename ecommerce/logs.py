@@ -10,6 +10,7 @@ HTTP layer sets :data:`request_id` for the duration of a request.
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import sys
 import time
@@ -39,7 +40,10 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = self.formatException(record.exc_info)
         # orjson: a tenth of the standard library's encoder per line; anything it
         # cannot encode is written as its str(), as json.dumps(default=str) did.
-        return orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        try:
+            return orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # an integer past 64 bits, a lone surrogate: as before
+            return json.dumps(line, default=str, separators=(",", ":"))
 
 
 _second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
@@ -53,9 +57,10 @@ def _rfc3339(created: float) -> str:
     micros = round((created - second) * 1e6)  # as datetime.fromtimestamp rounds
     if micros >= 1_000_000:
         second, micros = second + 1, micros - 1_000_000
-    if _second[0] != second:
-        _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    return f"{_second[1]}.{micros // 1000:03d}+00:00"
+    cached = _second  # read once: another thread may replace it meanwhile
+    if cached[0] != second:
+        cached = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{micros // 1000:03d}+00:00"
 
 
 def configure(level: str) -> None:

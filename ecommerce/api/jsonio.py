@@ -33,19 +33,30 @@ def _default(value: Any) -> Any:
 
 
 def _has_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, dict):
-        return any(_has_float(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_float(v) for v in value)
+    """Whether a float is anywhere in ``value`` (walked without recursion: a
+    deeply nested body must not end in RecursionError)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 
 def dumps_bytes(obj: Any, newline: bool = False) -> bytes:
-    """``obj`` as compact JSON bytes (keys sorted), with a final newline if asked."""
+    """``obj`` as compact JSON bytes (keys sorted), with a final newline if asked.
+    What orjson cannot encode (an integer past 64 bits, a lone surrogate in a
+    string) is encoded by the standard library, as every answer was before."""
     options = (_DUMPS_OPTIONS | orjson.OPT_APPEND_NEWLINE) if newline else _DUMPS_OPTIONS
-    return orjson.dumps(obj, default=_default, option=options)
+    try:
+        return orjson.dumps(obj, default=_default, option=options)
+    except TypeError:  # orjson.JSONEncodeError is one
+        text = json.dumps(obj, default=_default, sort_keys=True, separators=(",", ":"))
+        return (text + "\n" if newline else text).encode()
 
 
 class DecimalJSONProvider(JSONProvider):

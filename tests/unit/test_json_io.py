@@ -81,6 +81,22 @@ def _refuse(name):
     raise ValueError(f"{name} is not a valid JSON number")
 
 
+def test_a_deep_body_parses_as_the_standard_library_parses_it():
+    body = b'{"a": ' + b"[" * 600 + b"1" + b"]" * 600 + b"}"
+    assert PROVIDER.loads(body) == json.loads(body)
+
+
+def test_what_orjson_cannot_encode_is_encoded_as_before():
+    for value in ({"n": 2**70}, {"s": "\ud800"}):
+        expected = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+        assert dumps_bytes(value) == expected
+        assert dumps_bytes(value, newline=True) == expected + b"\n"
+    record = logging.LogRecord("x", logging.INFO, "f", 1, "m", (), None)
+    record.fields = {"n": 2**70, "s": "\ud800"}  # type: ignore[attr-defined]
+    line = json.loads(logs.JsonFormatter().format(record))
+    assert line["n"] == 2**70 and line["s"] == "\ud800"
+
+
 def test_an_answer_is_compact_sorted_json_with_decimals_as_strings():
     body = dumps_bytes({"total": Decimal("9.99"), "lines": [{"b": 1, "a": "é"}]}, newline=True)
     assert body == '{"lines":[{"a":"é","b":1}],"total":"9.99"}\n'.encode()
