@@ -44,21 +44,24 @@ def build(source: Path, out_dir: Path) -> Path | str:
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "go-seed"
         shutil.copytree(source, copy)
-        done = subprocess.run(
-            [go, "build", "-o", str(binary), "./cmd/server"],
-            cwd=copy,
-            env={
-                **os.environ,
-                # Debian's Go libraries, no module download.
-                "GO111MODULE": "off",
-                "GOPATH": "/usr/share/gocode",
-                "GOFLAGS": "",
-                "GOCACHE": str(out_dir / "go-build-cache"),
-            },
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        try:
+            done = subprocess.run(
+                [go, "build", "-o", str(binary), "./cmd/server"],
+                cwd=copy,
+                env={
+                    **os.environ,
+                    # Debian's Go libraries, no module download.
+                    "GO111MODULE": "off",
+                    "GOPATH": "/usr/share/gocode",
+                    "GOFLAGS": "",
+                    "GOCACHE": str(out_dir / "go-build-cache"),
+                },
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+        except subprocess.TimeoutExpired:
+            return "the Go design did not build within 10 minutes"
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
         return f"the Go design did not build: {lines[-1] if lines else done.returncode}"
@@ -102,7 +105,11 @@ class GoSeedProcess:
         self.process = subprocess.Popen(
             [str(self.binary)], env=self.env, stderr=subprocess.DEVNULL, start_new_session=True
         )
-        wait_until_serving(self.process, f"http://127.0.0.1:{self.port}/items", 30)
+        try:
+            wait_until_serving(self.process, f"http://127.0.0.1:{self.port}/items", 30)
+        except BaseException:  # not serving, or interrupted: not left running
+            stop_group(self.process, 15)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
