@@ -287,6 +287,8 @@ def flashsale(
             go_skipped = built
             click.echo(f"the Go design's rows are skipped: {built}", err=True)
             configs = [c for c in configs if c.strategy != GO_SEED]
+            if not configs:  # --strategy go_seed alone
+                raise click.ClickException(f"nothing to run: {built}")
         else:
             configs += go_seed_configs(base) if suite else []
             configs = [

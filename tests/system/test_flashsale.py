@@ -208,6 +208,19 @@ def test_the_go_designs_rows_say_why_they_are_skipped(make_app, tmp_path: Path):
     assert "go_seed_skipped" in report["machine"]
 
 
+def test_the_go_design_alone_without_its_source_is_refused_saying_why(make_app, tmp_path: Path):
+    result = (
+        make_app()
+        .test_cli_runner()
+        .invoke(
+            flashsale,
+            args=["--strategy", "go_seed", "--go-seed", str(tmp_path / "nowhere"), "--no-ceiling"],
+        )
+    )
+    assert result.exit_code == 1 and "nothing to run: no Go design at" in result.output
+    assert not list(tmp_path.glob("flashsale-*"))
+
+
 def test_the_capacity_model_measures_the_database_alone(make_app, database_url):
     result = (
         make_app()
