@@ -92,6 +92,17 @@ def status(rank: int, final: bool, front: Front, now: dt.datetime) -> str:
     return "waiting"
 
 
+def passed_over(rank: int, front: Front) -> str:
+    """The answer for a place whose rank is passed but which no refresh
+    admitted (its join committed after the refresh that admitted past its
+    number): ``waiting``, first in line at the next refresh, unless the stock
+    left cannot reach it (the cut-off, counted among the places not admitted,
+    may then lie below ``serving``): ``sold_out``."""
+    if front.sold_out_after is not None and rank > front.sold_out_after:
+        return "sold_out"
+    return "waiting"
+
+
 def buyers_left(stock: int, units_per_buyer: int, in_flight: int) -> int:
     """Buyers the stock can still serve beyond those admitted and not done, each
     counted at ``units_per_buyer`` (the item's per-buyer limit, 1 without one)."""

@@ -161,6 +161,50 @@ def test_a_crowd_through_two_instances_buys_exactly_the_stock_in_turn(storm_shop
     assert_invariants(committed)
 
 
+def test_a_join_committed_after_the_line_passed_its_number_is_admitted_or_told_sold_out(
+    storm_shop, committed
+):
+    """A join whose arrival number was drawn before another's but committed
+    after the refresh that admitted that other (the refresh could not see it):
+    the next refresh admits it while the stock lasts; once the stock is gone it
+    is told sold out, not left waiting for a turn that can no longer come."""
+    from sqlalchemy.orm import Session
+
+    from ecommerce.repositories.rooms import RoomRepository
+
+    shop = storm_shop(6, queue_refresh_ms=0)  # a connection per combining thread too
+    item = commit_item(committed, "Hot", "2.00", 1)
+    late_item = commit_item(committed, "Warm", "2.00", 2)
+    open_room(shop, item, max_admitted=3)
+    open_room(shop, late_item, max_admitted=3)
+    now = shop.clock()
+    with committed.connect() as conn, conn.begin() as late_join:
+        # "late" joins both lines first; its joins stay uncommitted
+        late = RoomRepository(Session(bind=conn)).join_many(
+            [(item, "late", 0), (late_item, "late", 0)], now
+        )
+        late_seqs = [joined[0].seq for joined in late]
+        tokens: list[str] = []
+        for hot in (item, late_item):  # "first" joins after, is admitted and buys
+            place = rooms.join(shop, hot, "first")
+            assert place.seq > max(late_seqs)
+            place = rooms.poll(shop, hot, "first", place.place_token)
+            assert place.status == "admitted"
+            tokens.append(place.admission_token)
+            cart.add_to_cart(shop, "first", hot, 1, admission_tokens=tokens)
+        payment.pay(shop, "first", Decimal("4.00"), admission_tokens=tokens)
+        late_join.commit()
+    # the hot item's one unit is sold: "late" is told so, every poll after
+    place = rooms.join(shop, item, "late")
+    assert (place.seq, place.status) == (late_seqs[0], "sold_out")
+    assert rooms.poll(shop, item, "late", place.place_token).status == "sold_out"
+    # the other item has a unit left: the next refresh admits "late"
+    place = rooms.join(shop, late_item, "late")
+    assert (place.seq, place.status) == (late_seqs[1], "admitted")
+    assert admitted_count(committed, item) == 1
+    assert_invariants(committed)
+
+
 def test_a_batch_of_joins_numbers_new_places_in_arrival_order(storm_shop, committed):
     """Joins combined into one statement: new places numbered in the batch's
     order, a buyer's second join in the batch given the same place, an existing

@@ -21,6 +21,7 @@ from ecommerce.domain.queueing import (
     draw,
     estimated_wait_s,
     line_front,
+    passed_over,
     poll_after_ms,
     rank_in,
     sold_out_poll_ms,
@@ -57,6 +58,14 @@ def test_sold_out_beyond_the_cut_off_and_not_before_it():
     assert status(12, True, f, NOW) == "waiting"
     assert status(13, True, f, NOW) == "sold_out"
     assert status(9, True, f, NOW) == "admitted"  # already in: it is their turn
+
+
+def test_a_place_passed_over_is_first_in_line_unless_the_stock_cannot_reach_it():
+    # a join that committed after the refresh admitting past its number: the
+    # cut-off counts the places not admitted, so it may lie below serving
+    assert passed_over(4, front(serving=10, sold_out_after=None)) == "waiting"
+    assert passed_over(4, front(serving=10, sold_out_after=4)) == "waiting"
+    assert passed_over(4, front(serving=10, sold_out_after=3)) == "sold_out"
 
 
 def test_before_the_sale_opens_nobody_is_admitted_and_a_random_room_waits_for_its_draw():

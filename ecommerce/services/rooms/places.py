@@ -244,17 +244,18 @@ def _answer_from_the_place(
         )
         return read_back("admitted", admission, expires)
     if queueing.status(rank, final.final, room.front, now) == "admitted":
-        # Its number is passed but the refresh has not admitted it yet (its
-        # join committed after the refresh's read): first in line at the next one.
+        # Its number is passed but no refresh admitted it (its join committed
+        # after the refresh's read): first in line, or past the stock.
+        status = queueing.passed_over(rank, room.front)
         return PlaceView(
             final.item_id,
             final.user_id,
-            "waiting",
+            status,
             rank,
             1,
             0,
             None,
-            base_ms,
+            _poll_after(room, status, rank, None, base_ms),
             token,
             seq=place.seq,
         )
