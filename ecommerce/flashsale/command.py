@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, make_url, text
 
 from ecommerce import migrations
 from ecommerce.embedded_db import ensure_database
-from ecommerce.flashsale import goseed
+from ecommerce.flashsale import goseed, hop
 from ecommerce.flashsale.report import cpu_table, table, write_chart, write_json
 from ecommerce.flashsale.run import PROFILE_FORMATS, STRATEGIES, SaleConfig, run_sale
 
@@ -177,6 +177,17 @@ def machine_facts(database_url: str) -> dict[str, object]:
     type=click.Choice(["gevent", "gthread", "sync"]),
     help="gunicorn's worker class (gevent: greenlets on one thread per worker).",
 )
+@click.option(
+    "--db-hop-us",
+    "db_hop_us",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 1_000_000),
+    help="Put the database one network hop away from the server (the shop's or the Go "
+    "design's): a relay on the loopback adds this round trip (us) to every exchange "
+    "with PostgreSQL; its CPU is reported apart (needs a C compiler). With --suite: "
+    "pay only and the flow again, shop and Go, with the hop.",
+)
 @click.option("--url", default=None, help="Target a running server instead of starting one.")
 @click.option(
     "--database-url",
@@ -220,6 +231,7 @@ def flashsale(
     workers: int,
     threads: int,
     worker_class: str,
+    db_hop_us: int,
     url: str | None,
     database_url: str | None,
     no_ceiling: bool,
@@ -232,6 +244,8 @@ def flashsale(
         raise click.UsageError(
             "--compare, --suite and --profile start their own servers; not with --url"
         )
+    if url and db_hop_us:
+        raise click.UsageError("--db-hop-us puts a hop before a server it starts; not with --url")
     if profile_path and (compare or suite):
         raise click.UsageError("--profile samples one run: not with --compare or --suite")
     if profile_path and profile_path.suffix not in PROFILE_FORMATS:
@@ -294,6 +308,21 @@ def flashsale(
             configs = [
                 replace(c, go_binary=str(built)) if c.strategy == GO_SEED else c for c in configs
             ]
+    hop_skipped = None
+    if db_hop_us:
+        relay = hop.build(out_dir)
+        if isinstance(relay, str) and not suite:
+            raise click.ClickException(f"--db-hop-us: {relay}")
+        if isinstance(relay, str):
+            hop_skipped = relay
+            click.echo(f"the rows one hop away are skipped: {relay}", err=True)
+        else:
+            away = replace(base, db_hop_us=db_hop_us, hop_binary=str(relay))
+            if suite:  # the suite's rows as they are, then the hop's beside them
+                go = [c for c in configs if c.strategy == GO_SEED]
+                configs += hop_configs(away, go[0].go_binary if go else None)
+            else:
+                configs = [replace(c, db_hop_us=db_hop_us, hop_binary=str(relay)) for c in configs]
     out_dir.mkdir(parents=True, exist_ok=True)
     if not url:
         configs = [replace(c, server_log=str(out_dir / "server.log")) for c in configs]
@@ -319,6 +348,8 @@ def flashsale(
     machine = machine_facts(database_url)
     if go_skipped:
         machine["go_seed_skipped"] = go_skipped
+    if hop_skipped:
+        machine["db_hop_skipped"] = hop_skipped
     write_json(results, machine, json_path)
     write_chart(results, png_path)
 
@@ -327,6 +358,8 @@ def flashsale(
         click.echo("\n" + cpu_table(results))
     if go_skipped:
         click.echo(f"the Go design's rows: skipped ({go_skipped})")
+    if hop_skipped:
+        click.echo(f"the rows one hop away: skipped ({hop_skipped})")
     for r in results:
         if r["loadgen_cpu_share"] > 0.85:
             click.echo(
@@ -367,3 +400,13 @@ def go_seed_configs(base: SaleConfig) -> list[SaleConfig]:
         replace(plenty, strategy=GO_SEED, mode="pay"),
         replace(plenty, strategy=GO_SEED, mode="flow"),
     ]
+
+
+def hop_configs(away: SaleConfig, go_binary: str | None) -> list[SaleConfig]:
+    """The suite's rows with the database one hop away (``away``: its hop):
+    pay only and the whole flow, the shop's, and the Go design's when built."""
+    plenty = replace(away, items=1, stock=200_000, buyers=200_000, ceiling=False)
+    shop = [replace(plenty, mode="pay"), replace(plenty, mode="flow")]
+    if go_binary is None:
+        return shop
+    return shop + [replace(c, strategy=GO_SEED, go_binary=go_binary) for c in shop]

@@ -1,5 +1,6 @@
 """CPU used by the processes of a run, read from /proc: the server's process
-tree, PostgreSQL's and the load generator's, each apart (``--cpu``, the crowd).
+tree, PostgreSQL's, the load generator's and the database hop's relay, each
+apart (``--cpu``, the crowd).
 
 A process tree's CPU is its live processes' own plus what its root has reaped:
 a PostgreSQL backend that exits between two readings moves from the first sum
@@ -69,16 +70,21 @@ class CpuMeter:
 
     server_pids: list[int]
     database_pid: int | None
+    relay_pid: int | None = None  # the database's hop (flashsale/hop.py), if any
     server_s: float = 0.0
     database_s: float | None = None
+    relay_s: float | None = None
 
     def start(self) -> CpuMeter:
         self.server_s = sum(tree_cpu_s(pid) for pid in self.server_pids)
         self.database_s = tree_cpu_s(self.database_pid) if self.database_pid else None
+        self.relay_s = process_cpu_s(self.relay_pid) if self.relay_pid else None
         return self
 
     def stop(self) -> CpuMeter:
         self.server_s = sum(tree_cpu_s(pid) for pid in self.server_pids) - self.server_s
         if self.database_pid and self.database_s is not None:
             self.database_s = tree_cpu_s(self.database_pid) - self.database_s
+        if self.relay_pid and self.relay_s is not None:
+            self.relay_s = process_cpu_s(self.relay_pid) - self.relay_s
         return self

@@ -20,10 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from ecommerce.embedded_db import ensure_database
 from ecommerce.flashsale.cpu import CpuMeter, postmaster_pid
+from ecommerce.flashsale.hop import Hop, around
 from ecommerce.flashsale.run import SALE_PRICE, SaleConfig, SaleResult, prepare_carts, storm
 from ecommerce.flashsale.server import free_port, stop_group, wait_until_serving
 
@@ -119,42 +120,52 @@ class GoSeedProcess:
 
 def run_sale(config: SaleConfig, database_url: str) -> SaleResult:
     """One sale on the Go design: ``config`` as for the shop (mode, stock, buyers,
-    connections, duration); the books checked from a separate connection."""
+    connections, duration, the database's hop); the books checked from a separate
+    connection."""
     assert config.go_binary is not None
     engine = create_engine(database_url, pool_pre_ping=True)
-    server = GoSeedProcess(Path(config.go_binary), database_url)
     try:
-        server.migrate()
-        with engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
-            item_id = conn.execute(
-                text(
-                    "INSERT INTO items (name, price, stock) VALUES ('Flash sale', :p, :s)"
-                    " RETURNING id"
-                ),
-                {"p": SALE_PRICE, "s": config.stock},
-            ).scalar_one()
-        prefix = f"go-{int(time.time() * 1000) % 10**9}-"
-        if config.mode == "pay":
-            prepare_carts(engine, [item_id], prefix, config.buyers)
-        with server:
-            meter = CpuMeter([server.process.pid], postmaster_pid(engine))  # type: ignore[union-attr]
-            result = storm(engine, config, [item_id], prefix, "127.0.0.1", server.port, meter)
-        with engine.connect() as conn:
-            stock, in_orders, twice = conn.execute(
-                text(
-                    "SELECT (SELECT stock FROM items WHERE id = :id),"
-                    " (SELECT coalesce(sum(quantity), 0) FROM order_lines WHERE item_id = :id),"
-                    " (SELECT count(*) FROM (SELECT user_id FROM orders WHERE user_id LIKE :p"
-                    "  GROUP BY user_id HAVING count(*) > 1) t)"
-                ),
-                {"id": item_id, "p": prefix + "%"},
-            ).one()
-        result.stock_sold = int(config.stock - stock)
-        result.units_in_orders = int(in_orders)
-        result.oversold_units = max(0, int(in_orders) - config.stock)
-        result.unaccounted_units = abs(result.stock_sold - result.units_in_orders)
-        result.charged_twice = int(twice)
-        return result
+        with around(config.hop_binary, database_url, config.db_hop_us) as hopped:
+            server = GoSeedProcess(Path(config.go_binary), hopped.url if hopped else database_url)
+            return _run(config, engine, server, hopped)
     finally:
         engine.dispose()
+
+
+def _run(
+    config: SaleConfig, engine: Engine, server: GoSeedProcess, hopped: Hop | None
+) -> SaleResult:
+    server.migrate()
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+        item_id = conn.execute(
+            text(
+                "INSERT INTO items (name, price, stock) VALUES ('Flash sale', :p, :s) RETURNING id"
+            ),
+            {"p": SALE_PRICE, "s": config.stock},
+        ).scalar_one()
+    prefix = f"go-{int(time.time() * 1000) % 10**9}-"
+    if config.mode == "pay":
+        prepare_carts(engine, [item_id], prefix, config.buyers)
+    with server:
+        assert server.process is not None
+        relay = hopped.pid if hopped else None
+        meter = CpuMeter([server.process.pid], postmaster_pid(engine), relay)
+        result = storm(engine, config, [item_id], prefix, "127.0.0.1", server.port, meter)
+    result.db_hop_added_us = round(hopped.added_us) if hopped else None
+    with engine.connect() as conn:
+        stock, in_orders, twice = conn.execute(
+            text(
+                "SELECT (SELECT stock FROM items WHERE id = :id),"
+                " (SELECT coalesce(sum(quantity), 0) FROM order_lines WHERE item_id = :id),"
+                " (SELECT count(*) FROM (SELECT user_id FROM orders WHERE user_id LIKE :p"
+                "  GROUP BY user_id HAVING count(*) > 1) t)"
+            ),
+            {"id": item_id, "p": prefix + "%"},
+        ).one()
+    result.stock_sold = int(config.stock - stock)
+    result.units_in_orders = int(in_orders)
+    result.oversold_units = max(0, int(in_orders) - config.stock)
+    result.unaccounted_units = abs(result.stock_sold - result.units_in_orders)
+    result.charged_twice = int(twice)
+    return result

@@ -11,7 +11,7 @@ COLORS = {"for_update": "#1f77b4", "naive": "#d62728", "go_seed": "#2ca02c"}
 
 def table(results: list[dict[str, Any]]) -> str:
     header = (
-        f"{'run':<20}{'paid':>7}{'paid/s':>9}{'ceiling':>9}{'ratio':>7}"
+        f"{'run':<26}{'paid':>7}{'paid/s':>9}{'ceiling':>9}{'ratio':>7}"
         f"{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}{'sold out':>9}{'busy':>6}{'error':>6}"
         f"{'oversold':>9}{'5xx':>5}{'gen CPU':>9}{'batch':>7}  verdict"
     )
@@ -24,7 +24,7 @@ def table(results: list[dict[str, Any]]) -> str:
         verdict = "ok" if r["correct"] else "OVERSOLD / BROKEN"
         batch = f"{r['mean_batch_size']:.1f}" if r.get("mean_batch_size") else "-"
         rows.append(
-            f"{r['label']:<20}{r['paid']:>7}{r['paid_per_s']:>9.0f}{ceiling:>9}"
+            f"{r['label']:<26}{r['paid']:>7}{r['paid_per_s']:>9.0f}{ceiling:>9}"
             f"{ratio:>7}{lat['p50']:>8.1f}{lat['p95']:>8.1f}{lat['p99']:>8.1f}"
             f"{out['sold_out']:>9}{out['busy']:>6}{out['error']:>6}"
             f"{r['oversold_units']:>9}{r['five_xx']:>5}{r['loadgen_cpu_share']:>9.0%}"
@@ -52,34 +52,42 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def cpu_table(results: list[dict[str, Any]]) -> str:
-    """CPU per buyer paid (µs): the server, PostgreSQL, the load generator; and,
+    """CPU per buyer paid (µs): the server, PostgreSQL, the load generator (and
+    the relay, with the database a hop away); and,
     when the Go design ran in the same sitting, each shop row beside its Go row."""
 
     def us(value: float | None) -> str:
         return "-" if value is None else f"{value:,.0f}"
 
+    hop = any("relay" in (r.get("cpu_us_per_paid") or {}) for r in results)
     header = (
-        f"{'run':<20}{'paid/s':>9}{'server us':>11}{'db us':>9}{'gen us':>9}"
-        f"{'p99 ms':>8}{'x Go paid/s':>13}{'x Go server CPU':>17}"
+        f"{'run':<26}{'paid/s':>9}{'server us':>11}{'db us':>9}{'gen us':>9}"
+        + (f"{'relay us':>10}" if hop else "")
+        + f"{'p99 ms':>8}{'x Go paid/s':>13}{'x Go server CPU':>17}"
     )
     rows = ["CPU per buyer paid (a whole buyer in the flow, a pay in pay-only)", header]
     rows.append("-" * len(header))
-    go = {r["config"]["mode"]: r for r in results if r["config"]["strategy"] == "go_seed"}
+
+    def key(r: dict[str, Any]) -> tuple[str, int]:
+        return r["config"]["mode"], r["config"].get("db_hop_us", 0)
+
+    go = {key(r): r for r in results if r["config"]["strategy"] == "go_seed"}
     for r in results:
         cpu = r.get("cpu_us_per_paid") or {}
-        peer = go.get(r["config"]["mode"]) if r["config"]["strategy"] == "for_update" else None
+        peer = go.get(key(r)) if r["config"]["strategy"] == "for_update" else None
         ratio = cpu_ratio = "-"
         if peer and peer["paid_per_s"] and not r["sold_out"] and not peer["sold_out"]:
             ratio = f"{r['paid_per_s'] / peer['paid_per_s']:.2f}"
             mine, theirs = cpu.get("server"), peer["cpu_us_per_paid"].get("server")
             if mine and theirs:
                 cpu_ratio = f"{mine / theirs:.2f}"
-        if r["sold_out"]:  # per buyer paid means nothing once the stock is gone
+        if r["sold_out"] or not r["paid"]:  # per buyer paid: nothing to divide by
             cpu = {}
         rows.append(
-            f"{r['label']:<20}{r['paid_per_s']:>9.0f}{us(cpu.get('server')):>11}"
+            f"{r['label']:<26}{r['paid_per_s']:>9.0f}{us(cpu.get('server')):>11}"
             f"{us(cpu.get('database')):>9}{us(cpu.get('loadgen')):>9}"
-            f"{r['pay_latency_ms']['p99']:>8.1f}{ratio:>13}{cpu_ratio:>17}"
+            + (f"{us(cpu.get('relay')):>10}" if hop else "")
+            + f"{r['pay_latency_ms']['p99']:>8.1f}{ratio:>13}{cpu_ratio:>17}"
         )
     return "\n".join(rows)
 

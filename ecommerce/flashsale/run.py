@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Engine, create_engine, text
 
 from ecommerce.config import Settings
+from ecommerce.flashsale import hop
 from ecommerce.flashsale.ceiling import DEFAULT_CLIENTS, measure_ceiling
 from ecommerce.flashsale.cpu import CpuMeter, postmaster_pid
 from ecommerce.flashsale.fake_gateway import start_in_thread
@@ -55,6 +56,11 @@ class SaleConfig:
     # py-spy samples one worker through the storm into this file: .svg a flame
     # graph, .txt collapsed stacks, .json speedscope (None: no profile).
     profile_path: str | None = None
+    # The database one network hop away: the round trip added between the
+    # server and PostgreSQL (µs; 0: none), by the relay built at ``hop_binary``
+    # (ecommerce/flashsale/hop.py).
+    db_hop_us: int = 0
+    hop_binary: str | None = None
     # The server's log (its JSON lines at LOG_LEVEL=info, as in production),
     # written afresh each run; None: at warning, to the simulator's stderr.
     server_log: str | None = None
@@ -65,6 +71,7 @@ class SaleConfig:
         label += f" {self.strategy.replace('_', '-')}" if self.strategy != "for_update" else ""
         label += "" if self.combining or self.strategy == "go_seed" else " alone"
         label += "" if self.gateway_latency_ms is None else f" gw{self.gateway_latency_ms}ms"
+        label += f" hop{self.db_hop_us}us" if self.db_hop_us else ""
         return label + ("" if self.metrics else " no-metrics")
 
     url: str | None = None  # a running server to target instead of starting gunicorn
@@ -109,6 +116,8 @@ class SaleResult:
     mean_cart_batch_sizes: dict[str, float] = field(default_factory=dict)
     # The sale's orders by status (with a payment provider: pending, payment_failed...).
     order_statuses: dict[str, int] = field(default_factory=dict)
+    # With the database a hop away: the round trip the relay added, measured (µs).
+    db_hop_added_us: float | None = None
     timeline: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -276,7 +285,12 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
             try:
                 if config.server_log:
                     Path(config.server_log).unlink(missing_ok=True)  # this run's lines only
-                with sale_server(database_url, config, gateway_url) as server:
+                with (
+                    hop.around(config.hop_binary, database_url, config.db_hop_us) as hopped,
+                    sale_server(
+                        hopped.url if hopped else database_url, config, gateway_url
+                    ) as server,
+                ):
                     warm_up("127.0.0.1", server.port, 4 * config.workers * config.threads)
                     nonce = console.issue_link(shop, "rehearsal", int(config.duration_s) + 600)
                     print(
@@ -285,7 +299,11 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
                         flush=True,
                     )
                     assert server.process is not None
-                    meter = CpuMeter([server.process.pid], postmaster_pid(engine))
+                    meter = CpuMeter(
+                        [server.process.pid],
+                        postmaster_pid(engine),
+                        hopped.pid if hopped else None,
+                    )
                     profiler = None
                     if config.profile_path:
                         profiler = start_profiler(
@@ -294,6 +312,7 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
                     result = storm(
                         engine, config, item_ids, prefix, "127.0.0.1", server.port, meter
                     )
+                    result.db_hop_added_us = round(hopped.added_us) if hopped else None
                     if profiler is not None:
                         profiler.wait(config.duration_s + 60)
                     sizes = mean_batch_sizes("127.0.0.1", server.port)
@@ -408,6 +427,8 @@ def storm(
         ),
         "loadgen": round(load.cpu_s * 1e6 / paid_n),
     }
+    if meter is not None and meter.relay_s is not None:
+        result.cpu_us_per_paid["relay"] = round(meter.relay_s * 1e6 / paid_n)
     result.timeline = _timeline(records, poller.samples, start, load.finished)
     return result
 

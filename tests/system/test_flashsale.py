@@ -1,6 +1,7 @@
 """`flask flashsale`, small: the simulator runs, checks and reports for real."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -195,6 +196,23 @@ def test_cpu_per_buyer_a_profile_and_the_servers_log(make_app, tmp_path: Path):
     lines = (tmp_path / "server.log").read_text().splitlines()
     requests = [json.loads(line) for line in lines if '"message":"request"' in line]
     assert len(requests) >= run["paid"] and requests[0]["level"] == "info"
+
+
+def test_a_sale_with_the_database_one_hop_away(make_app, tmp_path: Path):
+    """--db-hop-us: the server talks to PostgreSQL through the relay; the run
+    says the round trip it added, as measured, and the relay's CPU apart."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler to build the relay")
+    output, report = _sale(
+        make_app,
+        tmp_path,
+        *("--stock", "60", "--buyers", "60", "--connections", "4", "--workers", "1"),
+        *("--no-ceiling", "--cpu", "--db-hop-us", "2000", "--duration", "20"),
+    )
+    (run,) = report["runs"]
+    assert run["label"] == "flow hop2000us" and run["correct"] is True and run["paid"] == 60
+    assert run["db_hop_added_us"] >= 1000
+    assert run["cpu_us_per_paid"]["relay"] > 0 and "relay us" in output
 
 
 def test_the_go_designs_rows_say_why_they_are_skipped(make_app, tmp_path: Path):
