@@ -30,9 +30,7 @@ serve: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The developer's loop, under a minute: the unit, integration and API tests
-# (not the concurrency storms, nor the tests that start gunicorn, a private
-# PostgreSQL, PgBouncer or a browser: make test runs those).
+# The developer's loop (docs/DEVELOPING.md).
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" tests/unit tests/integration tests/api $(PYTEST_ARGS)
 

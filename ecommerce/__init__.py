@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     settings.validate()
     logs.configure(settings.log_level)
-    metrics.enabled = settings.metrics_enabled
+    metrics.configure(enabled_=settings.metrics_enabled, multiprocess_dir_=settings.metrics_dir)
 
     app = Flask(__name__, instance_path=str(settings.instance_path))
     app.config["SECRET_KEY"] = settings.secret_key

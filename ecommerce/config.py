@@ -29,14 +29,6 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 #: million buyers admitted and not done at once).
 MAX_ADMISSION_TTL_S = 24 * 3600
 MAX_ADMITTED = 1_000_000
-PAYMENT_GATEWAYS = ("instant", "http")
-#: Old names still read (docs/CONFIGURATION.md): old -> new. The new name wins
-#: when both are set.
-DEPRECATED_NAMES = {
-    "PAY_BATCH_MAX": "COMBINING_BATCH_MAX",
-    "PAY_QUEUE_MAX": "COMBINING_QUEUE_MAX",
-    "PAY_QUEUE_WAIT_MS": "COMBINING_QUEUE_WAIT_MS",
-}
 
 
 def _env_int(name: str, default: int, environ: dict[str, str]) -> int:
@@ -61,51 +53,15 @@ def env_bool(name: str, default: bool, environ: dict[str, str]) -> bool:
     raise ValueError(f"{name} must be true or false, got {raw!r}")
 
 
-#: Settings that no longer exist, and why (a deployment that still sets one is
-#: told at start instead of silently getting something else).
-REMOVED_NAMES = {
-    "STOCK_STRATEGY": "a pay takes stock one way, under its row locks (docs/DESIGN.md)",
-    "ALLOW_UNSAFE_STRATEGY": "the naive strategy is the simulator's negative control now "
-    "(ecommerce/flashsale/naive.py)",
-}
+def default_pool_size(threads: int, pay_combining: bool, cart_combining: bool) -> int:
+    """One connection per request thread, plus one for each combiner's thread
+    (pays; cart adds, cart reads and waiting-room joins): more would only add
+    waiting in front of a hot row."""
+    return threads + int(pay_combining) + 3 * int(cart_combining)
 
 
-def _refuse_removed(environ: dict[str, str]) -> None:
-    for name, why in REMOVED_NAMES.items():
-        value = (environ.get(name) or "").strip()
-        if value and not (name == "STOCK_STRATEGY" and value == "for_update"):
-            raise ValueError(f"{name} was removed: {why}; unset it")
-
-
-def _renamed_int(name: str, default: int, environ: dict[str, str], old_set: list[str]) -> int:
-    """``name``, or else its deprecated old name; an old name set is recorded in
-    ``old_set`` (the new name wins when both are set)."""
-    for old, new in DEPRECATED_NAMES.items():
-        if new == name and (environ.get(old) or "").strip():
-            old_set.append(old)
-            if not (environ.get(name) or "").strip():
-                return _env_int(old, default, environ)
-    return _env_int(name, default, environ)
-
-
-def _payment_gateway_url(env: dict[str, str]) -> str | None:
-    """PAYMENT_GATEWAY_URL; PAYMENT_GATEWAY, which it makes redundant, may only
-    agree with it."""
-    url = env.get("PAYMENT_GATEWAY_URL") or None
-    declared = (env.get("PAYMENT_GATEWAY") or "").strip().lower()
-    if declared and declared not in PAYMENT_GATEWAYS:
-        raise ValueError(
-            f"PAYMENT_GATEWAY must be instant or http, got {env['PAYMENT_GATEWAY']!r}"
-            " (or leave it unset: PAYMENT_GATEWAY_URL alone chooses the http gateway)"
-        )
-    if declared == "http" and not url:
-        raise ValueError("PAYMENT_GATEWAY=http needs PAYMENT_GATEWAY_URL, the provider to call")
-    if declared == "instant" and url:
-        raise ValueError(
-            "PAYMENT_GATEWAY=instant calls no provider, but PAYMENT_GATEWAY_URL is set:"
-            " unset one of them"
-        )
-    return url
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -119,7 +75,15 @@ class Settings:
     lock_timeout_ms: int = 3000
     statement_timeout_ms: int = 10000
     idle_in_transaction_timeout_ms: int = 15000
-    pool_size: int = 2
+    # GUNICORN_THREADS. gthread: each worker's request threads. Every worker
+    # class: the default pool_size is threads + one connection per combiner
+    # (default_pool_size). gunicorn's gevent worker ignores threads, so under
+    # gevent it only sets how many of a worker's requests hold a pooled
+    # connection at once (the others wait, at most pool_timeout_s, then 503),
+    # and nothing at all when DB_POOL_SIZE is set; worker_connections bounds
+    # the requests.
+    threads: int = 32
+    pool_size: int = default_pool_size(32, True, True)
     pool_max_overflow: int = 0
     pool_timeout_s: float = 5.0
     # Making a connection may take this long (a server that accepts and never
@@ -176,17 +140,10 @@ class Settings:
     # None: 0.0.0.0:<port>.
     gunicorn_bind: str | None = None
     # Worker processes: one per core (docs/CAPACITY.md).
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=_cpu_count)
     # "gevent" or "gthread" (both drain on SIGTERM); any other gunicorn worker
     # class is handed to gunicorn as it is.
     worker_class: str = "gevent"
-    # GUNICORN_THREADS. gthread: each worker's request threads. Every worker
-    # class: the default pool_size is threads + one connection per combiner
-    # (from_env). gunicorn's gevent worker ignores threads, so under gevent it
-    # only sets how many of a worker's requests hold a pooled connection at
-    # once (the others wait, at most pool_timeout_s, then 503), and nothing at
-    # all when DB_POOL_SIZE is set; worker_connections bounds the requests.
-    threads: int = 32
     # gevent: connections a worker serves at once; beyond it they wait in the backlog.
     worker_connections: int = 1000
     # Above statement_timeout, which is above lock_timeout: the database gives
@@ -197,10 +154,6 @@ class Settings:
     # Each worker listens on a socket of its own (SO_REUSEPORT); gunicorn_conf.
     reuse_port: bool = True
 
-    # The deprecated names (DEPRECATED_NAMES) set in the environment: the
-    # gunicorn master logs them at start.
-    deprecated_names_set: tuple[str, ...] = field(default=(), compare=False, repr=False)
-
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
@@ -208,8 +161,6 @@ class Settings:
         combining = env_bool("PAY_COMBINING", cls.pay_combining, env)
         cart_combining = env_bool("CART_COMBINING", cls.cart_combining, env)
         environment = (env.get("APP_ENV") or cls.environment).strip().lower()
-        deprecated: list[str] = []
-        _refuse_removed(env)
         return cls(
             database_url=env.get("DATABASE_URL") or None,
             instance_path=Path(env.get("INSTANCE_PATH") or DEFAULT_INSTANCE_PATH),
@@ -220,14 +171,12 @@ class Settings:
             idle_in_transaction_timeout_ms=_env_int(
                 "IDLE_IN_TRANSACTION_TIMEOUT_MS", cls.idle_in_transaction_timeout_ms, env
             ),
-            # One connection per request thread, plus one for each combiner's
-            # thread (pays; cart adds, cart reads and waiting-room joins): more
-            # would only add waiting in front of a hot row.
             pool_size=_env_int(
-                "DB_POOL_SIZE", threads + int(combining) + 3 * int(cart_combining), env
+                "DB_POOL_SIZE", default_pool_size(threads, combining, cart_combining), env
             ),
             pool_max_overflow=_env_int("DB_POOL_MAX_OVERFLOW", cls.pool_max_overflow, env),
-            pool_timeout_s=_env_int("DB_POOL_TIMEOUT_MS", 5000, env) / 1000.0,
+            pool_timeout_s=_env_int("DB_POOL_TIMEOUT_MS", round(cls.pool_timeout_s * 1000), env)
+            / 1000.0,
             db_connect_timeout_ms=_env_int("DB_CONNECT_TIMEOUT_MS", cls.db_connect_timeout_ms, env),
             transaction_retries=_env_int("TRANSACTION_RETRIES", cls.transaction_retries, env),
             retry_after_s=_env_int("RETRY_AFTER_S", cls.retry_after_s, env),
@@ -236,21 +185,17 @@ class Settings:
             idempotency_ttl_s=_env_int("IDEMPOTENCY_TTL_S", cls.idempotency_ttl_s, env),
             pay_combining=combining,
             cart_combining=cart_combining,
-            combining_batch_max=_renamed_int(
-                "COMBINING_BATCH_MAX", cls.combining_batch_max, env, deprecated
-            ),
-            combining_queue_max=_renamed_int(
-                "COMBINING_QUEUE_MAX", cls.combining_queue_max, env, deprecated
-            ),
-            combining_queue_wait_ms=_renamed_int(
-                "COMBINING_QUEUE_WAIT_MS", cls.combining_queue_wait_ms, env, deprecated
+            combining_batch_max=_env_int("COMBINING_BATCH_MAX", cls.combining_batch_max, env),
+            combining_queue_max=_env_int("COMBINING_QUEUE_MAX", cls.combining_queue_max, env),
+            combining_queue_wait_ms=_env_int(
+                "COMBINING_QUEUE_WAIT_MS", cls.combining_queue_wait_ms, env
             ),
             sold_out_recheck_ms=_env_int("SOLD_OUT_RECHECK_MS", cls.sold_out_recheck_ms, env),
             queue_refresh_ms=_env_int("QUEUE_REFRESH_MS", cls.queue_refresh_ms, env),
             queue_poll_ms=_env_int("QUEUE_POLL_MS", cls.queue_poll_ms, env),
             queue_admission_ttl_s=_env_int("QUEUE_ADMISSION_TTL_S", cls.queue_admission_ttl_s, env),
             queue_max_admitted=_env_int("QUEUE_MAX_ADMITTED", cls.queue_max_admitted, env),
-            payment_gateway_url=_payment_gateway_url(env),
+            payment_gateway_url=env.get("PAYMENT_GATEWAY_URL") or None,
             payment_gateway_timeout_ms=_env_int(
                 "PAYMENT_GATEWAY_TIMEOUT_MS", cls.payment_gateway_timeout_ms, env
             ),
@@ -262,14 +207,13 @@ class Settings:
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
             job_metrics_dir=env.get("JOB_METRICS_DIR") or None,
             gunicorn_bind=env.get("GUNICORN_BIND") or None,
-            workers=_env_int("WEB_CONCURRENCY", os.cpu_count() or 1, env),
+            workers=_env_int("WEB_CONCURRENCY", _cpu_count(), env),
             worker_class=(env.get("GUNICORN_WORKER_CLASS") or cls.worker_class).strip(),
             threads=threads,
             worker_connections=_env_int("GUNICORN_WORKER_CONNECTIONS", cls.worker_connections, env),
             worker_timeout_s=_env_int("GUNICORN_TIMEOUT", cls.worker_timeout_s, env),
             graceful_timeout_s=_env_int("GUNICORN_GRACEFUL_TIMEOUT", cls.graceful_timeout_s, env),
             reuse_port=env_bool("GUNICORN_REUSE_PORT", cls.reuse_port, env),
-            deprecated_names_set=tuple(deprecated),
         )
 
     @property
@@ -315,9 +259,7 @@ class Settings:
             ("COMBINING_QUEUE_WAIT_MS", self.combining_queue_wait_ms),
         ):
             if value < 1:
-                old = [o for o in self.deprecated_names_set if DEPRECATED_NAMES[o] == name]
-                also = f" (or its deprecated name {old[0]})" if old else ""
-                raise ValueError(f"{name}{also} must be positive")
+                raise ValueError(f"{name} must be positive")
         if self.balancer_stats_url and not self.balancer_stats_url.startswith(
             ("http://", "https://")
         ):

@@ -18,14 +18,14 @@ from gunicorn.glogging import Logger
 from gunicorn.util import parse_address
 
 from ecommerce import logs, metrics_dir
-from ecommerce.config import DEPRECATED_NAMES, Settings
+from ecommerce.config import Settings
 from ecommerce.workers import DrainingGeventWorker, DrainingThreadWorker
 
 _settings = Settings.from_env()
 _settings.validate_server()
 
 bind = _settings.bind
-# The worker model (measured: docs/BENCHMARKS.md and its History):
+# The worker model:
 # one process per core, each serving its connections in greenlets (gevent) on
 # one OS thread. A pay queues for the worker's pay combiner, whose one greenlet
 # runs the queued pays as one transaction on one connection; adds and checkouts
@@ -35,7 +35,7 @@ bind = _settings.bind
 # PostgreSQL through gevent's hub (ecommerce/cooperative.py). gevent sold more
 # pays than gthread threads, whose request threads spent the difference
 # switching and waiting for the GIL; one process per core keeps batches large
-# (figures: docs/BENCHMARKS.md, docs/CAPACITY.md). GUNICORN_WORKER_CLASS=gthread
+# (docs/CAPACITY.md). GUNICORN_WORKER_CLASS=gthread
 # gives the threaded model (GUNICORN_THREADS threads per worker) with the same
 # guarantees.
 
@@ -94,7 +94,8 @@ logger_class = JsonGunicornLogger
 # is emptied at start (stale files would count twice), an exited worker's live
 # gauges are dropped, and a directory made here is removed at exit.
 _made_metrics_dir = not _settings.metrics_dir
-os.environ[metrics_dir.ENV] = _settings.metrics_dir or metrics_dir.make()
+_metrics_dir = _settings.metrics_dir or metrics_dir.make()
+os.environ[metrics_dir.ENV] = _metrics_dir  # handed to the workers and prometheus-client
 
 
 def on_starting(server) -> None:
@@ -102,19 +103,11 @@ def on_starting(server) -> None:
     embedded PostgreSQL once, in the master, before workers fork."""
     if reuse_port:
         _refuse_a_taken_port(server)
-    metrics_dir.empty(os.environ[metrics_dir.ENV])
+    metrics_dir.empty(_metrics_dir)
     if not _settings.database_url:
         from ecommerce.embedded_db import embedded_database_url
 
         embedded_database_url(_settings.instance_path)
-
-
-def when_ready(server) -> None:
-    """Name each deprecated setting the environment still uses, once, in the
-    master's log (docs/CONFIGURATION.md)."""
-    for old in _settings.deprecated_names_set:
-        new = DEPRECATED_NAMES[old]
-        server.log.warning("%s is deprecated: set %s (which wins when both are set)", old, new)
 
 
 def _refuse_a_taken_port(server) -> None:
@@ -174,4 +167,4 @@ def child_exit(server, worker) -> None:
 
 def on_exit(server) -> None:
     if _made_metrics_dir:
-        metrics_dir.remove(os.environ[metrics_dir.ENV])
+        metrics_dir.remove(_metrics_dir)

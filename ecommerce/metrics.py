@@ -29,9 +29,17 @@ from prometheus_client import (
     write_to_textfile,
 )
 
-from ecommerce.metrics_dir import ENV as MULTIPROC_DIR_ENV
-
 enabled = True
+#: prometheus-client's multiprocess directory (settings.metrics_dir: the
+#: gunicorn master's, which its workers inherit); None: this process's own.
+multiprocess_dir: str | None = None
+
+
+def configure(*, enabled_: bool, multiprocess_dir_: str | None) -> None:
+    """Set from the app's settings (create_app)."""
+    global enabled, multiprocess_dir
+    enabled, multiprocess_dir = enabled_, multiprocess_dir_
+
 
 HTTP_REQUESTS = Counter(
     "shop_http_requests_total",
@@ -221,7 +229,7 @@ def count_timeout(kind: str) -> None:
 
 def _registry() -> CollectorRegistry:
     """Every worker's samples (multiprocess mode), or this process's own."""
-    if os.environ.get(MULTIPROC_DIR_ENV):
+    if multiprocess_dir:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return registry

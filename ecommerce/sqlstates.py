@@ -6,7 +6,6 @@ from __future__ import annotations
 from sqlalchemy import exc as sa_exc
 
 # SQLSTATEs the code acts on (PostgreSQL, Appendix A).
-FOREIGN_KEY_VIOLATION = "23503"
 DEADLOCK_DETECTED = "40P01"
 LOCK_NOT_AVAILABLE = "55P03"
 RETRYABLE_SQLSTATES = frozenset({DEADLOCK_DETECTED, "40001"})  # and serialization_failure

@@ -44,11 +44,6 @@ def issue_token(
     return _serializer(secret_key).dumps(claims)
 
 
-def verify_token(secret_key: str, token: str, now: float | None = None) -> str:
-    """Return the token's subject, or raise Unauthorized."""
-    return read_token(secret_key, token, now).subject
-
-
 def read_token(secret_key: str, token: str, now: float | None = None) -> Claims:
     """The token's claims, or Unauthorized."""
     try:

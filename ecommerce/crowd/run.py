@@ -12,7 +12,7 @@ transactions per buyer (from /proc and pg_stat_database).
 
 from __future__ import annotations
 
-import os
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -200,7 +200,7 @@ def run_crowd_sale(
             user_prefix=prefix,
             room=config.room,
         )
-        root = workdir or Path(os.environ.get("TMPDIR", "/tmp"))
+        root = workdir or Path(tempfile.gettempdir())
         summary = _run(engine, database_url, config, plan, root)
         _check(shop, engine, item_id, prefix, summary)
         return summary

@@ -15,7 +15,7 @@ one they would get alone at their place in the queue.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
@@ -107,9 +107,15 @@ def empty_cart(user_id: str) -> EmptyCart:
 # --- One buyer -----------------------------------------------------------------
 
 
-def total(cart: Sequence[CartLine]) -> Decimal:
+def total(lines: Iterable[tuple[Decimal, int]]) -> Decimal:
+    """What ``lines`` cost, each given as (unit price, quantity): a cart at the
+    prices read with it, an order's lines at the prices it was made with."""
+    return sum((price * quantity for price, quantity in lines), Decimal("0"))
+
+
+def cart_total(cart: Sequence[CartLine]) -> Decimal:
     """The cart's total at the prices read with it."""
-    return sum((line.price * line.quantity for line in cart), Decimal("0"))
+    return total((line.price, line.quantity) for line in cart)
 
 
 def rules_of(line: CartLine, locked: Mapping[int, ItemRules] | None) -> ItemRules:
@@ -137,9 +143,9 @@ def refusal(
     cart = buyer.cart
     if not cart:
         return empty_cart(buyer.user_id)
-    cart_total = total(cart)
-    if cart_total > MAX_AMOUNT:
-        return order_too_large(cart_total)
+    due = cart_total(cart)
+    if due > MAX_AMOUNT:
+        return order_too_large(due)
     for line in cart:
         refused = rules.window_refusal(line.item_id, line.name, rules_of(line, locked), at)
         if refused is not None:
@@ -157,8 +163,8 @@ def refusal(
     ]
     if short:
         return insufficient(short)
-    if buyer.amount != cart_total:
-        return amount_mismatch(cart_total, buyer.amount)
+    if buyer.amount != due:
+        return amount_mismatch(due, buyer.amount)
     if locked is not None and any(locked[line.item_id].price != line.price for line in cart):
         return price_changed()
     return None
@@ -179,8 +185,8 @@ def hopeless(buyer: Buyer) -> bool:
     cart = buyer.cart
     if not cart or any(line.per_user_limit is not None for line in cart):
         return False
-    cart_total = total(cart)
-    return cart_total > MAX_AMOUNT or buyer.amount != cart_total
+    due = cart_total(cart)
+    return due > MAX_AMOUNT or buyer.amount != due
 
 
 def sold_out_refusal(buyer: Buyer, marked: Mapping[int, str], at: dt.datetime) -> ShopError | None:
@@ -195,10 +201,11 @@ def sold_out_refusal(buyer: Buyer, marked: Mapping[int, str], at: dt.datetime) -
     return refusal(buyer, stock_as_read(cart, marked), None, at)
 
 
-def refused_whatever_the_rows(buyer: Buyer, marked: Mapping[int, str], at: dt.datetime) -> bool:
-    """Whether the buyer is refused whatever the item rows say once locked:
-    :func:`refusal` as if every unmarked item had stock enough (an item marked
-    sold out has none), on the rules read with the cart and no units held."""
+def refused_even_with_stock(buyer: Buyer, marked: Mapping[int, str], at: dt.datetime) -> bool:
+    """Whether the buyer would be refused even if every item not marked sold
+    out had stock enough (a marked one has none): :func:`refusal` on the rules
+    read with the cart, no units held. A pay draws order ids only for the
+    buyers this does not refuse (the locked rows may refuse more)."""
     cart = buyer.cart
     enough = {ln.item_id: Decimal(0 if ln.item_id in marked else ln.quantity) for ln in cart}
     return refusal(Buyer(buyer.user_id, buyer.amount, cart), enough, None, at) is not None

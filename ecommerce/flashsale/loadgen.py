@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 ADD, CHECKOUT, PAY = 0, 1, 2
-STEP_NAMES = ("add", "checkout", "pay")
 TRANSPORT_ERROR = 0  # the status recorded when no HTTP answer came back
 
 P = TypeVar("P")

@@ -18,8 +18,8 @@ class _Repository:
         """Run a Core statement on the session's connection, inside its transaction.
 
         Same SQL and transaction as ``session.execute``, without the ORM's
-        per-execution bookkeeping, which costs about half the client CPU of a
-        statement on the pay path (see docs/BENCHMARKS.md).
+        per-execution bookkeeping (a large share of a statement's client CPU on
+        the pay path).
         """
         return self.session.connection().execute(statement, params)
 

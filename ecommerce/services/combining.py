@@ -180,7 +180,7 @@ class Combiner(Generic[Req, Out]):
             return self.run_alone(request)  # handed back: its wait is its own
         # Raised without a reference cycle (value_of): a refusal storm would
         # otherwise leave every request's frames for the cyclic collector, whose
-        # full passes stalled a worker for ~100 ms (docs/BENCHMARKS.md, History).
+        # full passes stall a worker.
         return value_of(pending.take())
 
     def _loop(self) -> None:

@@ -212,7 +212,7 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     wanted = {line.item_id for buyer in buyers for line in buyer.cart}
     order_rows = OrderRepository(session)
     candidates = sum(
-        1 for buyer in buyers if not checkout.refused_whatever_the_rows(buyer, marked, at)
+        1 for buyer in buyers if not checkout.refused_even_with_stock(buyer, marked, at)
     )
     drawn, created_at = order_rows.next_ids(candidates) if candidates else ([], None)
 

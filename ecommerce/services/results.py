@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
+from ecommerce.domain import checkout
 from ecommerce.money import format_money
 from ecommerce.repositories import ItemAccountRow, ItemRow, OrderRecord
 
@@ -38,7 +39,8 @@ class LineView:
 
 
 def total_of(lines: list[LineView]) -> Decimal:
-    return sum((line.line_total for line in lines), Decimal("0"))
+    """What an order's lines cost (the domain's one total)."""
+    return checkout.total((line.unit_price, line.quantity) for line in lines)
 
 
 @dataclass(frozen=True)

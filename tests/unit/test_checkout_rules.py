@@ -101,12 +101,12 @@ def test_a_sold_out_mark_answers_before_the_lock_except_under_a_limit():
     assert checkout.sold_out_refusal(limited, marked, AT) is None
 
 
-def test_who_is_refused_whatever_the_rows_say():
+def test_who_is_refused_even_with_stock_enough():
     good = Buyer("u", Decimal(2), [line(1, 2)])
-    assert not checkout.refused_whatever_the_rows(good, {}, AT)
-    assert checkout.refused_whatever_the_rows(good, {1: "item1"}, AT)
-    assert checkout.refused_whatever_the_rows(replace(good, amount=Decimal(1)), {}, AT)
-    assert checkout.refused_whatever_the_rows(Buyer("u", Decimal(0), []), {}, AT)
+    assert not checkout.refused_even_with_stock(good, {}, AT)
+    assert checkout.refused_even_with_stock(good, {1: "item1"}, AT)
+    assert checkout.refused_even_with_stock(replace(good, amount=Decimal(1)), {}, AT)
+    assert checkout.refused_even_with_stock(Buyer("u", Decimal(0), []), {}, AT)
 
 
 # --- The allocation of a batch ---------------------------------------------------
@@ -131,7 +131,7 @@ def batches(draw: st.DrawFn) -> tuple[list[Buyer], dict[int, Decimal], dict[int,
         user = draw(st.sampled_from(["ann", "bob", "cy", "dee", "eve", "fay"]))
         items = draw(st.lists(st.sampled_from(ITEMS), max_size=3, unique=True))
         cart = [line(i, draw(st.integers(1, 3))) for i in items]
-        right = checkout.total(cart)
+        right = checkout.cart_total(cart)
         amount = draw(st.sampled_from([right, right, right, right + 1]))
         held = {i: draw(st.integers(0, 2)) for i in items if draw(st.booleans())}
         buyers.append(Buyer(user, amount, cart, held))
