@@ -257,6 +257,8 @@ def flashsale(
         own_database = database_url is None
         database_url = database_url or simulator_database(shop.db.url)
 
+    if capacity and db_hop_us:
+        raise click.UsageError("--capacity measures the database alone; not with --db-hop-us")
     if capacity:
         from ecommerce.flashsale import capacity as capacity_model
 
@@ -292,6 +294,11 @@ def flashsale(
     else:
         configs = [base]
     out_dir = out_dir or Path(current_app.instance_path) / "flashsale"
+    # The relay first (seconds), the Go design after (minutes, the first time).
+    relay: Path | str | None = hop.build(out_dir) if db_hop_us else None
+    hop_skipped = None
+    if isinstance(relay, str) and not suite:
+        raise click.ClickException(f"--db-hop-us: {relay}")
     go_skipped = None
     if go_seed is not None or strategy == GO_SEED:
         if url:
@@ -308,21 +315,16 @@ def flashsale(
             configs = [
                 replace(c, go_binary=str(built)) if c.strategy == GO_SEED else c for c in configs
             ]
-    hop_skipped = None
-    if db_hop_us:
-        relay = hop.build(out_dir)
-        if isinstance(relay, str) and not suite:
-            raise click.ClickException(f"--db-hop-us: {relay}")
-        if isinstance(relay, str):
-            hop_skipped = relay
-            click.echo(f"the rows one hop away are skipped: {relay}", err=True)
+    if isinstance(relay, str):
+        hop_skipped = relay
+        click.echo(f"the rows one hop away are skipped: {relay}", err=True)
+    elif relay is not None:
+        away = replace(base, db_hop_us=db_hop_us, hop_binary=str(relay))
+        if suite:  # the suite's rows as they are, then the hop's beside them
+            go = [c for c in configs if c.strategy == GO_SEED]
+            configs += hop_configs(away, go[0].go_binary if go else None)
         else:
-            away = replace(base, db_hop_us=db_hop_us, hop_binary=str(relay))
-            if suite:  # the suite's rows as they are, then the hop's beside them
-                go = [c for c in configs if c.strategy == GO_SEED]
-                configs += hop_configs(away, go[0].go_binary if go else None)
-            else:
-                configs = [replace(c, db_hop_us=db_hop_us, hop_binary=str(relay)) for c in configs]
+            configs = [replace(c, db_hop_us=db_hop_us, hop_binary=str(relay)) for c in configs]
     out_dir.mkdir(parents=True, exist_ok=True)
     if not url:
         configs = [replace(c, server_log=str(out_dir / "server.log")) for c in configs]
@@ -405,7 +407,18 @@ def go_seed_configs(base: SaleConfig) -> list[SaleConfig]:
 def hop_configs(away: SaleConfig, go_binary: str | None) -> list[SaleConfig]:
     """The suite's rows with the database one hop away (``away``: its hop):
     pay only and the whole flow, the shop's, and the Go design's when built."""
-    plenty = replace(away, items=1, stock=200_000, buyers=200_000, ceiling=False)
+    plenty = replace(
+        away,
+        strategy="for_update",
+        items=1,
+        stock=200_000,
+        buyers=200_000,
+        ceiling=False,
+        keys=False,
+        combining=True,
+        metrics=True,
+        gateway_latency_ms=None,
+    )
     shop = [replace(plenty, mode="pay"), replace(plenty, mode="flow")]
     if go_binary is None:
         return shop

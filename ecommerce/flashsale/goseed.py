@@ -24,8 +24,15 @@ from sqlalchemy import Engine, create_engine, make_url, text
 
 from ecommerce.embedded_db import ensure_database
 from ecommerce.flashsale.cpu import CpuMeter, postmaster_pid
-from ecommerce.flashsale.hop import Hop, around
-from ecommerce.flashsale.run import SALE_PRICE, SaleConfig, SaleResult, prepare_carts, storm
+from ecommerce.flashsale.hop import Hop, around, probing
+from ecommerce.flashsale.run import (
+    SALE_PRICE,
+    SaleConfig,
+    SaleResult,
+    prepare_carts,
+    record_hop,
+    storm,
+)
 from ecommerce.flashsale.server import free_port, stop_group, wait_until_serving
 
 GO_PACKAGES = "golang-go golang-github-gorilla-mux-dev golang-github-jackc-pgx-v4-dev"
@@ -127,7 +134,9 @@ def run_sale(config: SaleConfig, database_url: str) -> SaleResult:
     try:
         with around(config.hop_binary, database_url, config.db_hop_us) as hopped:
             server = GoSeedProcess(Path(config.go_binary), hopped.url if hopped else database_url)
-            return _run(config, engine, server, hopped)
+            result = _run(config, engine, server, hopped)
+        record_hop(result, hopped)  # after the relay stopped: its count
+        return result
     finally:
         engine.dispose()
 
@@ -151,8 +160,8 @@ def _run(
         assert server.process is not None
         relay = hopped.pid if hopped else None
         meter = CpuMeter([server.process.pid], postmaster_pid(engine), relay)
-        result = storm(engine, config, [item_id], prefix, "127.0.0.1", server.port, meter)
-    result.db_hop_added_us = round(hopped.added_us) if hopped else None
+        with probing(hopped):
+            result = storm(engine, config, [item_id], prefix, "127.0.0.1", server.port, meter)
     with engine.connect() as conn:
         stock, in_orders, twice = conn.execute(
             text(

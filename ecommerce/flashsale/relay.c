@@ -8,9 +8,14 @@
  * is never reordered or merged across the delay, and a close is passed on
  * after the data before it.
  *
+ * At most QUEUED_MAX bytes wait per direction: past it the reader stops
+ * reading (the sender is held back by TCP, as by a slow link).
+ *
  * usage: relay ONE_WAY_US TARGET
  *   TARGET: host:port, or the path of a Unix socket (the embedded database's).
- * Prints the loopback port it listens on, then serves until killed.
+ * Prints the loopback port it listens on, then serves until its standard input
+ * ends (its parent closed it, or exited): then it prints how many connections
+ * it relayed and exits.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,6 +33,7 @@
 #include <unistd.h>
 
 #define CHUNK 65536
+#define QUEUED_MAX (4 * 1024 * 1024)
 
 struct chunk {
     struct chunk *next;
@@ -39,9 +45,12 @@ struct chunk {
 struct direction {
     int from, to;
     pthread_mutex_t lock;
-    pthread_cond_t ready;
+    pthread_cond_t ready; /* something queued, or the end */
+    pthread_cond_t room;  /* the queue went below QUEUED_MAX */
     struct chunk *head, *tail;
-    int ended; /* the reader saw the end (or an error) */
+    size_t queued;
+    int ended;   /* the reader saw the end (or an error), and returned */
+    int gave_up; /* the writer cannot write: the reader need not wait for room */
     struct link *link;
 };
 
@@ -53,6 +62,8 @@ struct link {
 
 static long one_way_ns;
 static const char *target;
+static pthread_mutex_t count_lock = PTHREAD_MUTEX_INITIALIZER;
+static long relayed;
 
 static int connect_target(void) {
     int fd;
@@ -74,10 +85,13 @@ static int connect_target(void) {
     host[colon - target] = '\0';
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *found;
     if (getaddrinfo(host, colon + 1, &hints, &found) != 0) return -1;
-    fd = socket(found->ai_family, SOCK_STREAM, 0);
-    if (fd >= 0 && connect(fd, found->ai_addr, found->ai_addrlen) != 0) {
-        close(fd);
-        fd = -1;
+    fd = -1;
+    for (struct addrinfo *a = found; a != NULL && fd < 0; a = a->ai_next) {
+        fd = socket(a->ai_family, SOCK_STREAM, 0);
+        if (fd >= 0 && connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+            close(fd);
+            fd = -1;
+        }
     }
     freeaddrinfo(found);
     if (fd >= 0) {
@@ -101,8 +115,10 @@ static void *read_side(void *arg) {
             pthread_mutex_unlock(&d->lock);
             return NULL;
         }
+        while (d->queued >= QUEUED_MAX && !d->gave_up) pthread_cond_wait(&d->room, &d->lock);
         memcpy(c->data, buffer, (size_t)n);
         c->len = (size_t)n;
+        d->queued += c->len;
         c->next = NULL;
         clock_gettime(CLOCK_MONOTONIC, &c->due);
         c->due.tv_nsec += one_way_ns;
@@ -136,14 +152,22 @@ static void *write_side(void *arg) {
         if (c) {
             d->head = c->next;
             if (d->head == NULL) d->tail = NULL;
+            d->queued -= c->len;
+            pthread_cond_signal(&d->room);
         }
         pthread_mutex_unlock(&d->lock);
         if (c == NULL) break; /* ended, everything before the end written */
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &c->due, NULL) == EINTR) {
-        }
-        if (!failed && write_all(d->to, c->data, c->len) != 0) {
-            failed = 1; /* the other side went away: stop its reader too */
-            shutdown(d->from, SHUT_RD);
+        if (!failed) {
+            while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &c->due, NULL) == EINTR) {
+            }
+            if (write_all(d->to, c->data, c->len) != 0) {
+                failed = 1; /* the other side went away: stop its reader too */
+                shutdown(d->from, SHUT_RD);
+                pthread_mutex_lock(&d->lock);
+                d->gave_up = 1; /* a reader waiting for room reads on, to its end */
+                pthread_cond_signal(&d->room);
+                pthread_mutex_unlock(&d->lock);
+            }
         }
         free(c);
     }
@@ -160,17 +184,35 @@ static void *write_side(void *arg) {
     return NULL;
 }
 
-static void start(void *(*run)(void *), void *arg) {
+static int start(void *(*run)(void *), void *arg) {
     pthread_t thread;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 256 * 1024);
-    if (pthread_create(&thread, &attr, run, arg) != 0) {
-        perror("relay: pthread_create");
-        exit(1);
-    }
+    int failed = pthread_create(&thread, &attr, run, arg);
     pthread_attr_destroy(&attr);
+    return failed;
+}
+
+/* Until the standard input ends: then the count, and the end of the relay. */
+static void *watch_parent(void *unused) {
+    (void)unused;
+    char byte;
+    while (read(STDIN_FILENO, &byte, 1) > 0 || errno == EINTR) {
+    }
+    pthread_mutex_lock(&count_lock);
+    printf("%ld\n", relayed);
+    fflush(stdout);
+    _exit(0);
+}
+
+static void end_direction(struct direction *d) {
+    pthread_mutex_lock(&d->lock);
+    d->ended = 1;
+    pthread_cond_signal(&d->ready);
+    pthread_cond_signal(&d->room);
+    pthread_mutex_unlock(&d->lock);
 }
 
 static void direction_init(struct direction *d, int from, int to, struct link *link) {
@@ -178,8 +220,11 @@ static void direction_init(struct direction *d, int from, int to, struct link *l
     d->to = to;
     pthread_mutex_init(&d->lock, NULL);
     pthread_cond_init(&d->ready, NULL);
+    pthread_cond_init(&d->room, NULL);
     d->head = d->tail = NULL;
+    d->queued = 0;
     d->ended = 0;
+    d->gave_up = 0;
     d->link = link;
 }
 
@@ -203,23 +248,56 @@ int main(int argc, char **argv) {
     }
     printf("%d\n", ntohs(addr.sin_port));
     fflush(stdout);
+    if (start(watch_parent, NULL) != 0) {
+        perror("relay: pthread_create");
+        return 1;
+    }
     for (;;) {
         int client = accept(listener, NULL, NULL);
-        if (client < 0) continue;
-        setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        int server = connect_target();
-        if (server < 0) {
-            close(client);
+        if (client < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS) {
+                struct timespec pause = {.tv_nsec = 10000000L}; /* not a busy loop */
+                nanosleep(&pause, NULL);
+            }
             continue;
         }
-        struct link *link = calloc(1, sizeof *link);
+        setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        int server = connect_target();
+        struct link *link = server >= 0 ? calloc(1, sizeof *link) : NULL;
+        if (link == NULL) {
+            close(client);
+            if (server >= 0) close(server);
+            continue;
+        }
         pthread_mutex_init(&link->lock, NULL);
         link->open_writers = 2;
         direction_init(&link->up, client, server, link);
         direction_init(&link->down, server, client, link);
-        start(read_side, &link->up);
-        start(write_side, &link->up);
-        start(read_side, &link->down);
-        start(write_side, &link->down);
+        /* The writers first: a writer without its reader would wait for ever. */
+        if (start(write_side, &link->up) != 0) {
+            close(client);
+            close(server);
+            free(link);
+            continue;
+        }
+        if (start(write_side, &link->down) != 0) {
+            link->open_writers = 1; /* the up writer alone: it closes both and frees */
+            end_direction(&link->up);
+            continue;
+        }
+        /* A reader that started ends by itself once its socket is shut down;
+         * the direction of one that did not is ended here. */
+        int up_reader = start(read_side, &link->up) == 0;
+        int down_reader = up_reader && start(read_side, &link->down) == 0;
+        if (!down_reader) {
+            shutdown(client, SHUT_RDWR);
+            shutdown(server, SHUT_RDWR);
+            if (!up_reader) end_direction(&link->up);
+            end_direction(&link->down);
+            continue;
+        }
+        pthread_mutex_lock(&count_lock);
+        relayed++;
+        pthread_mutex_unlock(&count_lock);
     }
 }

@@ -52,8 +52,9 @@ def table(results: list[dict[str, Any]]) -> str:
 
 
 def cpu_table(results: list[dict[str, Any]]) -> str:
-    """CPU per buyer paid (µs): the server, PostgreSQL, the load generator (and
-    the relay, with the database a hop away); and,
+    """CPU per buyer paid (µs): the server, PostgreSQL, the load generator (and,
+    with the database a hop away, the relay's, and the round trip it added
+    under the storm); and,
     when the Go design ran in the same sitting, each shop row beside its Go row."""
 
     def us(value: float | None) -> str:
@@ -62,7 +63,7 @@ def cpu_table(results: list[dict[str, Any]]) -> str:
     hop = any("relay" in (r.get("cpu_us_per_paid") or {}) for r in results)
     header = (
         f"{'run':<26}{'paid/s':>9}{'server us':>11}{'db us':>9}{'gen us':>9}"
-        + (f"{'relay us':>10}" if hop else "")
+        + (f"{'relay us':>10}{'hop us':>8}" if hop else "")
         + f"{'p99 ms':>8}{'x Go paid/s':>13}{'x Go server CPU':>17}"
     )
     rows = ["CPU per buyer paid (a whole buyer in the flow, a pay in pay-only)", header]
@@ -86,7 +87,11 @@ def cpu_table(results: list[dict[str, Any]]) -> str:
         rows.append(
             f"{r['label']:<26}{r['paid_per_s']:>9.0f}{us(cpu.get('server')):>11}"
             f"{us(cpu.get('database')):>9}{us(cpu.get('loadgen')):>9}"
-            + (f"{us(cpu.get('relay')):>10}" if hop else "")
+            + (
+                f"{us(cpu.get('relay')):>10}{us(r.get('db_hop_added_under_load_us')):>8}"
+                if hop
+                else ""
+            )
             + f"{r['pay_latency_ms']['p99']:>8.1f}{ratio:>13}{cpu_ratio:>17}"
         )
     return "\n".join(rows)

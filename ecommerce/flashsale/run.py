@@ -116,8 +116,12 @@ class SaleResult:
     mean_cart_batch_sizes: dict[str, float] = field(default_factory=dict)
     # The sale's orders by status (with a payment provider: pending, payment_failed...).
     order_statuses: dict[str, int] = field(default_factory=dict)
-    # With the database a hop away: the round trip the relay added, measured (µs).
+    # With the database a hop away: the round trip the relay added (µs), idle
+    # and under the storm, and the connections it relayed (the server's, and
+    # one of the probe's).
     db_hop_added_us: float | None = None
+    db_hop_added_under_load_us: float | None = None
+    db_hop_relayed: int | None = None
     timeline: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -136,6 +140,16 @@ class SaleResult:
     @property
     def label(self) -> str:
         return SaleConfig(**self.config).label
+
+
+def record_hop(result: SaleResult, hopped: hop.Hop | None) -> None:
+    """The hop's figures in the result: the round trip it added, idle and under
+    the storm, and the connections it relayed."""
+    if hopped is not None:
+        result.db_hop_added_us = round(hopped.added_us)
+        under = hopped.added_under_load_us
+        result.db_hop_added_under_load_us = round(under) if under is not None else None
+        result.db_hop_relayed = hopped.relayed
 
 
 def latency_summary(records: list[tuple[int, float, float, int, str]]) -> dict[str, float]:
@@ -309,15 +323,16 @@ def run_sale(database_url: str, config: SaleConfig, *, own_database: bool) -> Sa
                         profiler = start_profiler(
                             config.profile_path, server.worker_pids()[0], config.duration_s
                         )
-                    result = storm(
-                        engine, config, item_ids, prefix, "127.0.0.1", server.port, meter
-                    )
-                    result.db_hop_added_us = round(hopped.added_us) if hopped else None
+                    with hop.probing(hopped):
+                        result = storm(
+                            engine, config, item_ids, prefix, "127.0.0.1", server.port, meter
+                        )
                     if profiler is not None:
                         profiler.wait(config.duration_s + 60)
                     sizes = mean_batch_sizes("127.0.0.1", server.port)
                     result.mean_batch_size = sizes.pop("pay", None)
                     result.mean_cart_batch_sizes = sizes
+                record_hop(result, hopped)  # after the relay stopped: its count
             finally:
                 if provider is not None:
                     provider.shutdown()

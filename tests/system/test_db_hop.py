@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from ecommerce.flashsale import hop
@@ -24,11 +25,26 @@ def relay(tmp_path_factory) -> Path:
     return built
 
 
-def test_where_the_relay_connects():
-    assert hop.target_of("postgresql+psycopg2://u@db.example:6432/shop") == "db.example:6432"
+def test_where_the_relay_connects_and_the_url_through_it():
+    url = "postgresql+psycopg2://u:p%40ss@db.example:6432/shop?sslmode=disable"
+    assert hop.target_of(url) == "db.example:6432"
     assert hop.target_of("postgresql+psycopg2://u@127.0.0.1/shop") == "127.0.0.1:5432"
     socket_dir = "postgresql+psycopg2://postgres@/shop?host=%2Fsrv%2Fpg"
     assert hop.target_of(socket_dir) == "/srv/pg/.s.PGSQL.5432"
+    # libpq's query parameters win over the URL's host and port, as psycopg2 reads them
+    assert hop.target_of("postgresql+psycopg2://u@/shop?host=db.internal&port=5433") == (
+        "db.internal:5433"
+    )
+    assert hop.target_of("postgresql+psycopg2://u@/shop?host=db-a:5434") == "db-a:5434"
+    assert hop.target_of(socket_dir + "&port=5433") == "/srv/pg/.s.PGSQL.5433"
+    with pytest.raises(ValueError, match="several hosts"):
+        hop.target_of("postgresql+psycopg2://u@/shop?host=db-a:5432&host=db-b:5432")
+    # through the relay: nothing left that would take the driver elsewhere
+    through = hop.through(socket_dir + "&port=5433&hostaddr=10.0.0.1&sslmode=disable", 40000)
+    assert through == "postgresql+psycopg2://postgres@127.0.0.1:40000/shop?sslmode=disable"
+    assert hop.through(url, 40000) == (
+        "postgresql+psycopg2://u:p%40ss@127.0.0.1:40000/shop?sslmode=disable"
+    )
 
 
 def test_every_byte_arrives_in_order_later_by_the_delay(relay, database_url):
@@ -69,6 +85,7 @@ def test_every_byte_arrives_in_order_later_by_the_delay(relay, database_url):
             thread.join(120)
         assert sorted(o for o in outcomes if isinstance(o, int)) == list(range(6)), outcomes
         engine.dispose()
+    assert hopped.relayed == 6 + 1  # counted when it stopped: the clients and its measure
 
 
 def test_a_client_that_goes_away_is_gone_from_the_database_too(relay, database_url):
@@ -85,4 +102,20 @@ def test_a_client_that_goes_away_is_gone_from_the_database_too(relay, database_u
                 return watcher.execute(text(sessions), {"p": pid}).scalar_one() == 0
 
         wait_for(gone, what="for the relayed session to end")
+    straight.dispose()
+
+
+def test_a_session_the_server_ends_is_ended_for_the_client_too(relay, database_url):
+    straight = create_engine(database_url, poolclass=NullPool)
+    with hop.Hop(relay, database_url, 1000) as hopped:
+        engine = create_engine(hopped.url, poolclass=NullPool)
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            conn.rollback()
+            with straight.connect() as admin:
+                admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            # the server's close reaches the client: an error, not a wait
+            with pytest.raises(DBAPIError):
+                conn.execute(text("SELECT 1"))
+        engine.dispose()
     straight.dispose()
