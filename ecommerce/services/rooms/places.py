@@ -245,17 +245,17 @@ def _answer_from_the_place(
         return read_back("admitted", admission, expires)
     if queueing.status(rank, final.final, room.front, now) == "admitted":
         # Its number is passed but no refresh admitted it (its join committed
-        # after the refresh's read): first in line, or past the stock.
-        status = queueing.passed_over(rank, room.front)
+        # after the refresh's read): first in line, or past the stock; either
+        # way next for a unit that comes back, so it polls as the front does.
         return PlaceView(
             final.item_id,
             final.user_id,
-            status,
+            queueing.passed_over(rank, room.front),
             rank,
             1,
             0,
             None,
-            _poll_after(room, status, rank, None, base_ms),
+            base_ms,
             token,
             seq=place.seq,
         )
