@@ -7,7 +7,6 @@ them; ecommerce/api/auth.py checks them on every request that needs one.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from itsdangerous import BadData, BadSignature, URLSafeSerializer
@@ -34,18 +33,19 @@ def issue_token(
     ttl_s: int = DEFAULT_TTL_S,
     *,
     admin: bool = False,
-    now: float | None = None,
+    now: float,
 ) -> str:
-    """A token for ``user_id`` valid ``ttl_s`` from ``now`` (the clock's time)."""
-    issued = time.time() if now is None else now
-    claims: dict[str, object] = {"sub": user_id, "exp": int(issued) + ttl_s}
+    """A token for ``user_id`` valid ``ttl_s`` from ``now`` (the shop's clock,
+    as a Unix time)."""
+    claims: dict[str, object] = {"sub": user_id, "exp": int(now) + ttl_s}
     if admin:
         claims["adm"] = True
     return _serializer(secret_key).dumps(claims)
 
 
-def read_token(secret_key: str, token: str, now: float | None = None) -> Claims:
-    """The token's claims, or Unauthorized."""
+def read_token(secret_key: str, token: str, now: float) -> Claims:
+    """The token's claims, or Unauthorized (expired at ``now``, the shop's clock
+    as a Unix time)."""
     try:
         claims = _serializer(secret_key).loads(token)
     except BadSignature as exc:
@@ -53,7 +53,7 @@ def read_token(secret_key: str, token: str, now: float | None = None) -> Claims:
     if not isinstance(claims, dict) or not isinstance(claims.get("sub"), str):
         raise Unauthorized("the bearer token is not valid")
     exp = claims.get("exp")
-    if not isinstance(exp, int) or exp <= (time.time() if now is None else now):
+    if not isinstance(exp, int) or exp <= now:
         raise Unauthorized("the bearer token has expired")
     return Claims(claims["sub"], claims.get("adm") is True)
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -170,7 +171,7 @@ def assert_conserved(before: dict[int, Decimal], after: ShopState) -> None:
 def assert_invariants(engine: Engine) -> None:
     """The shop's own invariant checker finds nothing wrong."""
     with Session(engine) as session:
-        violations = find_violations(session)
+        violations = find_violations(session, dt.datetime.now(dt.UTC))
     assert not violations, "\n".join(map(str, violations))
 
 
@@ -342,3 +343,31 @@ def queue_behind_a_held_batch(
         thread.join(60)
         assert not thread.is_alive(), "a worker thread hung"
     return results
+
+
+def bearer(app: Any, user: str, *, admin: bool = False, ttl_s: int = 600) -> dict[str, str]:
+    """An Authorization header for ``user`` (an admin's with ``admin``), signed
+    with ``app``'s secret and issued at its shop's clock."""
+    from ecommerce.tokens import issue_token
+
+    secret = app.extensions["settings"].secret_key
+    now = app.extensions["shop"].clock().timestamp()
+    return {"Authorization": f"Bearer {issue_token(secret, user, ttl_s, admin=admin, now=now)}"}
+
+
+class Clock:
+    """A shop's clock for a test (``shop.clock = Clock()``): frozen at ``start``
+    (default: now), or with ``running`` the wall clock's time; either way
+    moved on by :meth:`advance`, so no test waits for an expiry."""
+
+    def __init__(self, start: dt.datetime | None = None, *, running: bool = False) -> None:
+        self.start = start or dt.datetime.now(dt.UTC)
+        self.running = running
+        self.offset = dt.timedelta()
+
+    def __call__(self) -> dt.datetime:
+        base = dt.datetime.now(dt.UTC) if self.running else self.start
+        return base + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += dt.timedelta(seconds=seconds)

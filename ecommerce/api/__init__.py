@@ -69,8 +69,8 @@ def init_app(app: Flask) -> None:
     from ecommerce.api.items import bp as items_bp
     from ecommerce.api.ops import bp as ops_bp
     from ecommerce.api.orders import bp as orders_bp
-    from ecommerce.api.payments import bp as payments_bp
     from ecommerce.api.queue import bp as queue_bp
+    from ecommerce.api.webhooks import bp as webhooks_bp
 
     observe.init_app(app)
     app.register_blueprint(items_bp)
@@ -79,6 +79,6 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(orders_bp)
     app.register_blueprint(ops_bp)
     app.register_blueprint(admin_bp)
-    app.register_blueprint(payments_bp)
+    app.register_blueprint(webhooks_bp)
     console.init_app(app)
     app.register_blueprint(console.bp)

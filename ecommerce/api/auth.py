@@ -49,7 +49,8 @@ def _claims() -> Claims:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("an Authorization: Bearer token is required")
-    return read_token(_settings().secret_key, token.strip())
+    now = current_app.extensions["shop"].clock().timestamp()
+    return read_token(_settings().secret_key, token.strip(), now)
 
 
 def require_user(user_id: str) -> None:

@@ -201,12 +201,13 @@ def open_or_close(item_id: int) -> Response:
     body = validation.json_object(request)
     if not isinstance(body.get("open"), bool):
         raise validation.InvalidRequest("open must be true or false")
-    now = dt.datetime.now(dt.UTC)
+    shop = current_shop()
+    now = shop.clock()
     if body["open"]:
         changes: dict[str, Any] = {"sale_starts_at": now, "sale_ends_at": None}
     else:
         changes = {"sale_starts_at": None, "sale_ends_at": now}
-    return json_response(item_json(inventory.change_item(current_shop(), item_id, changes)))
+    return json_response(item_json(inventory.change_item(shop, item_id, changes)))
 
 
 @bp.post("/items/<id:item_id>")

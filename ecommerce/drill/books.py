@@ -6,6 +6,7 @@ admitted."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import psycopg2
@@ -86,7 +87,8 @@ def check(result, log: StormLog, url: str, items: PhaseItems) -> None:
     engine = create_engine(normalize_database_url(url))
     try:
         with Session(engine) as session:
-            result.violations += [str(v) for v in find_violations(session)]
+            now = dt.datetime.now(dt.UTC)  # the drill's shops run on the wall clock
+            result.violations += [str(v) for v in find_violations(session, now)]
     finally:
         engine.dispose()
 

@@ -7,6 +7,7 @@ closes the rooms after the books are checked."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -45,7 +46,7 @@ class Rooms:
     """The rooms of one phase's items, opened through ``front_port``."""
 
     def __init__(self, secret_key: str, front_port: int, instance_ports: list[int]) -> None:
-        self.token = issue_token(secret_key, "drill", 3600, admin=True)
+        self.token = issue_token(secret_key, "drill", 3600, admin=True, now=time.time())
         self.front_port, self.instance_ports = front_port, instance_ports
 
     def _configure(self, item_id: int, settings: dict) -> dict:

@@ -65,7 +65,8 @@ def pay_script(first_item: int, last_item: int, price: str) -> str:
         " quote_literal('{}') AS k_users, quote_literal('{}') AS k_keys,"
         " quote_literal('{}') AS k_fingerprints, quote_literal('{}') AS k_results,"
         f" 0 AS ttl_s, {_array(':item')} AS s_items, {_array('1')} AS s_quantities,"
-        f" quote_literal('{ORDER_STATUS_PAID}') AS status, 0 AS reserve_s"
+        f" quote_literal('{ORDER_STATUS_PAID}') AS status, 0 AS reserve_s,"
+        " quote_literal(clock_timestamp()::text) AS now"
     )
     lines = [
         r"\set r random(1, 2000000000)",

@@ -35,15 +35,16 @@ def pay(shop: Shop, user_id: str, amount: Decimal, idempotency_key: str | None =
     def work(session: Session) -> OrderView:
         cart = CartRepository(session).lines(user_id)  # a plain read, stock included
         buyer = checkout.Buyer(user_id, amount, cart)
-        refused = checkout.refusal(buyer, {ln.item_id: ln.stock for ln in cart}, None, shop.clock())
+        created_at = shop.clock()
+        refused = checkout.refusal(buyer, {ln.item_id: ln.stock for ln in cart}, None, created_at)
         if refused is not None:
             raise refused
         orders = OrderRepository(session)
-        (order_id,), created_at = orders.next_ids(1)
+        (order_id,) = orders.next_ids(1)
         lines = [LineView(ln.item_id, ln.name, ln.quantity, ln.price) for ln in cart]
         new_lines = [NewOrderLine(ln.item_id, ln.quantity, ln.price) for ln in cart]
         orders.write_paid(
-            [NewOrder(order_id, user_id, total_of(lines), new_lines)], [], 0, taken={}
+            [NewOrder(order_id, user_id, total_of(lines), new_lines)], [], 0, {}, created_at
         )
         for line in cart:  # the bug: an absolute value computed from the plain read
             session.execute(

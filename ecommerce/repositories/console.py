@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, text, update
+from sqlalchemy import insert, text, update
 
 from ecommerce.models import ORDER_STATUS_PENDING, ConsoleLink
 from ecommerce.repositories._base import _Repository, sql_string
@@ -21,24 +21,27 @@ class DatabaseStateRow:
 
 
 class ConsoleLinkRepository(_Repository):
-    def add(self, nonce: str, admin: str, ttl_s: int) -> None:
+    def add(self, nonce: str, admin: str, ttl_s: int, now: dt.datetime) -> None:
         self._execute(
             insert(ConsoleLink).values(
-                nonce=nonce, admin=admin, expires_at=func.now() + dt.timedelta(seconds=ttl_s)
+                nonce=nonce,
+                admin=admin,
+                expires_at=now + dt.timedelta(seconds=ttl_s),
             ),
             {},
         )
 
-    def redeem(self, nonce: str) -> str | None:
-        """Mark the link used; its admin, or None if unknown, used or expired."""
+    def redeem(self, nonce: str, now: dt.datetime) -> str | None:
+        """Mark the link used at ``now``; its admin, or None if unknown, used
+        or expired."""
         stmt = (
             update(ConsoleLink)
             .where(
                 ConsoleLink.nonce == nonce,
                 ConsoleLink.used_at.is_(None),
-                ConsoleLink.expires_at > func.now(),
+                ConsoleLink.expires_at > now,
             )
-            .values(used_at=func.now())
+            .values(used_at=now)
             .returning(ConsoleLink.admin)
         )
         return self._execute(stmt, {}).scalar_one_or_none()

@@ -3,11 +3,12 @@ a key, and storing a key with its result (one, or a combined batch's)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, text, tuple_, update
+from sqlalchemy import delete, text, tuple_, update
 
 from ecommerce.models import IdempotencyKey
 from ecommerce.repositories._base import _Repository
@@ -58,13 +59,16 @@ class IdempotencyRepository(_Repository):
     FROM idempotency_keys i
     JOIN unnest(CAST(:users AS text[]), CAST(:keys AS text[])) AS k (user_id, key)
       ON i.user_id = k.user_id AND i.key = k.key
-    WHERE i.expires_at > now()
+    WHERE i.expires_at > :now
     """
     )
 
-    def find_live(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], StoredResult]:
-        """The live (unexpired) records of these (user, key) pairs, in one statement."""
-        params = {"users": [u for u, _ in pairs], "keys": [k for _, k in pairs]}
+    def find_live(
+        self, pairs: Sequence[tuple[str, str]], now: dt.datetime
+    ) -> dict[tuple[str, str], StoredResult]:
+        """The live (unexpired at ``now``) records of these (user, key) pairs, in
+        one statement."""
+        params = {"users": [u for u, _ in pairs], "keys": [k for _, k in pairs], "now": now}
         return {
             (row.user_id, row.key): StoredResult(row.fingerprint, bytes(row.result))
             for row in self._execute(self.FIND_LIVE_KEYS, params)
@@ -89,33 +93,37 @@ class IdempotencyRepository(_Repository):
     #: replaced). Its text is also a step of orders' WRITE_PAID_ORDERS.
     SAVE_KEYS = text(
         """
-        INSERT INTO idempotency_keys (user_id, key, fingerprint, result, expires_at)
-        SELECT k.user_id, k.key, k.fingerprint, k.result, now() + make_interval(secs => :ttl_s)
+        INSERT INTO idempotency_keys (user_id, key, fingerprint, result, created_at, expires_at)
+        SELECT k.user_id, k.key, k.fingerprint, k.result, CAST(:now AS timestamptz),
+               CAST(:now AS timestamptz) + make_interval(secs => :ttl_s)
         FROM unnest(CAST(:k_users AS text[]), CAST(:k_keys AS text[]),
                     CAST(:k_fingerprints AS text[]), CAST(:k_results AS bytea[]))
              AS k (user_id, key, fingerprint, result)
         ON CONFLICT (user_id, key) DO UPDATE
         SET fingerprint = excluded.fingerprint, result = excluded.result,
-            expires_at = excluded.expires_at, created_at = now()"""
+            expires_at = excluded.expires_at, created_at = excluded.created_at"""
     )
 
-    def save(self, keys: Sequence[NewKeyRecord], ttl_s: int) -> None:
-        """Store each key with its request's fingerprint and result, in one statement."""
-        self._execute(self.SAVE_KEYS, key_params(keys, ttl_s))
+    def save(self, keys: Sequence[NewKeyRecord], ttl_s: int, now: dt.datetime) -> None:
+        """Store each key with its request's fingerprint and result, made at
+        ``now`` and kept ``ttl_s``, in one statement."""
+        self._execute(self.SAVE_KEYS, key_params(keys, ttl_s, now))
 
-    def delete_expired(self) -> int:
+    def delete_expired(self, now: dt.datetime) -> int:
         result = self._execute(
             delete(IdempotencyKey)
-            .where(IdempotencyKey.expires_at <= func.now())
+            .where(IdempotencyKey.expires_at <= now)
             .returning(IdempotencyKey.key),
             {},
         )
         return len(result.all())
 
 
-def key_params(keys: Sequence[NewKeyRecord], ttl_s: int) -> dict[str, Any]:
-    """The k_* and ttl_s parameters of SAVE_KEYS (and of its step in WRITE_PAID_ORDERS)."""
+def key_params(keys: Sequence[NewKeyRecord], ttl_s: int, now: dt.datetime) -> dict[str, Any]:
+    """The k_*, ttl_s and now parameters of SAVE_KEYS (and of its step in
+    WRITE_PAID_ORDERS)."""
     return {
+        "now": now,
         "k_users": [k.user_id for k in keys],
         "k_keys": [k.key for k in keys],
         "k_fingerprints": [k.fingerprint for k in keys],

@@ -4,6 +4,7 @@ says what each check means and turns these rows into its results)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -102,18 +103,19 @@ class InvariantRepository(_Repository):
         ORDER BY o.id, ol.item_id""",
         "pending_past_expiry": f"""
         SELECT o.id AS order_id, o.expires_at FROM orders o
-        WHERE o.status = {_PENDING} AND o.expires_at < now() - interval '{SWEEP_GRACE}'
+        WHERE o.status = {_PENDING}
+          AND o.expires_at < CAST(:now AS timestamptz) - interval '{SWEEP_GRACE}'
         ORDER BY o.id""",
         "cart_line_for_missing_item": """
         SELECT c.user_id, c.item_id FROM carts c
         LEFT JOIN items i ON i.id = c.item_id WHERE i.id IS NULL""",
     }
 
-    def violations(self) -> list[ViolationRow]:
-        """Every row that breaks a check, check by check in CHECKS' order."""
+    def violations(self, now: dt.datetime) -> list[ViolationRow]:
+        """Every row that breaks a check at ``now``, check by check in CHECKS' order."""
         found = []
         for name, sql in self.CHECKS.items():
-            for row in self._execute(text(sql), {"item_ids": None}).mappings():
+            for row in self._execute(text(sql), {"item_ids": None, "now": now}).mappings():
                 found.append(ViolationRow(name, dict(row)))
         return found
 

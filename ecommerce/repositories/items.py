@@ -113,13 +113,13 @@ class ItemRepository(_Repository):
         stmt = update(Item).where(Item.id == item_id).values(dict(values))
         return ItemRow(*self._execute(stmt.returning(*_ITEM_COLUMNS), {}).one())
 
-    def account(self, item_id: int) -> ItemAccountRow | None:
-        found = self.accounts(1, item_id)
+    def account(self, item_id: int, now: dt.datetime) -> ItemAccountRow | None:
+        found = self.accounts(1, now, item_id)
         return found[0] if found else None
 
     #: Items' accounts (GET /admin/items/<id>/sales, the console): stock, units in
     #: orders by status, what the paid ones brought in, units sold or reserved in the
-    #: last 10 s, and the sale rules, in one statement (one snapshot). :item_id NULL:
+    #: 10 s before :now, and the sale rules, in one statement (one snapshot). :item_id NULL:
     #: every item, up to :limit.
     ITEM_ACCOUNTS = text(
         f"""
@@ -130,7 +130,8 @@ class ItemRepository(_Repository):
         coalesce(sum(l.quantity * l.unit_price) FILTER (WHERE o.status = {_PAID}), 0) AS revenue,
         count(DISTINCT o.id) FILTER (WHERE o.status IN ({_PENDING}, {_PAID})) AS orders,
         coalesce(sum(l.quantity) FILTER (WHERE o.status IN ({_PAID}, {_PENDING})
-                 AND o.created_at > now() - interval '10 seconds'), 0) AS recent,
+                 AND o.created_at > CAST(:now AS timestamptz) - interval '10 seconds'), 0)
+                 AS recent,
         i.per_user_limit, i.sale_starts_at, i.sale_ends_at
     FROM items i
     LEFT JOIN order_lines l ON l.item_id = i.id
@@ -142,9 +143,12 @@ class ItemRepository(_Repository):
     """
     )
 
-    def accounts(self, limit: int, item_id: int | None = None) -> list[ItemAccountRow]:
-        """Every item's account (ITEM_ACCOUNTS), in id order; or just ``item_id``'s."""
-        rows = self._execute(self.ITEM_ACCOUNTS, {"item_id": item_id, "limit": limit})
+    def accounts(
+        self, limit: int, now: dt.datetime, item_id: int | None = None
+    ) -> list[ItemAccountRow]:
+        """Every item's account at ``now`` (ITEM_ACCOUNTS), in id order; or just
+        ``item_id``'s."""
+        rows = self._execute(self.ITEM_ACCOUNTS, {"item_id": item_id, "limit": limit, "now": now})
         return [ItemAccountRow(*row) for row in rows]
 
     def restock(self, item_id: int, quantity: Decimal) -> Decimal | None:

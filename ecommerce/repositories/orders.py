@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Integer, Text, bindparam, func, insert, select, text, update
+from sqlalchemy import Integer, Text, bindparam, insert, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from ecommerce.models import (
@@ -102,17 +102,14 @@ class OrderRepository(_Repository):
         )
         return {(user, item): units for user, item, units in rows}
 
-    #: The pay: ids for the batch's new orders, and the transaction's time
-    #: (what orders.created_at will hold), before the item rows are locked.
+    #: The pay: ids for the batch's new orders, before the item rows are locked.
     NEXT_ORDER_IDS = text(
-        "SELECT nextval(pg_get_serial_sequence('orders', 'id')) AS id, now() AS created_at"
-        " FROM generate_series(1, :n)"
+        "SELECT nextval(pg_get_serial_sequence('orders', 'id')) AS id FROM generate_series(1, :n)"
     )
 
-    def next_ids(self, count: int) -> tuple[list[int], dt.datetime]:
-        """Draw ``count`` order ids; also returns the transaction's time (created_at)."""
-        rows = self._execute(self.NEXT_ORDER_IDS, {"n": count}).all()
-        return [row.id for row in rows], rows[0].created_at
+    def next_ids(self, count: int) -> list[int]:
+        """Draw ``count`` order ids."""
+        return [row.id for row in self._execute(self.NEXT_ORDER_IDS, {"n": count})]
 
     #: The pay: every winner's order, lines, payment, the paid cart lines gone,
     #: the idempotency records (idempotency's SAVE_KEYS), and one decrement per item,
@@ -122,8 +119,9 @@ class OrderRepository(_Repository):
         f"""
     WITH new_orders AS (
         INSERT INTO orders (id, user_id, status, total, created_at, expires_at, charge)
-        SELECT o.id, o.user_id, :status, o.total, now(), CASE WHEN :status = {_PENDING}
-               THEN now() + make_interval(secs => :reserve_s) END,
+        SELECT o.id, o.user_id, :status, o.total, CAST(:now AS timestamptz),
+               CASE WHEN :status = {_PENDING}
+               THEN CAST(:now AS timestamptz) + make_interval(secs => :reserve_s) END,
                CASE WHEN :status = {_PENDING} THEN {_OPEN} ELSE {_INSTANT} END
         FROM unnest(CAST(:o_ids AS bigint[]), CAST(:o_users AS text[]),
                     CAST(:o_totals AS numeric[])) AS o (id, user_id, total)
@@ -158,12 +156,14 @@ class OrderRepository(_Repository):
         keys: Sequence[NewKeyRecord],
         key_ttl_s: int,
         taken: Mapping[int, int],
+        now: dt.datetime,
         reserve_s: int | None = None,
     ) -> None:
-        """Write every order with its lines and payment, delete exactly the paid cart
-        lines, store the idempotency keys, and take ``taken`` ({item_id: units})
-        from the item rows the caller has locked: one statement. With
-        ``reserve_s`` the orders are pending that long, with no payments yet."""
+        """Write every order (made at ``now``) with its lines and payment, delete
+        exactly the paid cart lines, store the idempotency keys, and take
+        ``taken`` ({item_id: units}) from the item rows the caller has locked:
+        one statement. With ``reserve_s`` the orders are pending that long from
+        ``now``, with no payments yet."""
         lines = [(order, line) for order in orders for line in order.lines]
         items = sorted(taken)
         self._execute(
@@ -179,7 +179,7 @@ class OrderRepository(_Repository):
                 "l_items": [ln.item_id for _, ln in lines],
                 "l_quantities": [ln.quantity for _, ln in lines],
                 "l_prices": [ln.unit_price for _, ln in lines],
-                **key_params(keys, key_ttl_s),
+                **key_params(keys, key_ttl_s, now),
                 "s_items": items,
                 "s_quantities": [taken[i] for i in items],
             },
@@ -217,11 +217,12 @@ class OrderRepository(_Repository):
         ).first()
         return self.get(order_id) if locked else None
 
-    def pending_ids(self, limit: int, *, expired: bool) -> list[int]:
-        """Pending orders (oldest first); only those past their expiry with ``expired``."""
+    def pending_ids(self, limit: int, *, expired_at: dt.datetime | None = None) -> list[int]:
+        """Pending orders (oldest first); only those past their expiry at
+        ``expired_at`` when given."""
         stmt = select(Order.id).where(Order.status == ORDER_STATUS_PENDING)
-        if expired:
-            stmt = stmt.where(Order.expires_at <= func.now())
+        if expired_at is not None:
+            stmt = stmt.where(Order.expires_at <= expired_at)
         return list(self._execute(stmt.order_by(Order.id).limit(limit), {}).scalars())
 
     def open_charges(self, limit: int) -> list[tuple[int, str]]:
@@ -263,11 +264,11 @@ class OrderRepository(_Repository):
         )
         return self._execute(stmt, {}).first() is not None
 
-    def confirm_refund(self, order_id: int) -> None:
+    def confirm_refund(self, order_id: int, now: dt.datetime) -> None:
         self._execute(
             update(Refund)
             .where(Refund.order_id == order_id, Refund.confirmed_at.is_(None))
-            .values(confirmed_at=func.now()),
+            .values(confirmed_at=now),
             {},
         )
 
@@ -282,14 +283,17 @@ class OrderRepository(_Repository):
             values["charge"] = charge
         self._execute(update(Order).where(Order.id == order_id).values(**values), {})
 
-    def add_refund(self, order_id: int, amount: Decimal, *, confirmed: bool) -> None:
-        """A refund of the order; ``confirmed``: the money already went back (the
-        provider confirmed it, or there is no provider)."""
+    def add_refund(
+        self, order_id: int, amount: Decimal, now: dt.datetime, *, confirmed: bool
+    ) -> None:
+        """A refund of the order, made at ``now``; ``confirmed``: the money
+        already went back (the provider confirmed it, or there is no provider)."""
         self._execute(
             insert(Refund).values(
                 order_id=order_id,
                 amount=amount,
-                confirmed_at=func.now() if confirmed else None,
+                created_at=now,
+                confirmed_at=now if confirmed else None,
             ),
             {},
         )

@@ -71,7 +71,7 @@ class Shop:
     def charge_lease_s(self) -> float:
         """How long after a keyed pay's order was written its first request may
         still be charging the provider: the budget to start, the provider's
-        deadline, and a second for the app's and the database's clocks. A
+        deadline, and a second for the instances' clocks to drift. A
         replay of the key within it is refused as in use (services/payment.py)."""
         deadline = self.gateway.timeout_s if self.gateway is not None else 0.0
         return self.charge_budget_s + deadline + 1.0

@@ -165,7 +165,8 @@ def _add_batch(
        sees, in each answer, only the adds up to that one); keyed results are
        stored in one statement.
     """
-    outcomes = idempotency.claim(session, batch, CartView.decode)
+    at = shop.clock()  # the batch's one instant: keys, sale windows, stamps
+    outcomes = idempotency.claim(session, batch, CartView.decode, at)
     replayed = any(isinstance(outcome, CartView) for outcome in outcomes)
     # An item whose waiting room is open: only with the buyer's admission (this
     # worker's view of the rooms: at most one plain read per QUEUE_REFRESH_MS).
@@ -219,7 +220,6 @@ def _add_batch(
     if judged.seen:
         accepted = {active[position]: touched for position, touched in judged.seen.items()}
         lines = carts.lines_many(batch[n].user_id for n in accepted)
-        at = shop.clock()
         new_keys: list[NewKeyRecord] = []
         for n, touched in accepted.items():
             request = batch[n]
@@ -235,7 +235,7 @@ def _add_batch(
                     NewKeyRecord(request.user_id, request.key, request.fingerprint, encode(view))
                 )
         if new_keys:
-            IdempotencyRepository(session).save(new_keys, shop.idempotency_ttl_s)
+            IdempotencyRepository(session).save(new_keys, shop.idempotency_ttl_s, at)
     assert all(o is not None for o in outcomes)
     answers = [o for o in outcomes if o is not None]
     if not judged.seen and not replayed:

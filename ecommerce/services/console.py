@@ -40,13 +40,17 @@ MAX_ITEMS = 50
 def issue_link(shop: Shop, admin: str, ttl_s: int) -> str:
     """A one-time sign-in nonce for ``admin``, good for ``ttl_s`` seconds."""
     nonce = secrets.token_urlsafe(24)
-    shop.transaction(lambda s: ConsoleLinkRepository(s).add(nonce, admin, ttl_s), "console_link")
+    shop.transaction(
+        lambda s: ConsoleLinkRepository(s).add(nonce, admin, ttl_s, shop.clock()), "console_link"
+    )
     return nonce
 
 
 def redeem_link(shop: Shop, nonce: str) -> str:
     """The admin the link was for; Unauthorized if it is unknown, used or expired."""
-    admin = shop.transaction(lambda s: ConsoleLinkRepository(s).redeem(nonce), "console_login")
+    admin = shop.transaction(
+        lambda s: ConsoleLinkRepository(s).redeem(nonce, shop.clock()), "console_login"
+    )
     if admin is None:
         raise Unauthorized("this sign-in link is not valid: it expired or was already used")
     return admin
@@ -86,11 +90,12 @@ class Feed:
         """The shop now. The open rooms are advanced first when due, as any
         request of their lines does; their figures are then read with the items,
         in one transaction."""
+        now = self.shop.clock()
 
         def read(
             session: Session,
         ) -> tuple[list[ItemAccountRow], tuple[int, Any], DatabaseStateRow, dict[int, RoomRow]]:
-            items = ItemRepository(session).accounts(MAX_ITEMS)
+            items = ItemRepository(session).accounts(MAX_ITEMS, now)
             rooms = RoomRepository(session).rooms_of(i.id for i in items)
             console = ConsoleRepository(session)
             return items, console.pending(), console.database(), rooms
@@ -99,7 +104,6 @@ class Feed:
         items, (pending, next_expiry), database, rooms = self.shop.transaction(
             read, "console_snapshot"
         )
-        now = self.shop.clock()
         figures = metrics.pay_figures()
         taken = time.monotonic()
         self.readings.append((taken, figures))

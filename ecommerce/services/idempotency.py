@@ -21,6 +21,7 @@ and Stripe's API:
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -68,7 +69,10 @@ class KeyedRequest(Protocol):
 
 
 def claim(
-    session: Session, batch: Sequence[KeyedRequest], decode: Callable[[bytes], R]
+    session: Session,
+    batch: Sequence[KeyedRequest],
+    decode: Callable[[bytes], R],
+    now: dt.datetime,
 ) -> list[R | ShopError | None]:
     """The key step of a batch (one request or many), inside its transaction, up
     to the effect: per request, its replayed result or its refusal (in use,
@@ -87,7 +91,7 @@ def claim(
     keys = IdempotencyRepository(session)
     pairs = list(first_with_key)
     locked = [pair for pair, ok in zip(pairs, keys.try_lock(pairs), strict=True) if ok]
-    stored = keys.find_live(locked) if locked else {}
+    stored = keys.find_live(locked, now) if locked else {}
     locked_set = set(locked)
     replayed = []
     for pair, n in first_with_key.items():
@@ -106,5 +110,6 @@ def claim(
 def prune_expired(shop: Shop) -> int:
     """Delete expired idempotency keys; returns how many."""
     return shop.transaction(
-        lambda session: IdempotencyRepository(session).delete_expired(), "prune_idempotency_keys"
+        lambda session: IdempotencyRepository(session).delete_expired(shop.clock()),
+        "prune_idempotency_keys",
     )

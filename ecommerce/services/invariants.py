@@ -18,6 +18,7 @@ the simulator and the tests all use this module).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -59,9 +60,11 @@ class ItemBook:
         return self.received - self.in_orders - self.stock
 
 
-def find_violations(session: Session) -> list[Violation]:
+def find_violations(session: Session, now: dt.datetime) -> list[Violation]:
+    """Every violation of the shop's invariants at ``now`` (a pending order is
+    past its expiry by then), read on ``session``."""
     return [
-        Violation(found.check, found.row) for found in InvariantRepository(session).violations()
+        Violation(found.check, found.row) for found in InvariantRepository(session).violations(now)
     ]
 
 
@@ -69,7 +72,8 @@ def check(shop: Shop) -> list[Violation]:
     """Every violation of the shop's invariants, read in one transaction; with a
     payment provider, also where its view of the money disagrees with the orders
     (it keeps money exactly for the paid orders: settlement.provider_disagreements)."""
-    violations = shop.transaction(find_violations, "check_invariants")
+    now = shop.clock()
+    violations = shop.transaction(lambda s: find_violations(s, now), "check_invariants")
     if shop.gateway is not None:
         violations += [
             Violation("provider_disagrees", {"order": found})

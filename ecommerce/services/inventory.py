@@ -78,7 +78,7 @@ def item_sales(shop: Shop, item_id: int) -> ItemAccountRow:
     """Stock and sales of one item, from the database (one statement, one snapshot)."""
 
     def work(session: Session) -> ItemAccountRow:
-        sales = ItemRepository(session).account(item_id)
+        sales = ItemRepository(session).account(item_id, shop.clock())
         if sales is None:
             raise NotFound(f"item {item_id} does not exist")
         return sales

@@ -141,7 +141,7 @@ def _end(shop: Shop, order_id: int, owner: str | None, name: str) -> OrderView:
         if refund:
             # Without a provider the money goes back here; with one, this row is
             # the intent, confirmed once the provider has refunded.
-            orders.add_refund(order_id, order.total, confirmed=shop.gateway is None)
+            orders.add_refund(order_id, order.total, shop.clock(), confirmed=shop.gateway is None)
         charge = CHARGE_SETTLED if voided else None
         ended = settlement.give_back(session, order, new_status, reason, charge)
         return ended, refund and shop.gateway is not None
@@ -168,7 +168,8 @@ def release_expired(shop: Shop, limit: int = 1000) -> Expiry:
     Each order is isolated: one that cannot be expired now (its charge unknown,
     its item row held past the lock timeout, a failover) is counted, logged and
     left for the next run, and the run goes on with the next order."""
-    due = shop.transaction(lambda s: OrderRepository(s).pending_ids(limit, expired=True), "due")
+    now = shop.clock()
+    due = shop.transaction(lambda s: OrderRepository(s).pending_ids(limit, expired_at=now), "due")
     released = failed = 0
     for order_id in due:
         try:

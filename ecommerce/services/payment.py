@@ -167,10 +167,12 @@ def _run_batch(shop: Shop, batch: Sequence[PayRequest]) -> list[OrderView | Base
 
 
 def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _BatchResult:
+    # The batch's one instant: keys, sale windows, the orders' times, admissions.
+    at = shop.clock()
     # 1. Idempotency-Keys (never twice in one batch: the combiner lets one
     # request per key be in flight).
     outcomes: list[OrderView | ShopError | RunAlone | None] = idempotency.claim(
-        session, batch, OrderView.decode
+        session, batch, OrderView.decode, at
     )
     replayed = any(isinstance(outcome, OrderView) for outcome in outcomes)
 
@@ -179,7 +181,7 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     # batch of only them assigns no transaction id, so its COMMIT flushes nothing.
     active = [n for n in range(len(batch)) if outcomes[n] is None]
     if shop.sold_out.any() and active:
-        _refuse_sold_out(session, shop, batch, active, outcomes)
+        _refuse_sold_out(session, shop, batch, active, outcomes, at)
         active = [n for n in active if outcomes[n] is None]
     # The items whose waiting room is open (this worker's view: at most one
     # plain read per QUEUE_REFRESH_MS, on the batch's own connection).
@@ -198,7 +200,6 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     # twice in the batch is judged in arrival order, below).
     wanted = {line.item_id for buyer in buyers for line in buyer.cart}
     marked = shop.sold_out.marked(session, wanted)
-    at = shop.clock()
     users = Counter(buyer.user_id for buyer in buyers)
     for position, buyer in enumerate(buyers):
         if users[buyer.user_id] == 1 and checkout.hopeless(buyer):
@@ -214,7 +215,7 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     candidates = sum(
         1 for buyer in buyers if not checkout.refused_even_with_stock(buyer, marked, at)
     )
-    drawn, created_at = order_rows.next_ids(candidates) if candidates else ([], None)
+    drawn = order_rows.next_ids(candidates) if candidates else []
 
     # 5. Lock the items (ascending id); sold-out marked ones are not touched.
     to_lock = wanted - marked.keys()
@@ -228,13 +229,12 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
 
     # 6. Allocate in arrival order, every rule judged on the locked rows; each
     # buyer all or nothing.
-    allocation = checkout.allocate(buyers, available, locked, shop.clock())
+    allocation = checkout.allocate(buyers, available, locked, at)
     winners = allocation.winners
     if len(winners) > len(drawn):
         # A rule changed between the carts' read and the item lock (an admin
         # opened a window or raised a limit): the few missing ids, drawn now.
-        more, created_at = order_rows.next_ids(len(winners) - len(drawn))
-        drawn += more
+        drawn += order_rows.next_ids(len(winners) - len(drawn))
 
     reserve_s = _reserve_s(shop)
     new_orders: list[NewOrder] = []
@@ -247,8 +247,7 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
         lines = [
             LineView(ln.item_id, ln.name, ln.quantity, ln.price) for ln in buyers[position].cart
         ]
-        assert created_at is not None
-        order = _new_order(order_id, request.user_id, total_of(lines), created_at, lines, reserve_s)
+        order = _new_order(order_id, request.user_id, total_of(lines), at, lines, reserve_s)
         new_orders.append(
             NewOrder(
                 order.order_id,
@@ -267,7 +266,7 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     # winner's admissions to the waiting rooms of what they bought are done.
     if new_orders:
         order_rows.write_paid(
-            new_orders, new_keys, shop.idempotency_ttl_s, allocation.taken, reserve_s
+            new_orders, new_keys, shop.idempotency_ttl_s, allocation.taken, at, reserve_s
         )
         admissions_done = [
             (buyers[position].user_id, line.item_id)
@@ -276,7 +275,7 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
             if line.item_id in roomed
         ]
         if admissions_done:
-            rooms.mark_paid(session, admissions_done, shop.clock())
+            rooms.mark_paid(session, admissions_done, at)
 
     sold_out = {i: row.name for i, row in locked.items() if allocation.left[i] == 0}
     assert all(o is not None for o in outcomes)
@@ -343,14 +342,14 @@ def _refuse_sold_out(
     batch: Sequence[PayRequest],
     active: Sequence[int],
     outcomes: list[OrderView | ShopError | RunAlone | None],
+    at: dt.datetime,
 ) -> None:
     """Answer, from one plain read of their carts, the buyers of ``active`` whose
-    cart holds an item marked sold out."""
+    cart holds an item marked sold out (judged at ``at``)."""
     seen = CartRepository(session).lines_many(batch[n].user_id for n in active)
     marked = shop.sold_out.marked(session, {ln.item_id for cart in seen.values() for ln in cart})
     if not marked:
         return
-    at = shop.clock()
     for n in active:
         request = batch[n]
         buyer = checkout.Buyer(request.user_id, request.amount, seen.get(request.user_id, []))
@@ -383,7 +382,7 @@ def _new_order(
 ) -> OrderView:
     if reserve_s is None:
         return OrderView(order_id, user_id, ORDER_STATUS_PAID, total, created_at, lines)
-    expires_at = created_at + dt.timedelta(seconds=reserve_s)  # as the database computed it
+    expires_at = created_at + dt.timedelta(seconds=reserve_s)  # as written
     return OrderView(
         order_id, user_id, ORDER_STATUS_PENDING, total, created_at, lines, expires_at=expires_at
     )

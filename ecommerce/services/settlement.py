@@ -79,7 +79,7 @@ def confirm_payment(shop: Shop, order_id: int, outcome: str) -> OrderView:
         # A success for an order that ended unpaid (a late charge, or a provider
         # that went back on its word): its stock already went back; the money does.
         repository.add_payment(order_id, order.total)
-        repository.add_refund(order_id, order.total, confirmed=False)
+        repository.add_refund(order_id, order.total, shop.clock(), confirmed=False)
         repository.set_status(order_id, ORDER_STATUS_REFUNDED, CHARGE_SETTLED)
         refunded = repository.get(order_id)
         assert refunded is not None
@@ -107,7 +107,9 @@ def send_refund(shop: Shop, order_id: int, total: Decimal) -> bool:
         return False
     try:
         # The refund row alone: no item lock, so a hot item cannot hold it up.
-        shop.transaction(lambda s: OrderRepository(s).confirm_refund(order_id), "confirm_refund")
+        shop.transaction(
+            lambda s: OrderRepository(s).confirm_refund(order_id, shop.clock()), "confirm_refund"
+        )
     except ServiceBusy:
         log.error(
             "order %s: refunded, but its confirmation was not recorded; reconcile-payments"

@@ -1,22 +1,22 @@
 """The admin API: always behind an admin token; changes go through the ledger."""
 
+import time
+
 import pytest
 from sqlalchemy import text
 
 from ecommerce.tokens import issue_token
-from tests.helpers import insert_cart_line, insert_item, shop_state
+from tests.helpers import bearer, insert_cart_line, insert_item, shop_state
 
 
 @pytest.fixture
 def admin(app):
-    secret = app.extensions["settings"].secret_key
-    return {"Authorization": f"Bearer {issue_token(secret, 'ops', 600, admin=True)}"}
+    return bearer(app, "ops", admin=True)
 
 
 @pytest.fixture
 def buyer(app):
-    secret = app.extensions["settings"].secret_key
-    return {"Authorization": f"Bearer {issue_token(secret, 'alice', 600)}"}
+    return bearer(app, "alice")
 
 
 def code(response):
@@ -43,7 +43,7 @@ def test_admin_endpoints_need_an_admin_token_even_with_auth_off(client, buyer):
 def test_an_admin_token_does_not_act_for_a_buyer(make_app):
     app = make_app(auth_required=True)
     secret = app.extensions["settings"].secret_key
-    token = issue_token(secret, "alice", 600, admin=True)
+    token = issue_token(secret, "alice", 600, admin=True, now=time.time())
     refused = app.test_client().get("/cart/alice", headers={"Authorization": f"Bearer {token}"})
     assert refused.status_code == 403
 
@@ -152,5 +152,7 @@ def test_issue_an_admin_token_from_the_cli(runner, app):
 
     result = runner.invoke(args=["issue-token", "--admin", "ops", "--ttl", "60"])
     assert result.exit_code == 0
-    claims = read_token(app.extensions["settings"].secret_key, result.output.split()[-1])
+    claims = read_token(
+        app.extensions["settings"].secret_key, result.output.split()[-1], now=time.time()
+    )
     assert claims.subject == "ops" and claims.admin

@@ -1,5 +1,7 @@
 """Own-cart authentication (AUTH_REQUIRED)."""
 
+import time
+
 import pytest
 
 from ecommerce import create_app
@@ -24,18 +26,18 @@ def auth_client(auth_app):
 
 
 def bearer(user, ttl=3600, secret=SECRET):
-    return {"Authorization": f"Bearer {issue_token(secret, user, ttl)}"}
+    return {"Authorization": f"Bearer {issue_token(secret, user, ttl, now=time.time())}"}
 
 
 def test_tokens_round_trip_and_expire():
-    token = issue_token(SECRET, "alice", 60)
-    assert read_token(SECRET, token).subject == "alice"
+    token = issue_token(SECRET, "alice", 60, now=time.time())
+    assert read_token(SECRET, token, now=time.time()).subject == "alice"
     with pytest.raises(Unauthorized, match="expired"):
         read_token(SECRET, token, now=10**12)
     with pytest.raises(Unauthorized):
-        read_token("another-secret-value", token)
+        read_token("another-secret-value", token, now=time.time())
     with pytest.raises(Unauthorized):
-        read_token(SECRET, token[:-2] + "xx")
+        read_token(SECRET, token[:-2] + "xx", now=time.time())
 
 
 @pytest.mark.parametrize(
@@ -127,5 +129,5 @@ def test_issue_token_command(make_app):
     app = make_app(secret_key=SECRET)
     result = app.test_cli_runner().invoke(args=["issue-token", "alice", "--ttl", "60"])
     assert result.exit_code == 0
-    assert read_token(SECRET, result.output.strip()).subject == "alice"
+    assert read_token(SECRET, result.output.strip(), now=time.time()).subject == "alice"
     assert app.test_cli_runner().invoke(args=["issue-token", "bad id"]).exit_code != 0

@@ -11,8 +11,7 @@ from sqlalchemy import text
 
 from ecommerce.api import console as console_api
 from ecommerce.domain import queueing
-from ecommerce.tokens import issue_token
-from tests.helpers import insert_item, shop_state
+from tests.helpers import bearer, insert_item, shop_state
 
 
 def link(runner, *args):
@@ -206,8 +205,7 @@ def test_the_stream_shows_the_instances_behind_the_balancer(app, client, signed_
 
 @pytest.fixture
 def admin(app):
-    secret = app.extensions["settings"].secret_key
-    return {"Authorization": f"Bearer {issue_token(secret, 'ops', 600, admin=True)}"}
+    return bearer(app, "ops", admin=True)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 never a 5xx, always JSON, and a refused request changes nothing."""
 
 import json
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -82,7 +83,7 @@ headers = st.fixed_dictionaries(
         "Authorization": st.one_of(
             st.text(max_size=40).filter(lambda s: "\n" not in s and "\r" not in s),
             st.sampled_from(["alice", "bob"]).map(
-                lambda u: "Bearer " + issue_token(SECRET, u, 600)
+                lambda u: "Bearer " + issue_token(SECRET, u, 600, now=time.time())
             ),
         ),
         "X-Place-Token": st.text(max_size=60).filter(lambda s: "\n" not in s and "\r" not in s),
@@ -136,7 +137,7 @@ def test_no_input_gives_a_5xx_or_a_partial_write(
 
 
 def test_money_leaves_as_decimal_strings(fuzz_client):
-    token = issue_token(SECRET, "alice")
+    token = issue_token(SECRET, "alice", now=time.time())
     quote = fuzz_client.get("/cart/alice/checkout", headers={"Authorization": f"Bearer {token}"})
     assert quote.status_code == 200
     body = json.loads(quote.get_data())

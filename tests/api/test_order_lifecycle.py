@@ -4,14 +4,12 @@ through the ledger and the books still balance."""
 import pytest
 from sqlalchemy import text
 
-from ecommerce.tokens import issue_token
-from tests.helpers import insert_cart_line, insert_item, sessions_bound_to, shop_state
+from tests.helpers import bearer, insert_cart_line, insert_item, sessions_bound_to, shop_state
 
 
 @pytest.fixture
 def admin(app):
-    secret = app.extensions["settings"].secret_key
-    return {"Authorization": f"Bearer {issue_token(secret, 'ops', 600, admin=True)}"}
+    return bearer(app, "ops", admin=True)
 
 
 def paid_order(client, connection, user="amy", price="3.00", stock=5, quantity=2):
@@ -82,13 +80,12 @@ def test_orders_that_already_gave_their_stock_back_cannot_be_ended(client, conne
 
 def test_someone_elses_order_cannot_be_cancelled(make_app, connection):
     app = make_app(auth_required=True)
-    secret = app.extensions["settings"].secret_key
     with sessions_bound_to(app.extensions["shop"].db, connection):
         client = app.test_client()
         item = insert_item(connection, "Lamp", "1.00", 5)
         insert_cart_line(connection, "owner", item, 1)
-        owner = {"Authorization": f"Bearer {issue_token(secret, 'owner', 600)}"}
-        other = {"Authorization": f"Bearer {issue_token(secret, 'other', 600)}"}
+        owner = bearer(app, "owner")
+        other = bearer(app, "other")
         order = client.post("/cart/owner/pay", json={"amount": "1.00"}, headers=owner).get_json()
         path = f"/orders/{order['order_id']}/cancel"
         assert client.post(path).status_code == 401

@@ -12,26 +12,14 @@ import datetime as dt
 import pytest
 from sqlalchemy import event, text
 
-from ecommerce.tokens import issue_token
-from tests.helpers import insert_item, sessions_bound_to, shop_state
+from tests.helpers import Clock, bearer, insert_item, sessions_bound_to, shop_state
 
 T0 = dt.datetime(2026, 12, 12, 0, 0, tzinfo=dt.UTC)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += dt.timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
@@ -44,8 +32,7 @@ def app(make_app, connection, clock):
 
 @pytest.fixture
 def admin(app):
-    secret = app.extensions["settings"].secret_key
-    return {"Authorization": f"Bearer {issue_token(secret, 'ops', 600, admin=True)}"}
+    return bearer(app, "ops", admin=True)
 
 
 def code(response) -> str:
@@ -89,8 +76,7 @@ def test_with_no_room_the_shop_is_as_before(client, connection):
 
 def test_an_item_without_a_room_reads_nothing_of_the_rooms_at_add_and_pay(make_app, connection):
     app = make_app(queue_refresh_ms=60_000)  # the open rooms, read once, then cached
-    secret = app.extensions["settings"].secret_key
-    admin = {"Authorization": f"Bearer {issue_token(secret, 'ops', 600, admin=True)}"}
+    admin = bearer(app, "ops", admin=True)
     hot = insert_item(connection, "Hot", "1.00", 10)
     plain = insert_item(connection, "Plain", "1.00", 10)
     with sessions_bound_to(app.extensions["shop"].db, connection):
@@ -292,8 +278,7 @@ def test_a_place_token_of_another_buyer_or_item_is_refused(client, admin, connec
 def test_polling_a_waiting_place_costs_no_statement(make_app, connection, clock):
     app = make_app(queue_refresh_ms=60_000)  # the front is read once, then cached
     app.extensions["shop"].clock = clock
-    secret = app.extensions["settings"].secret_key
-    admin = {"Authorization": f"Bearer {issue_token(secret, 'ops', 600, admin=True)}"}
+    admin = bearer(app, "ops", admin=True)
     item = insert_item(connection, "Hot", "1.00", 10)
     with sessions_bound_to(app.extensions["shop"].db, connection):
         client = app.test_client()

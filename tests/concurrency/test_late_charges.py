@@ -11,7 +11,6 @@ orders, and the provider ended with the buyers' money for orders that had gone
 from __future__ import annotations
 
 import random
-import time
 from decimal import Decimal
 
 import pytest
@@ -22,12 +21,14 @@ from ecommerce.flashsale.fake_gateway import start_in_thread
 from ecommerce.gateway import charge_key, reference
 from ecommerce.services import invariants, orders, payment, settlement
 from tests.helpers import (
+    Clock,
     assert_conserved,
     assert_invariants,
     commit_cart_lines,
     commit_item,
     run_together,
     shop_state,
+    wait_for,
 )
 
 
@@ -51,22 +52,11 @@ def provider_shop(storm_shop, url: str, buyers: int = 4, **overrides):
     return storm_shop(buyers, payment_gateway_url=url, **overrides)
 
 
-def wait_for(predicate, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
-
-
-def run_until(step, done, timeout: float = 30) -> None:
-    """Run ``step`` (a cron line) until ``done()``: reservations lapse by the clock."""
-    deadline = time.monotonic() + timeout
-    while True:
-        step()
-        if done():
-            return
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+def lapse(shop) -> None:
+    """Every reservation made so far lapses: the shop's clock moves past them,
+    and the cron line expires them."""
+    shop.clock.advance(shop.reservation_ttl_s + 1)
+    orders.release_expired(shop)
 
 
 def paid_orders(engine) -> int:
@@ -86,6 +76,7 @@ def test_a_cancel_and_an_expiry_racing_late_charges_keep_no_money(
 ):
     url, fake = slow_provider()
     shop = provider_shop(storm_shop, url, reservation_ttl_s=1)
+    shop.clock = Clock()
     hot = commit_item(committed, "Hot", "2.00", 10)
     commit_cart_lines(committed, [("ann", hot, 1), ("ben", hot, 1)])
     ann = payment.pay(shop, "ann", Decimal("2.00"))
@@ -94,9 +85,8 @@ def test_a_cancel_and_an_expiry_racing_late_charges_keep_no_money(
 
     cancelled = orders.cancel_order(shop, ann.order_id, "ann")  # the buyer gives up
     assert cancelled.status == "cancelled"
-    run_until(  # ben's reservation lapses; the cron line expires it
-        lambda: orders.release_expired(shop), lambda: _status(committed, ben) != "pending"
-    )
+    lapse(shop)  # ben's reservation lapses; the cron line expires it
+    assert _status(committed, ben) == "expired"
     # The provider decides both charges after the shop gave up on them.
     wait_for(lambda: fake.stats()["charge_calls"] == 2 and fake.charges_in_flight == 0)
     settlement.reconcile_payments(shop)
@@ -118,6 +108,7 @@ def test_a_charge_that_succeeded_unheard_is_settled_by_every_ending(
     sale (the stock was still reserved); reconcile records it as paid."""
     url, fake = slow_provider(latency_ms=0)
     shop = provider_shop(storm_shop, url, reservation_ttl_s=1)
+    shop.clock = Clock()
     hot = commit_item(committed, "Hot", "1.14", 5)  # the fake never answers *.14
     commit_cart_lines(committed, [("cleo", hot, 1)])
     order = payment.pay(shop, "cleo", Decimal("1.14"))
@@ -133,9 +124,7 @@ def test_a_charge_that_succeeded_unheard_is_settled_by_every_ending(
     elif ending == "admin_refund":
         final = orders.refund_order(shop, order.order_id).status
     elif ending == "expiry":
-        run_until(
-            lambda: orders.release_expired(shop), lambda: _status(committed, order) != "pending"
-        )
+        lapse(shop)
         final = _status(committed, order)
     else:
         settlement.reconcile_payments(shop)
@@ -199,6 +188,7 @@ def test_a_storm_where_the_provider_straddles_the_shops_wait(storm_shop, committ
     shop = provider_shop(
         storm_shop, url, len(users) + 8, payment_gateway_timeout_ms=300, reservation_ttl_s=1
     )
+    shop.clock = Clock(running=True)  # reservations lapse during the storm too
     hot = commit_item(committed, "Hot", "3.00", 100)
     commit_cart_lines(committed, [(u, hot, 1) for u in users])
     rng = random.Random(1212)
@@ -224,7 +214,8 @@ def test_a_storm_where_the_provider_straddles_the_shops_wait(storm_shop, committ
     assert not [r for r in results if isinstance(r, BaseException)], results
     # Everything decided: no charge in flight, the reservations lapsed and ran out.
     wait_for(lambda: fake.charges_in_flight == 0)
-    run_until(lambda: orders.release_expired(shop), lambda: _count(committed, "pending") == 0)
+    lapse(shop)
+    assert _count(committed, "pending") == 0
     settlement.reconcile_payments(shop)
 
     refunded = _count(committed, "refunded")

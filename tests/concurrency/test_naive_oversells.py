@@ -3,6 +3,7 @@
 invariant checker catches it; the shop's pay, interleaved the same way, does
 not. This is what makes the checks in the other concurrency tests able to fail."""
 
+import datetime as dt
 import threading
 from decimal import Decimal
 
@@ -70,7 +71,7 @@ def test_naive_pays_oversell_and_the_invariant_checker_names_the_item(committed,
     assert all(not isinstance(r, Exception) for r in results.values()), results
     assert stock_of(committed, item) == Decimal("4.00")
     with Session(committed) as session:
-        violations = find_violations(session)
+        violations = find_violations(session, dt.datetime.now(dt.UTC))
     assert [v.check for v in violations] == ["stock_not_conserved"]
     assert violations[0].row["item_id"] == item
     assert violations[0].row["sold"] == 2 and violations[0].row["stock"] == Decimal("4.00")
@@ -87,7 +88,7 @@ def test_the_shops_pay_does_not(committed, make_app):
     assert all(not isinstance(r, Exception) for r in results.values()), results
     assert stock_of(committed, item) == Decimal("3.00")
     with Session(committed) as session:
-        assert find_violations(session) == []
+        assert find_violations(session, dt.datetime.now(dt.UTC)) == []
 
 
 def test_the_simulators_negative_control_serves_the_naive_pay(monkeypatch, database_url):

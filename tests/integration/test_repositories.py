@@ -1,3 +1,4 @@
+import datetime as dt
 from decimal import Decimal
 
 from sqlalchemy import text
@@ -39,13 +40,14 @@ def test_write_paid_writes_orders_takes_stock_and_deletes_only_the_paid_lines(co
     insert_cart_line(connection, "u2", a, 1)
     with session.begin():
         orders = OrderRepository(session)
-        (order_id,), _ = orders.next_ids(1)
+        (order_id,) = orders.next_ids(1)
         ItemRepository(session).lock([a])
         orders.write_paid(
             [NewOrder(order_id, "u1", Decimal("3.00"), [NewOrderLine(a, 3, Decimal("1.00"))])],
             [],
             0,
-            taken={a: 3},
+            {a: 3},
+            dt.datetime.now(dt.UTC),
         )
     lines = connection.execute(
         text("SELECT item_id, quantity, unit_price FROM order_lines WHERE order_id = :o"),

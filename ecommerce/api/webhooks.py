@@ -13,7 +13,7 @@ from ecommerce.api.openapi import Operation, documented
 from ecommerce.errors import InvalidRequest, NotFound, Unauthorized
 from ecommerce.services import settlement
 
-bp = Blueprint("payments", __name__, url_prefix="/payments")
+bp = Blueprint("webhooks", __name__, url_prefix="/payments")
 
 SIGNATURE_HEADER = "X-Signature"
 
