@@ -8,12 +8,19 @@ first use, inside the gunicorn worker, after the fork.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import Flask
 
 from ecommerce.config import Settings
 
+if TYPE_CHECKING:
+    from ecommerce.services import PayEngine
 
-def create_app(settings: Settings | None = None) -> Flask:
+
+def create_app(settings: Settings | None = None, pay_engine: PayEngine | None = None) -> Flask:
+    """The application; ``pay_engine``: what its pay endpoint runs (the
+    simulator's negative control gives its naive pay; default: the shop's)."""
     # Imported here, not at the top: importing the package (as gunicorn does for
     # ecommerce.gunicorn_conf) must not import prometheus_client before the
     # config has set PROMETHEUS_MULTIPROC_DIR (ecommerce/metrics.py).
@@ -27,7 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app = Flask(__name__, instance_path=str(settings.instance_path))
     app.config["SECRET_KEY"] = settings.secret_key
-    shop = build_shop(settings)
+    shop = build_shop(settings, pay_engine)
     app.extensions["shop"] = shop
     app.extensions["settings"] = settings
 

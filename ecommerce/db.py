@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event
@@ -70,8 +70,16 @@ class _OlderGeneration(sa_exc.DisconnectionError):
 
 
 class Database:
-    def __init__(self, settings: Settings) -> None:
+    """The shop's database: one engine per process (made on first use, after a
+    fork), and the sessions its transactions run in. ``session_factory``, when
+    given, makes every session instead (a test binds them all to its own
+    connection, whose transaction it rolls back)."""
+
+    def __init__(
+        self, settings: Settings, session_factory: Callable[[], Session] | None = None
+    ) -> None:
         self.settings = settings
+        self.session_factory = session_factory
         self._url: str | None = None
         self._engine: Engine | None = None
         self._engine_pid: int | None = None
@@ -158,6 +166,8 @@ class Database:
         return engine
 
     def session(self) -> Session:
+        if self.session_factory is not None:
+            return self.session_factory()
         if getattr(self._owned, "active", False):
             return self._sessions(bind=self._owned_connection())
         # Bound explicitly, per session: no shared factory state for threads to race on.

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from ecommerce.db import Database
 from ecommerce.models import table_names
 from ecommerce.services.invariants import find_violations
+
+T = TypeVar("T")
 
 
 def truncate_all(engine: Engine) -> None:
@@ -175,12 +177,17 @@ def assert_invariants(engine: Engine) -> None:
     assert not violations, "\n".join(map(str, violations))
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 30, what: str = "") -> None:
-    """Poll ``predicate`` until it holds (an observable event), failing after ``timeout``."""
+def wait_for(
+    predicate: Callable[[], T], timeout: float = 30, what: str = "", interval: float = 0.01
+) -> T:
+    """Poll ``predicate`` until it returns something truthy (an observable
+    event), and return that; fail after ``timeout``, saying ``what`` was awaited.
+    The tests' one way to wait."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (value := predicate()):
         assert time.monotonic() < deadline, f"timed out waiting {what or 'for the event'}"
-        time.sleep(0.01)
+        time.sleep(interval)
+    return value
 
 
 @contextmanager
@@ -218,20 +225,17 @@ def wait_until_a_backend_waits_on_a_lock(
     engine: Engine, timeout: float = 10, count: int = 1
 ) -> None:
     """Poll pg_stat_activity until ``count`` sessions of this database are blocked on a lock."""
-    deadline = time.monotonic() + timeout
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
     with engine.connect() as conn:
-        while (
-            conn.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            ).scalar_one()
-            < count
-        ):
-            conn.rollback()
-            assert time.monotonic() < deadline, "fewer sessions than expected waited on a lock"
-            time.sleep(0.01)
+
+        def enough() -> bool:
+            conn.rollback()  # a fresh snapshot of pg_stat_activity each time
+            return conn.execute(waiting).scalar_one() >= count
+
+        wait_for(enough, timeout, f"for {count} sessions to wait on a lock")
 
 
 def run_together(workers: list[Callable[[], Any]], timeout: float = 60) -> list[Any]:
@@ -275,14 +279,15 @@ def age_reservations(engine: Engine, seconds: float) -> None:
 def sessions_bound_to(db: Database, connection: Connection) -> Iterator[None]:
     """Every session the shop makes joins ``connection``'s transaction, its
     commits becoming savepoints (SQLAlchemy's "joining a Session into an
-    external transaction" recipe); the test rolls the transaction back."""
-    db.session = sessionmaker(  # type: ignore[method-assign]
+    external transaction" recipe); the test rolls the transaction back. Set
+    through the database's own seam, its session factory."""
+    db.session_factory = sessionmaker(
         bind=connection, expire_on_commit=False, join_transaction_mode="create_savepoint"
     )
     try:
         yield
     finally:
-        del db.session
+        db.session_factory = None
 
 
 def backend_pid(session: Session | Connection) -> int:
@@ -294,16 +299,14 @@ def backend_pid(session: Session | Connection) -> int:
 def wait_until_the_session_has_ended(engine: Engine, pid: int, timeout: float = 10) -> None:
     """Poll pg_stat_activity, on a connection of its own, until the server process
     ``pid`` is gone: the server ended that session (its locks released first)."""
-    deadline = time.monotonic() + timeout
+    alive = text("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = :pid)")
     with engine.connect() as conn:
-        while conn.execute(
-            text("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = :pid)"), {"pid": pid}
-        ).scalar_one():
-            conn.rollback()  # a fresh snapshot of pg_stat_activity on the next read
-            assert time.monotonic() < deadline, (
-                f"the server did not end the session of backend {pid} within {timeout} s"
-            )
-            time.sleep(0.01)
+
+        def gone() -> bool:
+            conn.rollback()  # a fresh snapshot of pg_stat_activity each time
+            return not conn.execute(alive, {"pid": pid}).scalar_one()
+
+        wait_for(gone, timeout, f"for the server to end the session of backend {pid}")
 
 
 def queue_behind_a_held_batch(
@@ -333,11 +336,7 @@ def queue_behind_a_held_batch(
     for index, work in enumerate(rest, 1):
         threads.append(threading.Thread(target=run, args=(index, work)))
         threads[-1].start()
-    queue = shop._combiners[combiner]._queue  # observable state: who waits
-    deadline = time.monotonic() + 10
-    while len(queue) < len(rest):
-        assert time.monotonic() < deadline, "the rest did not queue"
-        time.sleep(0.01)
+    wait_for(lambda: shop.waiting_in(combiner) >= len(rest), 10, "for the rest to queue")
     release.set()
     for thread in threads:
         thread.join(60)

@@ -7,10 +7,10 @@ absolute value (``stock = what I read - what I took``). Two buyers who read the
 same stock both pass and both write the same value: units are sold twice and
 the stock no longer adds up, which the invariant checks name.
 
-The shop itself knows nothing of it: :func:`install` swaps it in for the
-shop's pay in this process (``ecommerce.flashsale.naive_app`` does that for
-gunicorn), as a test double would. The simulator runs it to show that its
-checks can fail; nothing else should.
+The shop itself knows nothing of it: ``ecommerce.flashsale.naive_app`` builds
+the app with it as the pay its endpoint runs (``create_app(pay_engine=...)``,
+the shop's one seam for it). The simulator runs it to show that its checks can
+fail; nothing else should.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from ecommerce.domain import checkout
 from ecommerce.models import ORDER_STATUS_PAID
 from ecommerce.repositories import CartRepository, NewOrder, NewOrderLine, OrderRepository
-from ecommerce.services import Shop, payment
+from ecommerce.services import Shop
 from ecommerce.services.results import LineView, OrderView, total_of
 
 OVERWRITE_STOCK = text("UPDATE items SET stock = :stock WHERE id = :item_id")
@@ -53,8 +53,3 @@ def pay(shop: Shop, user_id: str, amount: Decimal, idempotency_key: str | None =
         return OrderView(order_id, user_id, ORDER_STATUS_PAID, total_of(lines), created_at, lines)
 
     return shop.transaction(work, "naive_pay")
-
-
-def install() -> None:
-    """Every pay of this process is the naive one from now on."""
-    payment.pay = pay  # type: ignore[assignment]

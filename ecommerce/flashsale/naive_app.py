@@ -4,5 +4,4 @@ the simulator's negative control: ``gunicorn ... ecommerce.flashsale.naive_app:a
 from ecommerce import create_app
 from ecommerce.flashsale import naive
 
-naive.install()
-app = create_app()
+app = create_app(pay_engine=naive.pay)

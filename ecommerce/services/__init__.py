@@ -11,7 +11,8 @@ import datetime as dt
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from decimal import Decimal
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -26,6 +27,20 @@ from ecommerce.services.transactions import TransactionPolicy, run_in_transactio
 T = TypeVar("T")
 
 
+class PayEngine(Protocol):
+    """What the pay endpoint calls: ``services.payment.pay`` in the shop; the
+    simulator's negative control serves ``flashsale.naive.pay`` instead."""
+
+    def __call__(
+        self,
+        shop: Shop,
+        user_id: str,
+        amount: Decimal,
+        idempotency_key: str | None = None,
+        admission_tokens: Sequence[str] = (),
+    ) -> Any: ...
+
+
 @dataclass
 class Shop:
     """Everything a use case needs: the database, how to run a transaction, the
@@ -38,9 +53,11 @@ class Shop:
     combining: CombiningPolicy | None = None
     # None: every add and cart read is a batch of one (CART_COMBINING=false).
     cart_combining: CombiningPolicy | None = None
-    # The time sale windows, reservations and the console are judged at (UTC);
-    # tests set their own.
+    # The one clock every time decision is taken at (UTC; docs/DESIGN.md, "One
+    # clock"); tests set their own.
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    # The pay the endpoint runs (build_shop: services.payment.pay).
+    pay_engine: PayEngine | None = None
     sold_out: SoldOutMarks = field(default_factory=SoldOutMarks)
     # The payment provider; None: "instant", a pay is paid in its own transaction.
     gateway: HttpGateway | None = None
@@ -105,6 +122,13 @@ class Shop:
                 self._combiners[name] = found
             return found
 
+    def waiting_in(self, name: str) -> int:
+        """Requests waiting in this process's combiner called ``name`` (0 if none
+        was made): what an operator's metrics or a test observe."""
+        with self._combiners_lock:
+            found = self._combiners.get(name)
+        return found.waiting if found is not None else 0
+
     def close(self) -> None:
         """Stop this process's combiners (they give their connections back), then
         close the database's pooled connections."""
@@ -115,8 +139,11 @@ class Shop:
         self.db.dispose()
 
 
-def build_shop(settings: Settings) -> Shop:
-    """The shop a process runs, from its settings."""
+def build_shop(settings: Settings, pay_engine: PayEngine | None = None) -> Shop:
+    """The shop a process runs, from its settings; ``pay_engine``: the pay its
+    endpoint runs (default: services.payment.pay)."""
+    from ecommerce.services import payment  # it needs Shop: imported once built
+
     policy = TransactionPolicy(
         lock_timeout_ms=settings.lock_timeout_ms,
         statement_timeout_ms=settings.statement_timeout_ms,
@@ -133,6 +160,7 @@ def build_shop(settings: Settings) -> Shop:
     return Shop(
         db=Database(settings),
         policy=policy,
+        pay_engine=pay_engine or payment.pay,
         idempotency_ttl_s=settings.idempotency_ttl_s,
         combining=combining_policy if settings.pay_combining else None,
         cart_combining=combining_policy if settings.cart_combining else None,

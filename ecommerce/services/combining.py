@@ -120,6 +120,11 @@ class Combiner(Generic[Req, Out]):
         self._keys_in_flight: set[Hashable] = set()
         self._stopping = False
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting in the queue now (not the batch being run)."""
+        return len(self._queue)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Let the combining thread finish the queue, leave its thread context
         (the shop's: gives its connection back) and end; a later request starts

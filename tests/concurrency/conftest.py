@@ -12,6 +12,7 @@ from sqlalchemy import Engine, create_engine, text
 from ecommerce import migrations
 from ecommerce.embedded_db import ensure_database, ensure_server, server_url, stop_server
 from ecommerce.services import Shop
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -70,13 +71,12 @@ class PrivateServer:
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text(f"ALTER SYSTEM SET {name} = '{value}'"))
             conn.execute(text("SELECT pg_reload_conf()"))
-        deadline = time.monotonic() + 10
-        while True:
+
+        def seen() -> bool:
             with self.engine.connect() as conn:
-                if conn.execute(text(f"SHOW {name}")).scalar() == value:
-                    return
-            assert time.monotonic() < deadline, "the server did not reload"
-            time.sleep(0.01)
+                return conn.execute(text(f"SHOW {name}")).scalar() == value
+
+        wait_for(seen, 10, "for the server to reload")
 
     def cancel_the_commit_waiting_for_the_standby(self) -> None:
         deadline = time.monotonic() + 10

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 from decimal import Decimal
 
 import psycopg2.extensions
@@ -21,7 +20,7 @@ from sqlalchemy import exc as sa_exc
 from ecommerce import cooperative, metrics
 from ecommerce.errors import NotReady, ServiceBusy
 from ecommerce.services import cart, health, payment
-from tests.helpers import assert_invariants, commit_item, shop_state
+from tests.helpers import assert_invariants, commit_item, shop_state, wait_for
 
 pytestmark = pytest.mark.slow  # a private PostgreSQL
 
@@ -74,10 +73,9 @@ def test_a_connection_kept_by_a_combiner_is_replaced_once_one_is_found_dead(
     assert cart.view_cart(shop, "ann").total == Decimal("1.00")
     # The cart-read combiner's is gone (the add combiner's has not been used
     # since: it is replaced at its next batch).
-    deadline = time.monotonic() + 10
-    while not before - _backends(private_server):
-        assert time.monotonic() < deadline, "the cart reads kept their old connection"
-        time.sleep(0.01)
+    wait_for(
+        lambda: before - _backends(private_server), 10, "for the cart reads' old connection to go"
+    )
 
 
 def _backends(server) -> set[int]:

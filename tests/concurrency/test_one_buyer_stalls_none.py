@@ -51,7 +51,7 @@ def start(work: Callable[[], Any], results: dict[int, Any], index: int) -> threa
 
 def queued(shop, combiner: str) -> int:
     """How many requests wait in the combiner's queue (observable state)."""
-    return len(shop._combiners[combiner]._queue)
+    return shop.waiting_in(combiner)
 
 
 @ONLY_COMBINED

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import threading
-import time
 from decimal import Decimal
 
 import pytest
@@ -23,6 +22,7 @@ from tests.helpers import (
     commit_item,
     run_together,
     shop_state,
+    wait_for,
 )
 
 SECRET = "webhook-secret-for-tests"
@@ -84,10 +84,8 @@ def test_a_hanging_provider_never_holds_a_lock_another_buyer_needs(gateway_shop,
         target=lambda: outcome.append(payment.pay(shop, "hangs", Decimal("1.14")))
     )
     slow.start()
-    deadline = time.monotonic() + 10
-    while shop_state(committed).orders == 0:  # reserved: stock taken, order pending
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    # reserved: stock taken, order pending
+    wait_for(lambda: shop_state(committed).orders, 10, "for the reservation")
 
     quick = payment.pay(shop, "quick", Decimal("2.28"))  # same item, same row
 
@@ -135,10 +133,11 @@ def test_reconcile_settles_what_the_provider_knows(gateway_shop, committed):
         pending = payment.pay(shop, "cleo", Decimal("3.00"))
         assert pending.status == "pending"
         # Later (cron runs it), once the provider decided: it did charge.
-        deadline = time.monotonic() + 10
-        while fake.charges_in_flight or not fake.stats()["charge_calls"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for(
+            lambda: not fake.charges_in_flight and fake.stats()["charge_calls"],
+            10,
+            "for the provider to decide",
+        )
         patient = gateway_shop(
             payment_gateway_url=f"http://127.0.0.1:{server.server_address[1]}",
             payment_gateway_timeout_ms=3000,

@@ -7,13 +7,13 @@ and libpq never got past a silent first host."""
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import replace
 
 from sqlalchemy import make_url, text
 
 from ecommerce.config import Settings
 from ecommerce.db import Database
+from tests.helpers import wait_for
 from tests.system.test_silent_database import SilentServer
 
 
@@ -32,10 +32,11 @@ def _tries(silent: SilentServer) -> int:
     """How many connections the silent server took before now: a probe of our
     own, accepted after any earlier connection, then the count without it."""
     probe = socket.create_connection(("127.0.0.1", silent.port))
-    deadline = time.monotonic() + 10
-    while probe.getsockname() not in {c.getpeername() for c in list(silent.held)}:
-        assert time.monotonic() < deadline, "the silent server never accepted the probe"
-        time.sleep(0.01)
+    wait_for(
+        lambda: probe.getsockname() in {c.getpeername() for c in list(silent.held)},
+        10,
+        "for the silent server to accept the probe",
+    )
     probe.close()
     return len(silent.held) - 1
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from ecommerce.config import PROJECT_ROOT
 from ecommerce.flashsale.server import BIN, GunicornProcess
+from tests.helpers import wait_for
 
 
 @dataclass
@@ -94,17 +95,6 @@ class Server(GunicornProcess):
         )
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.05):
-    """Poll ``predicate`` until it returns something truthy (returned), or fail."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("timed out waiting")
-
-
 def accepted_client_ports(port: int) -> set[int]:
     """The client ports of the open loopback connections to ``port`` that the
     server has accepted. In /proc/net/tcp a connection still waiting in a
@@ -126,32 +116,26 @@ def wait_until_accepted(
     ``count`` ports and the server on ``port`` has accepted each one's connection:
     each is then a worker's, in flight, which a graceful stop must answer, and no
     longer one waiting in the kernel's backlog."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def all_accepted() -> bool:
         ports = set(client_ports)
-        waiting = ports - accepted_client_ports(port)
-        if len(ports) >= count and not waiting:
-            return
-        assert time.monotonic() < deadline, (
-            f"after {timeout} s, {count - len(ports)} of {count} connections not yet open"
-            f" and {len(waiting)} not yet accepted by the server on port {port}"
-        )
-        time.sleep(0.01)
+        return len(ports) >= count and not ports - accepted_client_ports(port)
+
+    wait_for(all_accepted, timeout, f"for {count} connections accepted by the server on {port}")
 
 
 def wait_until_refused(port: int, timeout: float = 10) -> None:
     """Poll until a new connection to ``port`` is refused (nothing listens there
     any more), or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def refused() -> bool:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
         except OSError:
-            return
-        assert time.monotonic() < deadline, (
-            f"port {port} still took new connections after {timeout} s"
-        )
-        time.sleep(0.01)
+            return True
+        return False
+
+    wait_for(refused, timeout, f"for port {port} to refuse new connections")
 
 
 class Shoppers:

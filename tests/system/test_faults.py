@@ -22,8 +22,9 @@ from tests.helpers import (
     commit_cart_lines,
     commit_item,
     shop_state,
+    wait_for,
 )
-from tests.system.server import HttpClient, Server, Shoppers, wait_for
+from tests.system.server import HttpClient, Server, Shoppers
 
 pytestmark = pytest.mark.slow
 
@@ -167,10 +168,7 @@ def test_worker_killed_between_reserve_and_confirm(database_url, committed):
                 )
             )
             waiting.start()
-            deadline = time.monotonic() + 20
-            while shop_state(committed).orders == 0:
-                assert time.monotonic() < deadline, "the reservation was never written"
-                time.sleep(0.05)
+            wait_for(lambda: shop_state(committed).orders, 20, "for the reservation")
             for pid in server.worker_pids():
                 os.kill(pid, signal.SIGKILL)
             waiting.join(30)

@@ -19,6 +19,7 @@ from tests.helpers import (
     commit_item,
     run_together,
     shop_state,
+    wait_for,
     wait_until_a_backend_waits_on_a_lock,
 )
 from tests.system.server import HttpClient, Server
@@ -228,14 +229,13 @@ def _tcp_inodes(port: int, state: str) -> set[int]:
 
 def _listeners_per_worker(server: Server) -> dict[int, set[int]]:
     """Each worker's listening sockets, once every worker has one."""
-    deadline = time.monotonic() + 20
-    while True:
+
+    def held() -> dict[int, set[int]] | None:
         listening = _tcp_inodes(server.port, "0A")
-        held = {pid: _socket_inodes(pid) & listening for pid in server.worker_pids()}
-        if len(held) == 2 and all(held.values()):
-            return held
-        assert time.monotonic() < deadline, held
-        time.sleep(0.1)
+        found = {pid: _socket_inodes(pid) & listening for pid in server.worker_pids()}
+        return found if len(found) == 2 and all(found.values()) else None
+
+    return wait_for(held, 20, "for each worker's listening socket", interval=0.1)
 
 
 @pytest.mark.parametrize("reuse_port", ["true", "false"])

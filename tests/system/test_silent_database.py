@@ -30,8 +30,8 @@ from ecommerce.embedded_db import (
     server_url,
     stop_server,
 )
-from tests.helpers import assert_invariants, commit_item, shop_state
-from tests.system.server import HttpClient, Server, Shoppers, wait_for
+from tests.helpers import assert_invariants, commit_item, shop_state, wait_for
+from tests.system.server import HttpClient, Server, Shoppers
 
 pytestmark = pytest.mark.slow
 
