@@ -37,24 +37,19 @@ a retry or `flask reconcile-payments` finishes:
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
 from ecommerce import gateway
-from ecommerce.errors import Conflict, NotFound, ServiceBusy, ShopError
+from ecommerce.domain import orders as order_life
+from ecommerce.errors import NotFound, ServiceBusy, ShopError
 from ecommerce.gateway import GatewayUnavailable
 from ecommerce.models import (
-    CHARGE_SETTLED,
-    ORDER_STATUS_CANCELLED,
-    ORDER_STATUS_EXPIRED,
-    ORDER_STATUS_PAID,
     ORDER_STATUS_PENDING,
-    ORDER_STATUS_REFUNDED,
 )
-from ecommerce.repositories import OrderRecord, OrderRepository
+from ecommerce.repositories import OrderRepository
 from ecommerce.services import Shop, settlement
 from ecommerce.services.results import OrderView
 
@@ -98,14 +93,6 @@ def refund_order(shop: Shop, order_id: int) -> OrderView:
     return _end(shop, order_id, None, "refund_order")
 
 
-#: What ending an order does, by its status: (new status, ledger reason).
-_ENDINGS = {
-    ORDER_STATUS_PENDING: (ORDER_STATUS_CANCELLED, "release"),
-    ORDER_STATUS_PAID: (ORDER_STATUS_REFUNDED, "refund"),
-}
-_ALREADY_ENDED = (ORDER_STATUS_CANCELLED, ORDER_STATUS_REFUNDED)
-
-
 def _end(shop: Shop, order_id: int, owner: str | None, name: str) -> OrderView:
     voided = False
     if shop.gateway is not None:
@@ -130,21 +117,16 @@ def _end(shop: Shop, order_id: int, owner: str | None, name: str) -> OrderView:
         order = orders.lock(order_id)
         if order is None or (owner is not None and order.user_id != owner):
             raise NotFound(f"order {order_id} does not exist")
-        if order.status in _ALREADY_ENDED:
-            # A refund recorded earlier and never confirmed is sent again.
-            unsent = shop.gateway is not None and orders.refund_unconfirmed(order_id)
-            return OrderView.of(order), unsent
-        if order.status not in _ENDINGS:
-            raise Conflict(f"order {order_id} is {order.status}: there is nothing to end")
-        new_status, reason = _ENDINGS[order.status]
-        refund = order.status == ORDER_STATUS_PAID
-        if refund:
-            # Without a provider the money goes back here; with one, this row is
-            # the intent, confirmed once the provider has refunded.
-            orders.add_refund(order_id, order.total, shop.clock(), confirmed=shop.gateway is None)
-        charge = CHARGE_SETTLED if voided else None
-        ended = settlement.give_back(session, order, new_status, reason, charge)
-        return ended, refund and shop.gateway is not None
+        # A refund recorded earlier and never confirmed is sent again.
+        unsent = (
+            shop.gateway is not None
+            and order.status in order_life.ALREADY_ENDED
+            and orders.refund_unconfirmed(order_id)
+        )
+        change = order_life.ending(
+            settlement.state_of(order, unsent), provider=shop.gateway is not None, voided=voided
+        )
+        return settlement.apply(session, shop, order, change), change.send_refund
 
     ended, refund_owed = shop.transaction(work, name)
     for line in ended.lines:  # stock came back: no longer sold out here
@@ -187,7 +169,6 @@ def release_expired(shop: Shop, limit: int = 1000) -> Expiry:
 def _expire(shop: Shop, order_id: int) -> bool:
     """One due order expired (its charge voided first); False when there was
     nothing to expire (it was settled meanwhile, or its charge succeeded)."""
-    charge = None
     if shop.gateway is not None:
         outcome = _void(shop, order_id)
         if outcome is None:
@@ -195,18 +176,16 @@ def _expire(shop: Shop, order_id: int) -> bool:
         if outcome == gateway.SUCCEEDED:
             settlement.confirm_payment(shop, order_id, outcome)  # paid: the reservation honoured
             return False
-        charge = CHARGE_SETTLED
 
     def expire(session: Session) -> bool:
         order = OrderRepository(session).lock(order_id)
-        if (
-            order is None
-            or order.status != ORDER_STATUS_PENDING
-            or not _expired(order, shop.clock())
-        ):
+        if order is None:
             return False
-        settlement.give_back(session, order, ORDER_STATUS_EXPIRED, "release", charge)
-        return True
+        change = order_life.expiry(
+            settlement.state_of(order), shop.clock(), voided=shop.gateway is not None
+        )
+        settlement.apply(session, shop, order, change)
+        return change.changes
 
     return shop.transaction(expire, "release_expired")
 
@@ -220,7 +199,3 @@ def _void(shop: Shop, order_id: int) -> str | None:
     except GatewayUnavailable as unknown:
         log.warning("order %s: voiding its charge failed (%s)", order_id, unknown)
         return None
-
-
-def _expired(order: OrderRecord, now: dt.datetime) -> bool:
-    return order.expires_at is not None and order.expires_at <= now

@@ -20,17 +20,14 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from ecommerce import gateway
+from ecommerce.domain import orders as order_life
 from ecommerce.errors import NotFound, ServiceBusy, ShopError
 from ecommerce.gateway import GatewayUnavailable
 from ecommerce.models import (
     CHARGE_OPEN,
-    CHARGE_SETTLED,
-    ORDER_STATUS_CANCELLED,
-    ORDER_STATUS_EXPIRED,
     ORDER_STATUS_PAID,
     ORDER_STATUS_PAYMENT_FAILED,
     ORDER_STATUS_PENDING,
-    ORDER_STATUS_REFUNDED,
 )
 from ecommerce.repositories import ItemRepository, OrderRecord, OrderRepository
 from ecommerce.services import Shop
@@ -38,52 +35,20 @@ from ecommerce.services.results import OrderView
 
 log = logging.getLogger(__name__)
 
-#: Orders that ended without being paid: a success reported for one is refunded.
-_ENDED_UNPAID = (ORDER_STATUS_CANCELLED, ORDER_STATUS_EXPIRED, ORDER_STATUS_PAYMENT_FAILED)
-
 
 def confirm_payment(shop: Shop, order_id: int, outcome: str) -> OrderView:
     """Record the provider's final outcome for an order's charge (the pay itself,
-    the webhook, reconcile-payments, a void before a cancel or an expiry). Under
-    the order's row lock:
-
-    * a pending order becomes paid (with its payment) or payment_failed (its
-      stock back through the ledger);
-    * an order that ended unpaid (cancelled, expired, payment_failed) and whose
-      charge succeeded after all is recorded as paid and refunded, and the
-      refund is sent at once (and again by reconcile-payments until the provider
-      confirms it): money kept always equals orders paid;
-    * anything else is left as it is (the outcome was recorded before)."""
+    the webhook, reconcile-payments, a void before a cancel or an expiry): under
+    the order's row lock, what ``domain.orders.confirmation`` decides (its
+    table), written; a refund it owes is sent after the commit (and again by
+    reconcile-payments until the provider confirms it)."""
 
     def work(session: Session) -> tuple[OrderView, bool]:
-        repository = OrderRepository(session)
-        order = repository.lock(order_id)
+        order = OrderRepository(session).lock(order_id)
         if order is None:
             raise NotFound(f"order {order_id} does not exist")
-        succeeded = outcome == gateway.SUCCEEDED
-        if order.status == ORDER_STATUS_PENDING:
-            if succeeded:
-                repository.add_payment(order_id, order.total)
-                repository.set_status(order_id, ORDER_STATUS_PAID, CHARGE_SETTLED)
-                paid = repository.get(order_id)
-                assert paid is not None
-                return OrderView.of(paid), False
-            failed = give_back(
-                session, order, ORDER_STATUS_PAYMENT_FAILED, "release", CHARGE_SETTLED
-            )
-            return failed, False
-        if not succeeded or order.status not in _ENDED_UNPAID:
-            if order.charge == CHARGE_OPEN:  # ended, and no money was taken
-                repository.set_status(order_id, order.status, CHARGE_SETTLED)
-            return OrderView.of(order), False
-        # A success for an order that ended unpaid (a late charge, or a provider
-        # that went back on its word): its stock already went back; the money does.
-        repository.add_payment(order_id, order.total)
-        repository.add_refund(order_id, order.total, shop.clock(), confirmed=False)
-        repository.set_status(order_id, ORDER_STATUS_REFUNDED, CHARGE_SETTLED)
-        refunded = repository.get(order_id)
-        assert refunded is not None
-        return OrderView.of(refunded), True
+        change = order_life.confirmation(state_of(order), outcome == gateway.SUCCEEDED)
+        return apply(session, shop, order, change), change.send_refund
 
     view, refund_now = shop.transaction(work, "confirm_payment")
     if refund_now:
@@ -191,22 +156,33 @@ def provider_disagreements(shop: Shop, limit: int = 10_000) -> list[str]:
     return found
 
 
-def give_back(
-    session: Session,
-    order: OrderRecord,
-    new_status: str,
-    reason: str,
-    charge: str | None = None,
+def state_of(order: OrderRecord, refund_unconfirmed: bool = False) -> order_life.Order:
+    """What the order's rules (ecommerce/domain/orders.py) need of a locked order."""
+    return order_life.Order(
+        order.id, order.status, order.charge, order.expires_at, refund_unconfirmed
+    )
+
+
+def apply(
+    session: Session, shop: Shop, order: OrderRecord, change: order_life.Transition
 ) -> OrderView:
-    """Inside the caller's transaction, with the order row locked: return its
-    units to stock through the ledger (``reason``) and set ``new_status`` (and
-    ``charge``, what is now known of its charge, when given)."""
-    quantities = {line.item_id: line.quantity for line in order.lines}
-    items = ItemRepository(session)
-    items.lock(quantities)  # ascending id, as a pay locks them
-    items.give_back(order.id, quantities, reason)
+    """Write ``change`` (a transition of the order's rules) inside the caller's
+    transaction, with the order row locked: the payment, the refund, the stock
+    back through the ledger (its items locked ascending, as a pay locks them),
+    the new status and charge. The order as it is then."""
+    if not change.changes:
+        return OrderView.of(order)
     orders = OrderRepository(session)
-    orders.set_status(order.id, new_status, charge)
-    ended = orders.get(order.id)
-    assert ended is not None
-    return OrderView.of(ended)
+    if change.record_payment:
+        orders.add_payment(order.id, order.total)
+    if change.record_refund:
+        orders.add_refund(order.id, order.total, shop.clock(), confirmed=change.refund_confirmed)
+    if change.stock_back is not None:
+        quantities = {line.item_id: line.quantity for line in order.lines}
+        items = ItemRepository(session)
+        items.lock(quantities)
+        items.give_back(order.id, quantities, change.stock_back)
+    orders.set_status(order.id, change.status, change.charge)
+    changed = orders.get(order.id)
+    assert changed is not None
+    return OrderView.of(changed)
