@@ -312,36 +312,52 @@ def wait_until_the_session_has_ended(engine: Engine, pid: int, timeout: float = 
 def queue_behind_a_held_batch(
     shop: Any,
     combiner: str,
-    held: threading.Event,
-    release: threading.Event,
+    engine: Engine,
+    lock_sql: str,
     first: Callable[[], Any],
     rest: list[Callable[[], Any]],
+    **params: Any,
 ) -> list[Any]:
-    """Run ``first`` until the test's hook holds its batch (and sets ``held``),
-    then ``rest``, each on a thread of its own, until all of them wait in the
-    queue of the shop's ``combiner``; then ``release`` the held batch, so that
-    the rest form the next batch together. Returns each one's result or
-    exception, ``first``'s first."""
-    results: list[Any] = [None] * (1 + len(rest))
+    """Run ``first`` while another transaction holds the rows ``lock_sql``
+    locks, until its batch waits on them (pg_stat_activity says so); then
+    ``rest``, each on a thread of its own, until all of them wait in the queue
+    of the shop's ``combiner``; then end the holding transaction, so that the
+    rest form the next batch together. Returns each one's result or exception,
+    ``first``'s first."""
+    with held_by_another_transaction(engine, lock_sql, **params):
+        results = [in_thread(first)]
+        wait_until_a_backend_waits_on_a_lock(engine)
+        results += [in_thread(work) for work in rest]
+        wait_for(lambda: shop.waiting_in(combiner) >= len(rest), 10, "for the rest to queue")
+    return [result(60) for result in results]
 
-    def run(index: int, work: Callable[[], Any]) -> None:
-        try:
-            results[index] = work()
-        except BaseException as exc:
-            results[index] = exc
 
-    threads = [threading.Thread(target=run, args=(0, first))]
-    threads[0].start()
-    assert held.wait(10), "the first batch was not held"
-    for index, work in enumerate(rest, 1):
-        threads.append(threading.Thread(target=run, args=(index, work)))
-        threads[-1].start()
-    wait_for(lambda: shop.waiting_in(combiner) >= len(rest), 10, "for the rest to queue")
-    release.set()
-    for thread in threads:
-        thread.join(60)
-        assert not thread.is_alive(), "a worker thread hung"
-    return results
+@contextmanager
+def refused_by_the_database(engine: Engine, table: str, user_id: str) -> Iterator[None]:
+    """A real fault: PostgreSQL refuses every row of ``table`` written for
+    ``user_id`` (a trigger raising an error) until the block ends."""
+    name = f"test_refuse_{table}"
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                f" IF NEW.user_id = '{user_id}' THEN"
+                "  RAISE EXCEPTION 'this row cannot be written'; END IF;"
+                " RETURN NEW; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                f"CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table}"
+                f" FOR EACH ROW EXECUTE FUNCTION {name}()"
+            )
+        )
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP TRIGGER IF EXISTS {name} ON {table}"))
+            conn.execute(text(f"DROP FUNCTION IF EXISTS {name}()"))
 
 
 def bearer(app: Any, user: str, *, admin: bool = False, ttl_s: int = 600) -> dict[str, str]:
@@ -370,3 +386,11 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.offset += dt.timedelta(seconds=seconds)
+
+
+class BatchSizes(dict[str, list[int]]):
+    """The size of every batch a shop runs, by kind ("pay", "add", "read"):
+    ``shop.batch_observer = sizes.record``."""
+
+    def record(self, kind: str, size: int) -> None:
+        self.setdefault(kind, []).append(size)

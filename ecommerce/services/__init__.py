@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
+from ecommerce import metrics
 from ecommerce.config import Settings
 from ecommerce.db import Database
 from ecommerce.gateway import HttpGateway
@@ -58,6 +59,9 @@ class Shop:
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     # The pay the endpoint runs (build_shop: services.payment.pay).
     pay_engine: PayEngine | None = None
+    # Told the kind ("pay", "add", "read") and size of every batch run, beside
+    # the metrics (a test records them).
+    batch_observer: Callable[[str, int], None] | None = None
     sold_out: SoldOutMarks = field(default_factory=SoldOutMarks)
     # The payment provider; None: "instant", a pay is paid in its own transaction.
     gateway: HttpGateway | None = None
@@ -121,6 +125,15 @@ class Shop:
                 )
                 self._combiners[name] = found
             return found
+
+    def observe_batch(self, kind: str, size: int) -> None:
+        """A batch of ``size`` requests of ``kind`` runs: the metrics, the observer."""
+        if kind == "pay":
+            metrics.observe_batch(size)
+        else:
+            metrics.observe_cart_batch(kind, size)
+        if self.batch_observer is not None:
+            self.batch_observer(kind, size)
 
     def waiting_in(self, name: str) -> int:
         """Requests waiting in this process's combiner called ``name`` (0 if none

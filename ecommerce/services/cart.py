@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session
 
-from ecommerce import metrics
 from ecommerce.domain import adds, rules
 from ecommerce.errors import NotFound, ShopError
 from ecommerce.limits import MAX_QUANTITY
@@ -72,7 +71,7 @@ def _view_alone(shop: Shop, user_id: str) -> CartView:
 
 def _run_reads(shop: Shop, user_ids: Sequence[str]) -> list[CartView]:
     """Each user's cart, all from one plain read (a user may appear twice)."""
-    metrics.observe_cart_batch("read", len(user_ids))
+    shop.observe_batch("read", len(user_ids))
 
     def read(session: Session) -> list[CartView]:
         carts = CartRepository(session).lines_many(user_ids)
@@ -143,7 +142,7 @@ def _add_alone(shop: Shop, request: AddRequest) -> CartView:
 
 
 def _run_adds(shop: Shop, batch: Sequence[AddRequest]) -> list[CartView | ShopError]:
-    metrics.observe_cart_batch("add", len(batch))
+    shop.observe_batch("add", len(batch))
     return shop.transaction(lambda session: _add_batch(session, shop, batch), "add_to_cart")
 
 

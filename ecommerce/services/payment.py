@@ -157,7 +157,7 @@ class _BatchResult:
 
 
 def _run_batch(shop: Shop, batch: Sequence[PayRequest]) -> list[OrderView | BaseException]:
-    metrics.observe_batch(len(batch))
+    shop.observe_batch("pay", len(batch))
     since = shop.sold_out.epoch()  # before the batch reads any stock
     result = shop.transaction(lambda session: _pay_batch(session, shop, batch), "pay")
     # Marked only once the batch has committed, and not over a newer restock.

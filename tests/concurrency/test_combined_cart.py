@@ -4,22 +4,23 @@ every buyer must get exactly the answer they would get alone, and the carts
 must hold exactly what the accepted adds put there (read from a separate
 connection). Each test also runs with cart combining off, the same checks."""
 
-import threading
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from ecommerce.errors import ShopError
-from ecommerce.repositories import CartRepository
 from ecommerce.services import cart, payment
 from ecommerce.services.results import CartView, OrderView
 from tests.helpers import (
+    BatchSizes,
     assert_conserved,
     assert_invariants,
     commit_cart_lines,
     commit_item,
     queue_behind_a_held_batch,
+    refused_by_the_database,
     run_together,
     set_sale_rules,
     shop_state,
@@ -32,22 +33,10 @@ def cart_combining(request) -> bool:
 
 
 @pytest.fixture
-def batch_sizes(monkeypatch) -> dict[str, list[int]]:
-    """The size of every batch of adds and of reads the combiners run."""
-    sizes: dict[str, list[int]] = {"add": [], "read": []}
-    real_add, real_read = cart._add_batch, cart._run_reads
-
-    def adds(session, shop, batch):
-        sizes["add"].append(len(batch))
-        return real_add(session, shop, batch)
-
-    def reads(shop, users):
-        sizes["read"].append(len(users))
-        return real_read(shop, users)
-
-    monkeypatch.setattr(cart, "_add_batch", adds)
-    monkeypatch.setattr(cart, "_run_reads", reads)
-    return sizes
+def batch_sizes() -> BatchSizes:
+    """The size of every batch of adds and of reads the shop runs (attach it:
+    ``shop.batch_observer = batch_sizes.record``)."""
+    return BatchSizes(add=[], read=[])
 
 
 def carts_now(engine) -> dict[tuple[str, int], int]:
@@ -68,6 +57,7 @@ def test_a_mixed_storm_of_adds_every_buyer_gets_their_own_answer(
     storm_shop, committed, cart_combining, batch_sizes
 ):
     shop = storm_shop(40, cart_combining=cart_combining)
+    shop.batch_observer = batch_sizes.record
     hot = commit_item(committed, "Hot", "1.00", 5)
     plain = commit_item(committed, "Plain", "2.00", 100)
     limited = commit_item(committed, "Limited", "3.00", 100)
@@ -131,6 +121,7 @@ def test_concurrent_cart_reads_each_get_their_own_cart(
     storm_shop, committed, cart_combining, batch_sizes
 ):
     shop = storm_shop(32, cart_combining=cart_combining)
+    shop.batch_observer = batch_sizes.record
     item = commit_item(committed, "Plain", "2.00", 100)
     other = commit_item(committed, "Other", "1.00", 3)
     users = [f"u{n}" for n in range(30)]
@@ -154,38 +145,35 @@ def test_concurrent_cart_reads_each_get_their_own_cart(
         assert max(batch_sizes["read"]) > 1, "the reads were combined into batches"
 
 
-def test_an_add_whose_write_fails_fails_no_other_add(storm_shop, committed, monkeypatch):
-    """One buyer's add cannot be written (an unexpected error, here injected) in
-    a batch of 21: the batch fails, its adds are re-run one by one, and only
-    that add gets the error; the others get exactly their answers."""
+def test_an_add_whose_write_fails_fails_no_other_add(storm_shop, committed, batch_sizes):
+    """One buyer's add cannot be written (an unexpected error: PostgreSQL
+    refuses it, by a trigger) in a batch of 21: the batch fails, its adds are
+    re-run one by one, and only that add gets the error; the others get exactly
+    their answers."""
     shop = storm_shop(22, cart_combining=True)
+    shop.batch_observer = batch_sizes.record
     hot = commit_item(committed, "Hot", "1.00", 5)
-    held, release = threading.Event(), threading.Event()
-    failed: list[int] = []
-    real_add = CartRepository.add
-
-    def failing(self, adds):
-        if not held.is_set():  # the first batch, "early" alone: held here
-            held.set()
-            assert release.wait(30)
-        if any(user == "poison" for user, _ in adds):
-            failed.append(len(adds))
-            raise RuntimeError("this add cannot be written")
-        return real_add(self, adds)
-
-    monkeypatch.setattr(CartRepository, "add", failing)
     calls = [(f"u{n}", hot, 1 + n % 7, None) for n in range(20)] + [("poison", hot, 1, None)]
 
     def add(call):
         return lambda: cart.add_to_cart(shop, *call)
 
-    results = queue_behind_a_held_batch(
-        shop, "cart-adder", held, release, add(("early", hot, 1, None)), [add(c) for c in calls]
-    )
+    with refused_by_the_database(committed, "carts", "poison"):
+        results = queue_behind_a_held_batch(  # "early" alone first, held on the item
+            shop,
+            "cart-adder",
+            committed,
+            "SELECT 1 FROM items WHERE id = :i FOR UPDATE",
+            add(("early", hot, 1, None)),
+            [add(c) for c in calls],
+            i=hot,
+        )
 
-    assert failed == [21, 1], "the batch of 21 failed, then the poisoned add alone"
+    # the batch of 21 failed on the poisoned add, then each ran alone
+    assert batch_sizes["add"] == [1, 21] + [1] * 21
     assert line_quantity(results[0], hot) == 1
-    assert isinstance(results[-1], RuntimeError), results[-1]
+    assert isinstance(results[-1], DBAPIError), results[-1]
+    assert "this row cannot be written" in str(results[-1])
     for (user, _, quantity, _), result in zip(calls[:-1], results[1:-1], strict=True):
         if quantity <= 5:
             assert isinstance(result, CartView) and result.user_id == user

@@ -8,17 +8,19 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from ecommerce.errors import ShopError
-from ecommerce.repositories import OrderRepository
 from ecommerce.services import cart, payment
 from ecommerce.services.results import OrderView
 from tests.helpers import (
+    BatchSizes,
     assert_conserved,
     assert_invariants,
     commit_cart_lines,
     commit_item,
     queue_behind_a_held_batch,
+    refused_by_the_database,
     run_together,
     set_sale_rules,
     shop_state,
@@ -27,17 +29,10 @@ from tests.helpers import (
 
 
 @pytest.fixture
-def batch_sizes(monkeypatch) -> list[int]:
-    """Records the size of every batch the combiner runs."""
-    sizes: list[int] = []
-    real = payment._pay_batch
-
-    def recording(session, shop, batch):
-        sizes.append(len(batch))
-        return real(session, shop, batch)
-
-    monkeypatch.setattr(payment, "_pay_batch", recording)
-    return sizes
+def batch_sizes() -> BatchSizes:
+    """The size of every batch of pays the shop runs (attach it:
+    ``shop.batch_observer = batch_sizes.record``)."""
+    return BatchSizes(pay=[])
 
 
 # These tests combine pays themselves: run once (not once per value of the
@@ -52,6 +47,7 @@ def answer(result):
 @ONLY_COMBINED
 def test_a_mixed_storm_every_buyer_gets_their_own_answer(storm_shop, committed, batch_sizes):
     shop = storm_shop(48, pay_combining=True)
+    shop.batch_observer = batch_sizes.record
     hot = commit_item(committed, "Hot", "2.00", 7)
     side = commit_item(committed, "Side", "3.00", 100)
     buyers: dict[str, tuple[list[tuple[int, int]], Decimal, str | None]] = {}
@@ -107,7 +103,7 @@ def test_a_mixed_storm_every_buyer_gets_their_own_answer(storm_shop, committed, 
     assert all(count == 1 for count in after.orders_per_user.values())
     assert after.idempotency_keys == 4
     assert_invariants(committed)
-    assert max(batch_sizes) > 1, "the buyers were combined into batches"
+    assert max(batch_sizes["pay"]) > 1, "the buyers were combined into batches"
 
 
 @ONLY_COMBINED
@@ -118,6 +114,7 @@ def test_buyers_refused_before_the_item_lock_draw_no_order_id(storm_shop, commit
     Before, a batch drew an id for every buyer with a cart, so a client looping
     on 422 burned ids at the batches' pace."""
     shop = storm_shop(24, pay_combining=True)
+    shop.batch_observer = batch_sizes.record
     item = commit_item(committed, "Item", "2.00", 100)
     early = commit_item(committed, "Early", "1.00", 100)
     with committed.begin() as conn:
@@ -143,7 +140,7 @@ def test_buyers_refused_before_the_item_lock_draw_no_order_id(storm_shop, commit
             assert got == expected[user.rstrip("0123456789")], (user, got)
     assert [got for user, got in answers if user == "payer"] == ["paid", "empty_cart", "empty_cart"]
     assert _sequence_position(committed) == before + 1, "one id, for the one order"
-    assert max(batch_sizes) > 1, "the buyers were combined into batches"
+    assert max(batch_sizes["pay"]) > 1, "the buyers were combined into batches"
     assert_invariants(committed)
 
 
@@ -205,41 +202,38 @@ def _sequence_position(engine) -> int:
 
 
 @ONLY_COMBINED
-def test_a_buyer_whose_write_fails_fails_no_other_buyer(storm_shop, committed, monkeypatch):
-    """One buyer's order cannot be written (an unexpected error, here injected)
-    in a batch of 21: the batch fails, its buyers are re-run one by one, and
-    only that buyer gets the error; the others get exactly their answers."""
+def test_a_buyer_whose_write_fails_fails_no_other_buyer(storm_shop, committed, batch_sizes):
+    """One buyer's order cannot be written (an unexpected error: PostgreSQL
+    refuses it, by a trigger) in a batch of 21: the batch fails, its buyers are
+    re-run one by one, and only that buyer gets the error; the others get
+    exactly their answers."""
     shop = storm_shop(22, pay_combining=True)
+    shop.batch_observer = batch_sizes.record
     hot = commit_item(committed, "Hot", "1.00", 5)
     side = commit_item(committed, "Side", "1.00", 100)
     users = [f"buyer{n}" for n in range(20)]
     lines = [(u, hot, 1) for u in users] + [("poison", side, 1), ("early", side, 1)]
     commit_cart_lines(committed, lines)
-    held, release = threading.Event(), threading.Event()
-    failed: list[int] = []
-    real_write = OrderRepository.write_paid
-
-    def failing_write(self, orders, *args, **kwargs):
-        if not held.is_set():  # the first batch, "early" alone: held here
-            held.set()
-            assert release.wait(30)
-        if any(order.user_id == "poison" for order in orders):
-            failed.append(len(orders))
-            raise RuntimeError("this order cannot be written")
-        return real_write(self, orders, *args, **kwargs)
-
-    monkeypatch.setattr(OrderRepository, "write_paid", failing_write)
 
     def pay(user: str):
         return lambda: payment.pay(shop, user, Decimal("1.00"))
 
-    results = queue_behind_a_held_batch(
-        shop, "pay-combiner", held, release, pay("early"), [pay(u) for u in [*users, "poison"]]
-    )
+    with refused_by_the_database(committed, "orders", "poison"):
+        results = queue_behind_a_held_batch(  # "early" alone first, held on the side item
+            shop,
+            "pay-combiner",
+            committed,
+            "SELECT 1 FROM items WHERE id = :i FOR UPDATE",
+            pay("early"),
+            [pay(u) for u in [*users, "poison"]],
+            i=side,
+        )
 
-    assert failed == [6, 1], "the batch (5 winners, the poisoned buyer) failed, then it alone"
+    # the batch of 21 failed on the poisoned order, then each ran alone
+    assert batch_sizes["pay"] == [1, 21] + [1] * 21
     assert answer(results[0]) == "paid"
-    assert isinstance(results[-1], RuntimeError), results[-1]
+    assert isinstance(results[-1], DBAPIError), results[-1]
+    assert "this row cannot be written" in str(results[-1])
     assert sorted(answer(r) for r in results[1:-1]) == ["insufficient_stock"] * 15 + ["paid"] * 5
     after = shop_state(committed)
     assert after.stock[hot] == 0 and after.stock[side] == 99 and after.orders == 6
@@ -271,6 +265,7 @@ def test_after_a_sold_out_mark_its_buyers_are_refused_without_any_lock(
 ):
     # lock_timeout 1 s: a buyer that waited on a held cart row would get 503 busy.
     shop = storm_shop(16, lock_timeout_ms=1000, sold_out_recheck_ms=60_000)
+    shop.batch_observer = batch_sizes.record
     hot = commit_item(committed, "Hot", "1.00", 1)
     side = commit_item(committed, "Side", "2.00", 10)
     late = [f"late{n}" for n in range(8)]
@@ -315,7 +310,7 @@ def test_after_a_sold_out_mark_its_buyers_are_refused_without_any_lock(
     assert after.orders == 2 + len(buyers)
     assert_invariants(committed)
     if pay_combining:
-        assert max(batch_sizes) > 1, "the buyers were combined into batches"
+        assert max(batch_sizes["pay"]) > 1, "the buyers were combined into batches"
 
 
 def test_a_price_changed_while_the_batch_waits_for_the_item_refuses_only_its_buyers(
