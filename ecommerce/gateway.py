@@ -4,7 +4,7 @@ With PAYMENT_GATEWAY_URL unset the shop is its own "instant" provider: a pay is
 charged and paid in the transaction that takes the stock, as the design note's
 curl commands expect. With it set, a pay reserves the stock (a pending order),
 charges the provider with no transaction open, then confirms or releases
-(ecommerce/services/payment.py).
+(ecommerce/services/payment.py, ecommerce/services/charging.py).
 
 The protocol (JSON over HTTP; `flask fake-gateway` serves it for tests and
 rehearsals):

@@ -93,7 +93,7 @@ class Shop:
         """How long after a keyed pay's order was written its first request may
         still be charging the provider: the budget to start, the provider's
         deadline, and a second for the instances' clocks to drift. A
-        replay of the key within it is refused as in use (services/payment.py)."""
+        replay of the key within it is refused as in use (services/charging.py)."""
         deadline = self.gateway.timeout_s if self.gateway is not None else 0.0
         return self.charge_budget_s + deadline + 1.0
 

@@ -1,6 +1,6 @@
 """A pay with a payment provider, after its reservation: the pending order
 charged with no lock held and no transaction open, then confirmed or released
-(ecommerce/gateway.py has the protocol; services/payment.py the reservation,
+(ecommerce/gateway.py has the protocol; services/pay_batch.py the reservation,
 services/settlement.py the recording of an outcome).
 """
 
