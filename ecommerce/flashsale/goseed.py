@@ -33,7 +33,7 @@ from ecommerce.flashsale.run import (
     record_hop,
     storm,
 )
-from ecommerce.flashsale.server import free_port, stop_group, wait_until_serving
+from ecommerce.flashsale.server import build_failure, free_port, stop_group, wait_until_serving
 
 GO_PACKAGES = "golang-go golang-github-gorilla-mux-dev golang-github-jackc-pgx-v4-dev"
 POOL_SIZE = 4
@@ -52,28 +52,21 @@ def build(source: Path, out_dir: Path) -> Path | str:
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "go-seed"
         shutil.copytree(source, copy)
-        try:
-            done = subprocess.run(
-                [go, "build", "-o", str(binary), "./cmd/server"],
-                cwd=copy,
-                env={
-                    **os.environ,
-                    # Debian's Go libraries, no module download.
-                    "GO111MODULE": "off",
-                    "GOPATH": "/usr/share/gocode",
-                    "GOFLAGS": "",
-                    "GOCACHE": str(out_dir / "go-build-cache"),
-                },
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-        except subprocess.TimeoutExpired:
-            return "the Go design did not build within 10 minutes"
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        return f"the Go design did not build: {lines[-1] if lines else done.returncode}"
-    return binary
+        failed = build_failure(
+            [go, "build", "-o", str(binary), "./cmd/server"],
+            "the Go design",
+            600,
+            cwd=copy,
+            env={
+                **os.environ,
+                # Debian's Go libraries, no module download.
+                "GO111MODULE": "off",
+                "GOPATH": "/usr/share/gocode",
+                "GOFLAGS": "",
+                "GOCACHE": str(out_dir / "go-build-cache"),
+            },
+        )
+    return failed or binary
 
 
 def database(app_url: str) -> str:

@@ -25,6 +25,8 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, create_engine, make_url
 from sqlalchemy.pool import NullPool
 
+from ecommerce.flashsale.server import build_failure
+
 SOURCE = Path(__file__).with_name("relay.c")
 #: How often the probe under the storm times a round trip each way.
 PROBE_INTERVAL_S = 0.05
@@ -37,19 +39,8 @@ def build(out_dir: Path) -> Path | str:
         return "no C compiler to build the relay (apt-get install gcc)"
     out_dir.mkdir(parents=True, exist_ok=True)
     binary = out_dir / "db-hop-relay"
-    try:
-        done = subprocess.run(
-            [compiler, "-O2", "-pthread", "-o", str(binary), str(SOURCE)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    except subprocess.TimeoutExpired:
-        return "the relay did not build within 2 minutes"
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines()
-        return f"the relay did not build: {lines[-1] if lines else done.returncode}"
-    return binary
+    args = [compiler, "-O2", "-pthread", "-o", str(binary), str(SOURCE)]
+    return build_failure(args, "the relay", 120) or binary
 
 
 def target_of(database_url: str) -> str:

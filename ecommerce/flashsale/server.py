@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ecommerce.config import PROJECT_ROOT
 
@@ -39,6 +39,19 @@ def wait_until_serving(process: subprocess.Popen[bytes], url: str, timeout_s: fl
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"{process.args[0]} did not start serving {url}")
+
+
+def build_failure(args: list[str], what: str, timeout_s: float, **popen: Any) -> str | None:
+    """Run a build command; None when it succeeded, else why ``what`` did not
+    build (its last line of output, or the time it took too long)."""
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, **popen)
+    except subprocess.TimeoutExpired:
+        return f"{what} did not build within {timeout_s / 60:g} minutes"
+    if done.returncode == 0:
+        return None
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return f"{what} did not build: {lines[-1] if lines else done.returncode}"
 
 
 def stop_group(process: subprocess.Popen[bytes], timeout_s: float) -> None:

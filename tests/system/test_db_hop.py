@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
@@ -88,34 +89,42 @@ def test_every_byte_arrives_in_order_later_by_the_delay(relay, database_url):
     assert hopped.relayed == 6 + 1  # counted when it stopped: the clients and its measure
 
 
-def test_a_client_that_goes_away_is_gone_from_the_database_too(relay, database_url):
+@pytest.fixture
+def engines(relay, database_url) -> Iterator[tuple[Engine, Engine]]:
+    """(straight to the database, through a relay 1 ms away), one connection a use."""
     straight = create_engine(database_url, poolclass=NullPool)
     with hop.Hop(relay, database_url, 1000) as hopped:
-        engine = create_engine(hopped.url, poolclass=NullPool)
-        with engine.connect() as conn:
-            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        engine.dispose()  # closed: the relay passes the end on
-
-        def gone() -> bool:
-            with straight.connect() as watcher:
-                sessions = "SELECT count(*) FROM pg_stat_activity WHERE pid = :p"
-                return watcher.execute(text(sessions), {"p": pid}).scalar_one() == 0
-
-        wait_for(gone, what="for the relayed session to end")
+        through = create_engine(hopped.url, poolclass=NullPool)
+        yield straight, through
+        through.dispose()
     straight.dispose()
 
 
-def test_a_session_the_server_ends_is_ended_for_the_client_too(relay, database_url):
-    straight = create_engine(database_url, poolclass=NullPool)
-    with hop.Hop(relay, database_url, 1000) as hopped:
-        engine = create_engine(hopped.url, poolclass=NullPool)
-        with engine.connect() as conn:
-            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
-            conn.rollback()
-            with straight.connect() as admin:
-                admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
-            # the server's close reaches the client: an error, not a wait
-            with pytest.raises(DBAPIError):
-                conn.execute(text("SELECT 1"))
-        engine.dispose()
-    straight.dispose()
+def _backend(conn) -> int:
+    return conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+
+def test_a_client_that_goes_away_is_gone_from_the_database_too(engines):
+    straight, through = engines
+    with through.connect() as conn:
+        pid = _backend(conn)
+    through.dispose()  # closed: the relay passes the end on
+
+    def gone() -> bool:
+        with straight.connect() as watcher:
+            sessions = "SELECT count(*) FROM pg_stat_activity WHERE pid = :p"
+            return watcher.execute(text(sessions), {"p": pid}).scalar_one() == 0
+
+    wait_for(gone, what="for the relayed session to end")
+
+
+def test_a_session_the_server_ends_is_ended_for_the_client_too(engines):
+    straight, through = engines
+    with through.connect() as conn:
+        pid = _backend(conn)
+        conn.rollback()
+        with straight.connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        # the server's close reaches the client: an error, not a wait
+        with pytest.raises(DBAPIError):
+            conn.execute(text("SELECT 1"))
