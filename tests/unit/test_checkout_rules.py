@@ -160,25 +160,66 @@ def test_a_refused_buyer_takes_nothing_and_a_winner_takes_every_line(batch):
     assert result.taken == expected
 
 
+class SequentialShop:
+    """The oracle: a plain model of the shop paying buyers one after another,
+    each alone, written from the documented rules and not from the code under
+    test. The answer order: empty cart, too large, sale window, per-buyer
+    limit, short stock, wrong amount, price changed."""
+
+    def __init__(self, stock: dict[int, Decimal], rows: dict[int, Row]) -> None:
+        self.stock = dict(stock)
+        self.rows = rows
+        self.paid: set[str] = set()
+
+    def pay(self, buyer: Buyer) -> tuple[str, frozenset[int]]:
+        """The buyer's answer (its code, and the items short) as they would be
+        answered alone now; a buyer who pays takes their units."""
+        cart = [] if buyer.user_id in self.paid else list(buyer.cart)
+        if not cart:
+            return "empty_cart", frozenset()
+        total = sum((ln.price * ln.quantity for ln in cart), Decimal(0))
+        if total > Decimal("9999999999.99"):
+            return "order_too_large", frozenset()
+        for ln in cart:
+            row = self.rows[ln.item_id]
+            if row.sale_starts_at is not None and row.sale_starts_at > AT:
+                return "sale_not_started", frozenset()
+            if row.sale_ends_at is not None and row.sale_ends_at <= AT:
+                return "sale_ended", frozenset()
+        for ln in cart:
+            limit = self.rows[ln.item_id].per_user_limit
+            if limit is not None and buyer.held.get(ln.item_id, 0) + ln.quantity > limit:
+                return "limit_exceeded", frozenset()
+        short = frozenset(ln.item_id for ln in cart if self.stock[ln.item_id] < ln.quantity)
+        if short:
+            return "insufficient_stock", short
+        if buyer.amount != total:
+            return "amount_mismatch", frozenset()
+        if any(self.rows[ln.item_id].price != ln.price for ln in cart):
+            return "conflict", frozenset()  # a price changed while paying
+        for ln in cart:
+            self.stock[ln.item_id] -= ln.quantity
+        self.paid.add(buyer.user_id)
+        return "paid", frozenset()
+
+
+def told(outcome: ShopError | None) -> tuple[str, frozenset[int]]:
+    if outcome is None:
+        return "paid", frozenset()
+    short = outcome.details.get("items", []) if outcome.code == "insufficient_stock" else []
+    return outcome.code, frozenset(entry["item_id"] for entry in short)
+
+
 @settings(max_examples=400, deadline=None)
 @given(batches())
 def test_each_answer_is_the_one_that_buyer_gets_alone_in_their_place(batch):
-    """Buyer n of the batch gets what ``refusal`` tells them alone, arriving
-    after the buyers before them: against the stock those left, and with an
-    empty cart if the same user already paid."""
+    """Buyer n of the batch gets what the sequential model tells them alone,
+    arriving after the buyers before them, and the stock left is the model's."""
     buyers, stock, locked = batch
     together = allocate(buyers, stock, locked, AT)
-    left = dict(stock)
-    paid: set[str] = set()
-    for n, buyer in enumerate(buyers):
-        alone = replace(buyer, cart=[]) if buyer.user_id in paid else buyer
-        expected = refusal(alone, left, locked, AT)
-        assert answer(together.refusals[n]) == answer(expected)
-        if expected is None:
-            for ln in alone.cart:
-                left[ln.item_id] -= ln.quantity
-            paid.add(buyer.user_id)
-    assert together.left == left
+    model = SequentialShop(stock, locked)
+    assert [told(refused) for refused in together.refusals] == [model.pay(b) for b in buyers]
+    assert together.left == model.stock
 
 
 def test_a_hopeless_buyer_is_refused_whatever_the_rows_say():
