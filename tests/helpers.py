@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
@@ -333,22 +334,20 @@ def queue_behind_a_held_batch(
 
 
 @contextmanager
-def refused_by_the_database(engine: Engine, table: str, user_id: str) -> Iterator[None]:
-    """A real fault: PostgreSQL refuses every row of ``table`` written for
-    ``user_id`` (a trigger raising an error) until the block ends."""
-    name = f"test_refuse_{table}"
+def database_fault(engine: Engine, name: str, table: str, events: str, body: str) -> Iterator[None]:
+    """A real fault in PostgreSQL until the block ends: a row trigger ``name``
+    on ``table`` (``events``: "INSERT OR UPDATE", ...) running the PL/pgSQL
+    ``body`` before each row is written (it ends with RETURN NEW)."""
     with engine.begin() as conn:
         conn.execute(
             text(
                 f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-                f" IF NEW.user_id = '{user_id}' THEN"
-                "  RAISE EXCEPTION 'this row cannot be written'; END IF;"
-                " RETURN NEW; END $$"
+                f" {body} END $$"
             )
         )
         conn.execute(
             text(
-                f"CREATE TRIGGER {name} BEFORE INSERT OR UPDATE ON {table}"
+                f"CREATE TRIGGER {name} BEFORE {events} ON {table}"
                 f" FOR EACH ROW EXECUTE FUNCTION {name}()"
             )
         )
@@ -358,6 +357,18 @@ def refused_by_the_database(engine: Engine, table: str, user_id: str) -> Iterato
         with engine.begin() as conn:
             conn.execute(text(f"DROP TRIGGER IF EXISTS {name} ON {table}"))
             conn.execute(text(f"DROP FUNCTION IF EXISTS {name}()"))
+
+
+def refused_by_the_database(
+    engine: Engine, table: str, user_id: str
+) -> contextlib.AbstractContextManager[None]:
+    """A real fault: PostgreSQL refuses every row of ``table`` written for
+    ``user_id`` (a trigger raising an error) until the block ends."""
+    body = (
+        f"IF NEW.user_id = '{user_id}' THEN"
+        " RAISE EXCEPTION 'this row cannot be written'; END IF; RETURN NEW;"
+    )
+    return database_fault(engine, f"test_refuse_{table}", table, "INSERT OR UPDATE", body)
 
 
 def bearer(app: Any, user: str, *, admin: bool = False, ttl_s: int = 600) -> dict[str, str]:

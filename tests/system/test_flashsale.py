@@ -14,6 +14,7 @@ from ecommerce.flashsale.command import flashsale
 from ecommerce.flashsale.report import table
 from ecommerce.flashsale.server import BIN
 from ecommerce.repositories import CartRepository, ItemRepository, OrderRepository
+from tests.helpers import database_fault
 
 pytestmark = pytest.mark.slow
 
@@ -91,39 +92,28 @@ def test_a_small_sale_end_to_end(make_app, database_url, tmp_path: Path):
     assert table(data["runs"]).count("\n") == 4
 
 
-def test_broken_runs_fail_the_command(monkeypatch, make_app, tmp_path):
-    """A run that oversells makes the command exit non-zero (unless it is naive in --compare)."""
-    from ecommerce.flashsale import command, run
+def test_broken_runs_fail_the_command(make_app, committed, database_url, tmp_path):
+    """A run whose books do not balance makes the command exit non-zero (unless
+    it is naive in --compare). A real fault breaks them: PostgreSQL puts a unit
+    back on every sale (a trigger on the items' rows), behind the shop's back."""
+    from ecommerce.flashsale import command
 
-    real = run.run_sale
-
-    def oversold(*args, **kwargs):
-        result = real(*args, **kwargs)
-        result.oversold_units = 3
-        return result
-
-    monkeypatch.setattr(command, "run_sale", oversold)
-    app = make_app()
-    outcome = app.test_cli_runner().invoke(
-        command.flashsale,
-        args=[
-            "--stock",
-            "5",
-            "--buyers",
-            "10",
-            "--connections",
-            "4",
-            "--workers",
-            "1",
-            "--threads",
-            "2",
-            "--no-ceiling",
-            "--out",
-            str(tmp_path),
-        ],
-    )
-    assert outcome.exit_code == 1
-    assert "OVERSOLD" in outcome.output
+    leak = "IF NEW.stock < OLD.stock THEN NEW.stock := NEW.stock + 1; END IF; RETURN NEW;"
+    with database_fault(committed, "test_stock_leaks", "items", "UPDATE", leak):
+        outcome = (
+            make_app()
+            .test_cli_runner()
+            .invoke(
+                command.flashsale,
+                args=[
+                    *("--database-url", database_url, "--stock", "5", "--buyers", "10"),
+                    *("--connections", "4", "--workers", "1", "--threads", "2"),
+                    *("--no-ceiling", "--out", str(tmp_path)),
+                ],
+            )
+        )
+    assert outcome.exit_code == 1, outcome.output
+    assert "OVERSOLD / BROKEN" in outcome.output
 
 
 def test_the_simulator_is_a_command_beside_the_shop_not_inside_it():
