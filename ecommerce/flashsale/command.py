@@ -370,6 +370,16 @@ def flashsale(
                 err=True,
             )
     click.echo(f"\nreport: {json_path}\nchart:  {png_path}")
+    # The negative control shows the checks can fail only if it oversold, and
+    # did so answering every request (a 5xx there is a broken control).
+    for r in results:
+        if r["config"]["strategy"] == "naive" and (not r["oversold_units"] or r["five_xx"]):
+            click.echo(
+                f"the negative control did not oversell cleanly (oversold "
+                f"{r['oversold_units']}, 5xx {r['five_xx']}): its row proves nothing",
+                err=True,
+            )
+            raise click.exceptions.Exit(1)
     broken = [r["config"]["strategy"] for r in results if not r["correct"]]
     if broken and not ((compare or suite) and broken == ["naive"]):
         raise click.exceptions.Exit(1)

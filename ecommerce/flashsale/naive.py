@@ -15,6 +15,7 @@ fail; nothing else should.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 
 from sqlalchemy import text
@@ -29,8 +30,15 @@ from ecommerce.services.results import LineView, OrderView, total_of
 OVERWRITE_STOCK = text("UPDATE items SET stock = :stock WHERE id = :item_id")
 
 
-def pay(shop: Shop, user_id: str, amount: Decimal, idempotency_key: str | None = None) -> OrderView:
-    """UNSAFE: the read-then-write that oversold (the key is ignored)."""
+def pay(
+    shop: Shop,
+    user_id: str,
+    amount: Decimal,
+    idempotency_key: str | None = None,
+    admission_tokens: Sequence[str] = (),
+) -> OrderView:
+    """UNSAFE: the read-then-write that oversold (the key and the admission
+    tokens are ignored). The shop's PayEngine, as the endpoint calls it."""
 
     def work(session: Session) -> OrderView:
         cart = CartRepository(session).lines(user_id)  # a plain read, stock included

@@ -127,15 +127,20 @@ def _pay_batch(session: Session, shop: Shop, batch: Sequence[PayRequest]) -> _Ba
     """The batch's transaction, step by step (the numbers of the module's
     docstring and of docs/DESIGN.md; step 1, the timeouts, and step 9, the
     COMMIT, are the transaction's own: services/transactions.py)."""
-    at = shop.clock()  # the batch's one instant: keys, windows, orders, admissions
+    # Two instants of the shop's clock: the batch's start, for its keys and the
+    # answers from the carts' read; and the moment it has its item rows, at
+    # which every rule is judged on them and the orders are made (a sale
+    # closed while the batch waited for the rows is closed for it).
+    started = shop.clock()
     buyers = [_Buyer(request) for request in batch]
     orders = OrderRepository(session)
-    replayed = _claim_keys(session, buyers, at)  # 2
-    _refuse_marked_sold_out(session, shop, buyers, at)  # 3
+    replayed = _claim_keys(session, buyers, started)  # 2
+    _refuse_marked_sold_out(session, shop, buyers, started)  # 3
     roomed = _lock_carts(session, shop, buyers)  # 4
-    marked = _refuse_from_the_carts(session, shop, buyers, at)  # 4, from the carts' read
-    ids = _draw_order_ids(orders, buyers, marked, at)  # 5
+    marked = _refuse_from_the_carts(session, shop, buyers, started)  # 4, from the carts' read
+    ids = _draw_order_ids(orders, buyers, marked, started)  # 5
     locked = _lock_items(session, buyers, marked)  # 6
+    at = shop.clock()
     allocation = _allocate(orders, buyers, locked, marked, ids, at)  # 7
     written = _write(session, shop, orders, buyers, allocation, ids, roomed, at)  # 8
     sold_out = {i: row.name for i, row in locked.items() if allocation.left[i] == 0}

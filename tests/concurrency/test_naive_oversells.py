@@ -91,10 +91,20 @@ def test_the_shops_pay_does_not(committed, make_app):
         assert find_violations(session, dt.datetime.now(dt.UTC)) == []
 
 
-def test_the_simulators_negative_control_serves_the_naive_pay(monkeypatch, database_url):
-    """`flask flashsale --strategy naive` serves ecommerce.flashsale.naive_app:app."""
+def test_the_simulators_negative_control_serves_the_naive_pay(
+    monkeypatch, database_url, committed
+):
+    """`flask flashsale --strategy naive` serves ecommerce.flashsale.naive_app:app,
+    whose pay endpoint runs the naive pay as the shop's endpoint calls a pay
+    (before, the endpoint's admission tokens made every naive pay a 500)."""
     monkeypatch.setenv("DATABASE_URL", database_url)
     from ecommerce.flashsale import naive_app
 
-    assert naive_app.app.extensions["shop"].pay_engine is naive.pay
-    naive_app.app.extensions["shop"].close()
+    shop = naive_app.app.extensions["shop"]
+    assert shop.pay_engine is naive.pay
+    item = commit_item(committed, "Hot", "1.00", 5)
+    commit_cart_lines(committed, [("ann", item, 2)])
+    paid = naive_app.app.test_client().post("/cart/ann/pay", json={"amount": "2.00"})
+    assert paid.status_code == 201, paid.get_json()
+    assert stock_of(committed, item) == Decimal("3.00")
+    shop.close()

@@ -89,8 +89,10 @@ def test_a_rule_changed_while_pays_wait_on_the_item_row_binds_them_all(
     rule, storm_shop, committed, pay_combining
 ):
     """An admin holds the hot row, closes the sale (or sets a limit, or opens the
-    sale) and commits while pays queue on that row: every pay that commits
-    afterwards obeys the new rule, on the combined path and alone. Before the
+    sale) at that instant and commits while pays queue on that row: every pay
+    that commits afterwards obeys the new rule, on the combined path and alone
+    (before a fix of the same day, a batch judged the window at the instant it
+    started, before it waited for the row, and still sold after a close). Before the
     fix, pays alone judged the rules on the cart's plain read (taken before the
     item lock), and a batch chose which held units to count from it. A sale
     opened while they wait sells to all of them, alone too (a pay alone is a
@@ -124,12 +126,16 @@ def test_a_rule_changed_while_pays_wait_on_the_item_row_binds_them_all(
         t.start()
     # Alone, every pay waits on the row; combined, the batch's one transaction does.
     wait_until_a_backend_waits_on_a_lock(committed, count=1 if pay_combining else len(buyers))
+    # The window moves at this instant (clock_timestamp(): not the holder's
+    # transaction start), after the pays began: a pay judges it when it has the
+    # row, not when it started.
     if rule == "sale_opened":
-        admin.execute(text("UPDATE items SET sale_starts_at = NULL WHERE id = :i"), {"i": hot})
+        admin.execute(
+            text("UPDATE items SET sale_starts_at = clock_timestamp() WHERE id = :i"), {"i": hot}
+        )
     elif rule == "sale_ended":
         admin.execute(
-            text("UPDATE items SET sale_ends_at = now() - interval '1 second' WHERE id = :i"),
-            {"i": hot},
+            text("UPDATE items SET sale_ends_at = clock_timestamp() WHERE id = :i"), {"i": hot}
         )
     else:
         admin.execute(text("UPDATE items SET per_user_limit = 1 WHERE id = :i"), {"i": hot})
