@@ -91,9 +91,7 @@ def test_the_shops_pay_does_not(committed, make_app):
         assert find_violations(session, dt.datetime.now(dt.UTC)) == []
 
 
-def test_the_simulators_negative_control_serves_the_naive_pay(
-    monkeypatch, database_url, committed
-):
+def test_the_simulators_negative_control_serves_the_naive_pay(monkeypatch, database_url, committed):
     """`flask flashsale --strategy naive` serves ecommerce.flashsale.naive_app:app,
     whose pay endpoint runs the naive pay as the shop's endpoint calls a pay
     (before, the endpoint's admission tokens made every naive pay a 500)."""
