@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, pay_engine: PayEngine | None = 
     settings = settings or Settings.from_env()
     settings.validate()
     logs.configure(settings.log_level)
-    metrics.configure(enabled_=settings.metrics_enabled, multiprocess_dir_=settings.metrics_dir)
+    metrics.configure(on=settings.metrics_enabled, directory=settings.metrics_dir)
 
     app = Flask(__name__, instance_path=str(settings.instance_path))
     app.config["SECRET_KEY"] = settings.secret_key

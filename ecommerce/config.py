@@ -53,6 +53,10 @@ def env_bool(name: str, default: bool, environ: dict[str, str]) -> bool:
     raise ValueError(f"{name} must be true or false, got {raw!r}")
 
 
+#: GUNICORN_THREADS' default (the default pool is built on it: default_pool_size).
+DEFAULT_THREADS = 32
+
+
 def default_pool_size(threads: int, pay_combining: bool, cart_combining: bool) -> int:
     """One connection per request thread, plus one for each combiner's thread
     (pays; cart adds, cart reads and waiting-room joins): more would only add
@@ -82,8 +86,8 @@ class Settings:
     # connection at once (the others wait, at most pool_timeout_s, then 503),
     # and nothing at all when DB_POOL_SIZE is set; worker_connections bounds
     # the requests.
-    threads: int = 32
-    pool_size: int = default_pool_size(32, True, True)
+    threads: int = DEFAULT_THREADS
+    pool_size: int = default_pool_size(DEFAULT_THREADS, pay_combining=True, cart_combining=True)
     pool_max_overflow: int = 0
     pool_timeout_s: float = 5.0
     # Making a connection may take this long (a server that accepts and never

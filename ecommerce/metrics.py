@@ -35,10 +35,11 @@ enabled = True
 multiprocess_dir: str | None = None
 
 
-def configure(*, enabled_: bool, multiprocess_dir_: str | None) -> None:
-    """Set from the app's settings (create_app)."""
+def configure(*, on: bool, directory: str | None) -> None:
+    """Set from the app's settings (create_app): whether metrics are recorded,
+    and prometheus-client's multiprocess directory."""
     global enabled, multiprocess_dir
-    enabled, multiprocess_dir = enabled_, multiprocess_dir_
+    enabled, multiprocess_dir = on, directory
 
 
 HTTP_REQUESTS = Counter(

@@ -392,7 +392,7 @@ def suite_configs(base: SaleConfig) -> list[SaleConfig]:
     rate for the whole run; the sold-out storm sells 50 units to buyers that keep
     coming for the rest of the run.
     """
-    plenty = replace(base, items=1, stock=200_000, buyers=200_000, ceiling=False)
+    plenty = _plenty(base)
     return [
         replace(plenty, mode="pay", combining=True, ceiling=base.ceiling),
         replace(plenty, mode="pay", combining=True, metrics=False),  # the cost of metrics
@@ -407,7 +407,7 @@ def suite_configs(base: SaleConfig) -> list[SaleConfig]:
 
 def go_seed_configs(base: SaleConfig) -> list[SaleConfig]:
     """The Go design's rows of the suite: pay only and the whole flow, as the shop's."""
-    plenty = replace(base, items=1, stock=200_000, buyers=200_000, ceiling=False)
+    plenty = _plenty(base)
     return [
         replace(plenty, strategy=GO_SEED, mode="pay"),
         replace(plenty, strategy=GO_SEED, mode="flow"),
@@ -418,12 +418,8 @@ def hop_configs(away: SaleConfig, go_binary: str | None) -> list[SaleConfig]:
     """The suite's rows with the database one hop away (``away``: its hop):
     pay only and the whole flow, the shop's, and the Go design's when built."""
     plenty = replace(
-        away,
+        _plenty(away),
         strategy="for_update",
-        items=1,
-        stock=200_000,
-        buyers=200_000,
-        ceiling=False,
         keys=False,
         combining=True,
         metrics=True,
@@ -433,3 +429,9 @@ def hop_configs(away: SaleConfig, go_binary: str | None) -> list[SaleConfig]:
     if go_binary is None:
         return shop
     return shop + [replace(c, strategy=GO_SEED, go_binary=go_binary) for c in shop]
+
+
+def _plenty(base: SaleConfig) -> SaleConfig:
+    """One hot item with stock for every buyer (a row measures the selling rate
+    for its whole run), no ceiling of its own."""
+    return replace(base, items=1, stock=200_000, buyers=200_000, ceiling=False)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from ecommerce.flashsale import hop
-from tests.helpers import wait_for
+from tests.helpers import backend_pid, wait_until_the_session_has_ended
 
 
 @pytest.fixture(scope="module")
@@ -100,28 +100,18 @@ def engines(relay, database_url) -> Iterator[tuple[Engine, Engine]]:
     straight.dispose()
 
 
-def _backend(conn) -> int:
-    return conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
-
-
 def test_a_client_that_goes_away_is_gone_from_the_database_too(engines):
     straight, through = engines
     with through.connect() as conn:
-        pid = _backend(conn)
+        pid = backend_pid(conn)
     through.dispose()  # closed: the relay passes the end on
-
-    def gone() -> bool:
-        with straight.connect() as watcher:
-            sessions = "SELECT count(*) FROM pg_stat_activity WHERE pid = :p"
-            return watcher.execute(text(sessions), {"p": pid}).scalar_one() == 0
-
-    wait_for(gone, what="for the relayed session to end")
+    wait_until_the_session_has_ended(straight, pid, timeout=30)
 
 
 def test_a_session_the_server_ends_is_ended_for_the_client_too(engines):
     straight, through = engines
     with through.connect() as conn:
-        pid = _backend(conn)
+        pid = backend_pid(conn)
         conn.rollback()
         with straight.connect() as admin:
             admin.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
