@@ -24,7 +24,6 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from ecommerce import cooperative, metrics
 from ecommerce.config import Settings
 from ecommerce.failover import (
-    commit_checked,
     connect,
     host_found_dead,
     resolve_database_url,
@@ -43,22 +42,6 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-
-#: ``connection.info`` key of SQL to send in front of the connection's next
-#: statement, in the same round trip (psycopg2 sends a query string with several
-#: statements as one message, and returns the last statement's result).
-PENDING_SQL_KEY = "ecommerce.pending_sql"
-
-
-def _send_pending_sql_first(conn, cursor, statement, parameters, context, executemany):
-    pending = conn.info.pop(PENDING_SQL_KEY, None)
-    if pending is None:
-        return statement, parameters
-    if executemany:  # one statement per parameter set: send it on its own
-        cursor.execute(pending)
-        return statement, parameters
-    return pending + statement, parameters
 
 
 #: ``record.info`` key: the connection was made since the record's last checkout.
@@ -124,7 +107,7 @@ class Database:
             cooperative.install(s.db_connect_timeout_ms / 1000, s.db_silence_timeout_s)
         # No session state on a connection (no startup ``options``, no SET
         # SESSION): the timeouts are SET LOCAL in each transaction
-        # (services/transactions.py), so the shop runs unchanged behind a
+        # (services/transactions.py, UnitOfWork), so the shop runs unchanged behind a
         # transaction-pooling PgBouncer, which refuses startup options.
         engine = create_engine(
             self.url,
@@ -148,7 +131,6 @@ class Database:
                 "tcp_user_timeout": int(s.db_silence_timeout_s * 1000),
             },
         )
-        event.listen(engine, "before_cursor_execute", _send_pending_sql_first, retval=True)
         event.listen(engine, "do_connect", connect)
         event.listen(engine, "handle_error", standby_is_a_disconnect)
         event.listen(engine.pool, "invalidate", self._connection_found_dead)
@@ -161,8 +143,6 @@ class Database:
         self._counted = set()  # a new pool (a forked child's, say): nothing handed out yet
         event.listen(engine.pool, "checkout", self._count_checkout)
         event.listen(engine.pool, "checkin", self._count_checkin)
-        # SQLAlchemy has no event after COMMIT that sees the DBAPI connection.
-        engine.dialect.do_commit = commit_checked(engine.dialect.do_commit)  # type: ignore[method-assign]
         return engine
 
     def session(self) -> Session:

@@ -6,8 +6,9 @@ lose is told apart (docs/DESIGN.md, "A primary that fails").
 * :func:`connect` (SQLAlchemy's do_connect) tries the hosts one at a time, each
   within DB_CONNECT_TIMEOUT_MS, the last good one first, and checks that the
   server takes writes itself (PgBouncer replays a stale ``in_hot_standby``);
-* :func:`commit_checked` turns a COMMIT whose wait for the synchronous standby
-  was cancelled into :class:`CommitNotReplicated` (a 503, never a 201);
+* :class:`CommitNotReplicated` is a COMMIT whose wait for the synchronous
+  standby was cancelled (raised by services/transactions.py, UnitOfWork.commit:
+  a 503, never a 201);
 * :func:`standby_is_a_disconnect` makes a pooled connection to a server that
   became a standby count as dead, so the pool reconnects to the primary.
 """
@@ -30,34 +31,6 @@ class CommitNotReplicated(psycopg2.OperationalError):
     wait): the transaction is visible on this server and
     may be missing on the standby that a failover promotes. Its outcome is
     unknown to the client until the standby has it."""
-
-
-def commit_checked(real_commit):
-    """The dialect's COMMIT, then a look at the notices it brought: a cancelled
-    wait for the synchronous standby (a WARNING, COMMIT still succeeds) raises
-    :class:`CommitNotReplicated` instead of reporting a commit a failover can lose.
-
-    Any warning COMMIT brings counts, not only one whose text reads "canceling
-    wait for synchronous replication": the text is in the server's lc_messages
-    language (which only a superuser may change), and its SQLSTATE is the
-    generic 01000 that psycopg2 does not pass on anyway. Nothing else the shop
-    commits warns (no trigger raises one), so a warning at COMMIT means an
-    outcome to settle with the Idempotency-Key, never a 201. That the warning
-    is sent at all is pinned in each transaction (``client_min_messages``, which
-    any role may set above warning for itself: services/transactions.py)."""
-
-    def do_commit(dbapi_connection) -> None:
-        notices = dbapi_connection.notices
-        del notices[:]
-        real_commit(dbapi_connection)
-        if notices:
-            said = notices[-1].strip().replace("\n", " ")
-            del notices[:]
-            raise CommitNotReplicated(
-                f"the commit may not have reached the synchronous standby yet ({said})"
-            )
-
-    return do_commit
 
 
 def standby_is_a_disconnect(context) -> None:

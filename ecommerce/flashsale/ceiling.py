@@ -3,7 +3,7 @@
 The pgbench script is compiled from the very statement objects the shop
 executes (ecommerce.repositories and ecommerce.services.transactions), so "the
 same pay transaction" is literally the same SQL, for a batch of one: the add's
-upsert, then BEGIN, SET LOCAL timeouts with the cart lock, the order id, the
+upsert, then BEGIN with the SET LOCAL timeouts, the cart lock, the order id, the
 item lock, the one statement that writes the order and takes the stock,
 COMMIT. pgbench sends them with the simple query protocol, as psycopg2 does
 (values inlined as literals), so parse and plan costs count on both sides.
@@ -74,11 +74,10 @@ def pay_script(first_item: int, last_item: int, price: str) -> str:
         variables,
         r"\gset",
         _sql(CartRepository.ADD_TO_CART_LINES),
-        "BEGIN;",
-        # One round trip, as the shop sends them (ecommerce/db.py).
-        set_local_timeouts_sql(TransactionPolicy()).rstrip().rstrip(";")
-        + " \\;\n"
-        + _sql(CartRepository.LOCK_CARTS_FOR_PAY),
+        # One round trip, as the shop begins a transaction
+        # (services/transactions.py, UnitOfWork).
+        "BEGIN \\; " + set_local_timeouts_sql(TransactionPolicy()) + ";",
+        _sql(CartRepository.LOCK_CARTS_FOR_PAY),
         order_arrays,
         r"\gset",
         _sql(ItemRepository.LOCK_ITEMS),

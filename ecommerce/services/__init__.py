@@ -1,5 +1,6 @@
 """Use cases. Each public function of a service module is one use case: it opens
-its one transaction (:meth:`Shop.transaction`, i.e. ``with session.begin():``),
+its one transaction (:meth:`Shop.transaction`: a unit of work,
+ecommerce/services/transactions.py),
 applies the Idempotency-Key inside it when the use case takes one, and returns
 a result value (ecommerce/services/results.py) or raises an ecommerce.errors
 exception. Callers (the HTTP API, the CLI, the tests) never see a session.

@@ -2,12 +2,11 @@
 
 Every service calls :func:`run_in_transaction`. It
 
-* opens the transaction (``with session.begin()``) and sets ``lock_timeout``,
-  ``statement_timeout`` and ``idle_in_transaction_session_timeout`` for it with
-  SET LOCAL, sent in the same round trip as the transaction's first statement,
-  so a request waits for a hot row at most ``lock_timeout``, never hangs a
-  worker, and a client that stalls mid-transaction loses its locks; being per
-  transaction, the bounds hold behind a transaction-pooling proxy too;
+* runs the use case in a :class:`UnitOfWork`, which begins the transaction with
+  its bounds (``lock_timeout``, ``statement_timeout``,
+  ``idle_in_transaction_session_timeout``, set for this transaction only) and
+  commits it with a check of what COMMIT said; both are read here, in this
+  module, not in hooks on the engine;
 * runs the unit of work once more if its pooled connection turns out to be
   dead before COMMIT (connections are not pinged before use);
 * re-runs the whole unit of work after a deadlock (40P01) or a serialization
@@ -28,14 +27,17 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TypeVar
 
+import psycopg2
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
+from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from ecommerce import metrics
 from ecommerce.cooperative import DatabaseSilent
-from ecommerce.db import PENDING_SQL_KEY
 from ecommerce.errors import Conflict, InvalidRequest, ServiceBusy
 from ecommerce.failover import CommitNotReplicated
 from ecommerce.sqlstates import (
@@ -60,18 +62,189 @@ def set_local_timeouts_sql(policy: TransactionPolicy) -> str:
     on the session.
 
     client_min_messages: COMMIT tells of a cancelled wait for the synchronous
-    standby only in a WARNING (ecommerce/failover.py, commit_checked), which a
-    role, a database or a session's PGOPTIONS set to ``error`` would silence:
-    the order then answered 201 though a failover could lose it. It is still
-    in force while COMMIT waits for the standby (a transaction's settings are
-    undone after its commit record is flushed and replicated)."""
+    standby only in a WARNING (:meth:`UnitOfWork.commit`), which a role, a
+    database or a session's PGOPTIONS set to ``error`` would silence: the order
+    then answered 201 though a failover could lose it. It is still in force
+    while COMMIT waits for the standby (a transaction's settings are undone
+    after its commit record is flushed and replicated)."""
     return (
         f"SELECT set_config('lock_timeout', '{int(policy.lock_timeout_ms)}ms', true),"
         f" set_config('statement_timeout', '{int(policy.statement_timeout_ms)}ms', true),"
         " set_config('idle_in_transaction_session_timeout',"
         f" '{int(policy.idle_in_transaction_timeout_ms)}ms', true),"
-        " set_config('client_min_messages', 'warning', true);\n"
+        " set_config('client_min_messages', 'warning', true)"
     )
+
+
+_ISOLATION_LEVELS = {
+    psycopg2.extensions.ISOLATION_LEVEL_READ_UNCOMMITTED: "READ UNCOMMITTED",
+    psycopg2.extensions.ISOLATION_LEVEL_READ_COMMITTED: "READ COMMITTED",
+    psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ: "REPEATABLE READ",
+    psycopg2.extensions.ISOLATION_LEVEL_SERIALIZABLE: "SERIALIZABLE",
+}
+
+
+def _begin_sql(raw: psycopg2.extensions.connection) -> str:
+    """The BEGIN psycopg2 itself would send for this connection: its isolation
+    level, read-only and deferrable characteristics (SQLAlchemy's
+    ``isolation_level`` execution option sets them), if any."""
+    sql = "BEGIN"
+    level = _ISOLATION_LEVELS.get(raw.isolation_level)  # type: ignore[arg-type]
+    if level is not None:
+        sql += f" ISOLATION LEVEL {level}"
+    if raw.readonly is not None:
+        sql += " READ ONLY" if raw.readonly else " READ WRITE"
+    if raw.deferrable is not None:
+        sql += " DEFERRABLE" if raw.deferrable else " NOT DEFERRABLE"
+    return sql
+
+
+class UnitOfWork:
+    """One transaction of one use case, begun and ended here in plain sight.
+
+    ``with UnitOfWork(session, policy) as uow: ...; uow.commit()``:
+
+    * **begin** (entering): checks a connection out of the pool and sends
+      ``BEGIN; SELECT set_config(...)`` (:func:`set_local_timeouts_sql`) in one
+      round trip, the one psycopg2 would have spent on a BEGIN of its own (with
+      the connection's isolation level, as psycopg2's would have). The
+      connection is in psycopg2's autocommit mode for the duration, so psycopg2
+      sends no BEGIN and no COMMIT behind this class's back: the transaction
+      is exactly what this class sends.
+    * **commit**: flushes the session, sends COMMIT, and looks at the notices
+      COMMIT brought. A cancelled wait for the synchronous standby comes only as
+      a WARNING (COMMIT still succeeds); any warning there raises
+      :class:`CommitNotReplicated`, a 503 that the Idempotency-Key settles,
+      never a 201 that a failover can lose. Any warning counts, not only one
+      whose text reads "canceling wait for synchronous replication": the text
+      is in the server's lc_messages language (which only a superuser may
+      change), and its SQLSTATE is the generic 01000 that psycopg2 does not
+      pass on anyway. Nothing else the shop commits warns (no trigger raises
+      one).
+    * **rollback** (leaving without a commit, an error or :class:`Unchanged`):
+      sends ROLLBACK. A connection whose transaction could not be ended is
+      invalidated, never given back to the pool inside a transaction.
+
+    A session that joins a transaction already open on its connection (a
+    test's, rolled back at its end: tests/helpers.py, ``sessions_bound_to``)
+    runs in a savepoint instead, its bounds sent as a statement of their own.
+
+    BEGIN, COMMIT and ROLLBACK go straight to the DBAPI cursor (a statement
+    through SQLAlchemy's execution costs tens of microseconds a time, twice a
+    transaction); their errors are wrapped as SQLAlchemy wraps any other, and
+    a connection they find dead is invalidated, so the retries of
+    :func:`run_in_transaction` treat them alike."""
+
+    def __init__(self, session: Session, policy: TransactionPolicy) -> None:
+        self.session = session
+        self._bounds = set_local_timeouts_sql(policy)
+        self._connection: Connection | None = None
+        self._raw: psycopg2.extensions.connection | None = None
+        self._open = False
+        self._autocommit = False
+
+    def __enter__(self) -> UnitOfWork:
+        bind = self.session.bind
+        joined = isinstance(bind, Connection) and bind.in_transaction()
+        self.session.begin()
+        connection = self.session.connection()  # the pool's checkout
+        self._connection = connection
+        if joined:
+            connection.exec_driver_sql(self._bounds)
+            return self
+        raw: psycopg2.extensions.connection = connection.connection.dbapi_connection  # type: ignore[assignment]
+        begin = _begin_sql(raw)
+        self._autocommit = raw.autocommit
+        raw.autocommit = True
+        self._raw = raw
+        self._open = True
+        try:
+            self._send(f"{begin}; {self._bounds}")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def commit(self) -> None:
+        """Flush, COMMIT, and refuse to report a commit a failover could lose."""
+        self.session.flush()
+        if self._raw is not None:
+            notices = self._raw.notices
+            del notices[:]
+            self._send("COMMIT")
+            self._open = False
+            if notices:
+                said = notices[-1].strip().replace("\n", " ")
+                del notices[:]
+                self._fail(
+                    "COMMIT",
+                    CommitNotReplicated(
+                        f"the commit may not have reached the synchronous standby yet ({said})"
+                    ),
+                    dead=False,
+                )
+        self.session.commit()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if self._open:
+                self._open = False
+                self._end_or_invalidate()
+            if self.session.in_transaction():
+                self.session.rollback()
+        finally:
+            raw = self._raw
+            if raw is not None and not raw.closed:
+                raw.autocommit = self._autocommit
+
+    def _end_or_invalidate(self) -> None:
+        """ROLLBACK; a connection that cannot say it is out of its transaction
+        (the ROLLBACK failed, or a timeout interrupted it) is invalidated."""
+        raw = self._raw
+        assert raw is not None and self._connection is not None
+        try:
+            with raw.cursor() as cursor:
+                cursor.execute("ROLLBACK")
+            if raw.info.transaction_status == TRANSACTION_STATUS_IDLE:
+                return
+        except BaseException:  # whatever stopped it, the error that got us here is raised
+            pass
+        if not self._connection.invalidated:
+            self._connection.invalidate()
+
+    def _send(self, sql: str) -> None:
+        raw = self._raw
+        assert raw is not None
+        try:
+            with raw.cursor() as cursor:
+                cursor.execute(sql)
+        except psycopg2.Error as error:
+            dead = self._connection is not None and self._connection.dialect.is_disconnect(
+                error, raw, None
+            )
+            self._fail(sql, error, dead=dead)
+
+    def _fail(self, sql: str, error: psycopg2.Error, *, dead: bool) -> None:
+        """Raise ``error`` as SQLAlchemy raises a DBAPI error (``.orig``, the
+        SQLSTATE, ``connection_invalidated``), invalidating a dead connection."""
+        connection = self._connection
+        assert connection is not None
+        if dead and not connection.invalidated:
+            connection.invalidate(error)
+        raise sa_exc.DBAPIError.instance(
+            sql,
+            None,
+            error,
+            psycopg2.Error,
+            hide_parameters=True,
+            dialect=connection.dialect,
+            connection_invalidated=dead,
+        ) from error
 
 
 class Unchanged(Exception):
@@ -114,26 +287,17 @@ def run_in_transaction(
 ) -> T:
     attempt = 0
     reconnected = False
-    timeouts = set_local_timeouts_sql(policy)
     while True:
         committing = False
         checked_out = False
         try:
             # A new session each attempt; one that met a dead connection is closed
             # with it, forgetting the connection and its transaction.
-            with sessions() as session, session.begin():
-                # SET LOCAL rides along with the transaction's first statement
-                # (ecommerce/db.py): the bounds hold for this transaction only,
-                # also behind a transaction-pooling proxy, at no extra round trip.
-                # (The dict itself: a dead connection refuses even to show its .info.)
-                info = session.connection().info
+            with sessions() as session, UnitOfWork(session, policy) as unit:
                 checked_out = True
-                info[PENDING_SQL_KEY] = timeouts
-                try:
-                    result = work(session)
-                finally:
-                    info.pop(PENDING_SQL_KEY, None)
+                result = work(session)
                 committing = True
+                unit.commit()
             return result
         except Unchanged as unchanged:
             return unchanged.result  # type: ignore[return-value]
