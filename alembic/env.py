@@ -9,8 +9,8 @@ from sqlalchemy import create_engine, event, pool
 from alembic import context
 from ecommerce import models  # noqa: F401 - registers the tables on Base.metadata
 from ecommerce.config import Settings
-from ecommerce.db import Base
-from ecommerce.failover import connect, normalize_database_url, resolve_database_url
+from ecommerce.database.engine import Base
+from ecommerce.database.failover import connect, normalize_database_url, resolve_database_url
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -23,8 +23,9 @@ def create_app(settings: Settings | None = None, pay_engine: PayEngine | None = 
     simulator's negative control gives its naive pay; default: the shop's)."""
     # Imported here, not at the top: importing the package (as gunicorn does for
     # ecommerce.gunicorn_conf) must not import prometheus_client before the
-    # config has set PROMETHEUS_MULTIPROC_DIR (ecommerce/metrics.py).
-    from ecommerce import api, cli, logs, metrics
+    # config has set PROMETHEUS_MULTIPROC_DIR (ecommerce/observability/metrics.py).
+    from ecommerce import api, cli
+    from ecommerce.observability import logs, metrics
     from ecommerce.services import build_shop
 
     settings = settings or Settings.from_env()

@@ -14,11 +14,13 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
-from ecommerce import embedded_db, metrics, migrations, tokens
+from ecommerce import tokens
 from ecommerce.config import Settings
+from ecommerce.database import embedded, migrations
 from ecommerce.errors import ShopError
 from ecommerce.limits import MAX_ID, MAX_QUANTITY, USER_ID_PATTERN, USER_ID_RULE
 from ecommerce.money import MoneyError, parse_amount
+from ecommerce.observability import metrics
 from ecommerce.services import (
     Shop,
     console,
@@ -79,12 +81,12 @@ embedded_group = AppGroup(
 
 @embedded_group.command("start", help="Start it (if needed) and print its URL.")
 def embedded_start() -> None:
-    click.echo(embedded_db.embedded_database_url(_settings().instance_path))
+    click.echo(embedded.embedded_database_url(_settings().instance_path))
 
 
 @embedded_group.command("stop", help="Stop it; its data stays under instance/postgres.")
 def embedded_stop() -> None:
-    stopped = embedded_db.stop_server(_settings().instance_path)
+    stopped = embedded.stop_server(_settings().instance_path)
     click.echo("stopped" if stopped else "not running")
 
 

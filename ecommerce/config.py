@@ -92,7 +92,7 @@ class Settings:
     pool_timeout_s: float = 5.0
     # Making a connection may take this long (a server that accepts and never
     # answers included); one query may take statement_timeout + 2 s on this side
-    # (ecommerce/cooperative.py).
+    # (ecommerce/database/cooperative.py).
     db_connect_timeout_ms: int = 3000
     # Deadlocks and serialization failures re-run the whole unit of work.
     transaction_retries: int = 3

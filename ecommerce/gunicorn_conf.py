@@ -17,8 +17,8 @@ import sys
 from gunicorn.glogging import Logger
 from gunicorn.util import parse_address
 
-from ecommerce import logs, metrics_dir
 from ecommerce.config import Settings
+from ecommerce.observability import logs, metrics_dir
 from ecommerce.workers import DrainingGeventWorker, DrainingThreadWorker
 
 _settings = Settings.from_env()
@@ -32,7 +32,7 @@ bind = _settings.bind
 # likewise queue for the worker's cart combiners (one for adds, one for cart
 # reads); other reads use a pooled connection (DB_POOL_SIZE: a greenlet past it
 # waits for one, at most DB_POOL_TIMEOUT_MS, then 503). psycopg2 waits for
-# PostgreSQL through gevent's hub (ecommerce/cooperative.py). gevent sold more
+# PostgreSQL through gevent's hub (ecommerce/database/cooperative.py). gevent sold more
 # pays than gthread threads, whose request threads spent the difference
 # switching and waiting for the GIL; one process per core keeps batches large
 # (docs/CAPACITY.md). GUNICORN_WORKER_CLASS=gthread
@@ -69,7 +69,7 @@ reuse_port = _settings.reuse_port and isinstance(_address, tuple) and int(_addre
 # The control socket's default path is per user, not per instance: a second
 # gunicorn (the simulator or a test next to `make run`) would take it over.
 control_socket_disable = True
-# Logs are JSON lines on stderr (ecommerce/logs.py), gunicorn's own included.
+# Logs are JSON lines on stderr (ecommerce/observability/logs.py), gunicorn's own included.
 # The app writes one line per request itself, with its request id, user and
 # error code (ecommerce/api/observe.py), so gunicorn's access log stays off.
 accesslog = None
@@ -88,7 +88,7 @@ class JsonGunicornLogger(Logger):
 
 logger_class = JsonGunicornLogger
 
-# Prometheus multiprocess mode (ecommerce/metrics.py): every worker writes its
+# Prometheus multiprocess mode (ecommerce/observability/metrics.py): every worker writes its
 # samples to files in one directory, GET /metrics adds them up. The directory
 # is set here, in the master, before any worker imports prometheus_client; it
 # is emptied at start (stale files would count twice), an exited worker's live
@@ -105,7 +105,7 @@ def on_starting(server) -> None:
         _refuse_a_taken_port(server)
     metrics_dir.empty(_metrics_dir)
     if not _settings.database_url:
-        from ecommerce.embedded_db import embedded_database_url
+        from ecommerce.database.embedded import embedded_database_url
 
         embedded_database_url(_settings.instance_path)
 
@@ -130,7 +130,7 @@ def post_fork(server, worker) -> None:
     """In each worker, before the app is loaded and any connection is opened:
     every wait for the database bounded, and through gevent's hub in a gevent
     worker (gevent, gevent_pywsgi, ...)."""
-    from ecommerce import cooperative
+    from ecommerce.database import cooperative
 
     cooperative.install(
         _settings.db_connect_timeout_ms / 1000,

@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ecommerce.db import Base
+from ecommerce.database.engine import Base
 
 ORDER_STATUS_PENDING = "pending"  # stock reserved, the payment outstanding
 ORDER_STATUS_PAID = "paid"

@@ -31,10 +31,11 @@ from flask import Flask
 from sqlalchemy import Connection, Engine, create_engine, make_url, text
 from sqlalchemy.orm import Session
 
-from ecommerce import create_app, migrations
+from ecommerce import create_app
 from ecommerce.config import DEFAULT_INSTANCE_PATH, Settings
-from ecommerce.embedded_db import embedded_database_url
-from ecommerce.failover import normalize_database_url
+from ecommerce.database import migrations
+from ecommerce.database.embedded import embedded_database_url
+from ecommerce.database.failover import normalize_database_url
 from ecommerce.services import Shop
 from tests.helpers import sessions_bound_to, truncate_all
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from ecommerce.db import Database
+from ecommerce.database.engine import Database
 from ecommerce.models import table_names
 from ecommerce.services.invariants import find_violations
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from ecommerce import logs, metrics
 from ecommerce.api.ops import QUIET_ENDPOINTS
+from ecommerce.observability import logs, metrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")

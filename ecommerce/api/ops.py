@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app
 
-from ecommerce import metrics
 from ecommerce.api import current_shop, json_response, openapi, schemas
 from ecommerce.api.openapi import Operation, documented
+from ecommerce.observability import metrics
 from ecommerce.services import health
 
 bp = Blueprint("ops", __name__)

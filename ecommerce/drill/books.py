@@ -13,8 +13,8 @@ import psycopg2
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
+from ecommerce.database.failover import normalize_database_url
 from ecommerce.drill.storm import TRANSPORT, StormLog
-from ecommerce.failover import normalize_database_url
 from ecommerce.models import STATUSES_HOLDING_STOCK
 from ecommerce.services.invariants import find_violations
 

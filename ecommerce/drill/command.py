@@ -111,7 +111,7 @@ def _single_server_url() -> str:
     """A database of the drill's own on the shop's configured (or embedded) server."""
     from sqlalchemy import make_url
 
-    from ecommerce.embedded_db import ensure_database
+    from ecommerce.database.embedded import ensure_database
 
     url = make_url(current_app.extensions["shop"].db.url)
     own = url.set(database=f"{url.database}_drill")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg2
 
-from ecommerce import migrations
+from ecommerce.database import migrations
 from ecommerce.drill.books import PhaseItems, check, first_sale_after
 from ecommerce.drill.cluster import Cluster
 from ecommerce.drill.front import INSTANCE_ENV, Balancer, Instances

@@ -21,7 +21,7 @@ from sqlalchemy import make_url
 from sqlalchemy.dialects.postgresql.psycopg2 import PGDialect_psycopg2
 from sqlalchemy.sql import ClauseElement
 
-from ecommerce import embedded_db
+from ecommerce.database import embedded
 from ecommerce.models import ORDER_STATUS_PAID
 from ecommerce.repositories import CartRepository, ItemRepository, OrderRepository
 from ecommerce.services.transactions import TransactionPolicy, set_local_timeouts_sql
@@ -118,7 +118,7 @@ def run_pgbench(database_url: str, script: str, clients: int, seconds: float) ->
     args = ["-n", "-M", "simple", "-f", path, "-c", str(clients), "-j", str(min(clients, 2))]
     args += ["-T", str(max(1, round(seconds))), *conn_args]
     try:
-        out = embedded_db.pgbench(args, env=env, timeout=seconds + 60)
+        out = embedded.pgbench(args, env=env, timeout=seconds + 60)
     except subprocess.CalledProcessError as exc:
         raise RuntimeError(f"pgbench failed ({exc.returncode}); see the log above") from exc
     finally:

@@ -17,8 +17,8 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import create_engine, make_url, text
 
-from ecommerce import migrations
-from ecommerce.embedded_db import ensure_database
+from ecommerce.database import migrations
+from ecommerce.database.embedded import ensure_database
 from ecommerce.flashsale import goseed, hop
 from ecommerce.flashsale.report import cpu_table, table, write_chart, write_json
 from ecommerce.flashsale.run import PROFILE_FORMATS, STRATEGIES, SaleConfig, run_sale

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, make_url, text
 
-from ecommerce.embedded_db import ensure_database
+from ecommerce.database.embedded import ensure_database
 from ecommerce.flashsale.cpu import CpuMeter, postmaster_pid
 from ecommerce.flashsale.hop import Hop, around, probing
 from ecommerce.flashsale.run import (

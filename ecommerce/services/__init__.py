@@ -17,10 +17,10 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
-from ecommerce import metrics
 from ecommerce.config import Settings
-from ecommerce.db import Database
+from ecommerce.database.engine import Database
 from ecommerce.gateway import HttpGateway
+from ecommerce.observability import metrics
 from ecommerce.services.combining import Combiner, CombiningPolicy
 from ecommerce.services.roomboard import RoomBoard
 from ecommerce.services.soldout import SoldOutMarks
@@ -63,6 +63,9 @@ class Shop:
     # Told the kind ("pay", "add", "read") and size of every batch run, beside
     # the metrics (a test records them).
     batch_observer: Callable[[str, int], None] | None = None
+    # Called in every unit of work with its session right before its COMMIT,
+    # the transaction's writes done and its locks held (a test holds one there).
+    before_commit: Callable[[Session], None] | None = None
     sold_out: SoldOutMarks = field(default_factory=SoldOutMarks)
     # The payment provider; None: "instant", a pay is paid in its own transaction.
     gateway: HttpGateway | None = None
@@ -99,7 +102,9 @@ class Shop:
         return self.charge_budget_s + deadline + 1.0
 
     def transaction(self, work: Callable[[Session], T], name: str) -> T:
-        return run_in_transaction(self.db.session, work, self.policy, name=name)
+        return run_in_transaction(
+            self.db.session, work, self.policy, name=name, before_commit=self.before_commit
+        )
 
     def combiner(
         self,
@@ -187,7 +192,7 @@ def build_shop(settings: Settings, pay_engine: PayEngine | None = None) -> Shop:
         reservation_ttl_s=settings.reservation_ttl_s,
         balancer_stats_url=settings.balancer_stats_url,
         # A join's transaction, one INSERT and its COMMIT, each awaited at most
-        # statement_timeout + 2 s (ecommerce/cooperative.py), has ended within
+        # statement_timeout + 2 s (ecommerce/database/cooperative.py), has ended within
         # this: a line reads again the arrival numbers younger than it.
         room_board=RoomBoard(
             settings.queue_refresh_ms / 1000,

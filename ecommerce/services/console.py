@@ -19,9 +19,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from ecommerce import metrics
 from ecommerce.domain import rules
 from ecommerce.errors import Unauthorized
+from ecommerce.observability import metrics
 from ecommerce.repositories import (
     ConsoleLinkRepository,
     ConsoleRepository,

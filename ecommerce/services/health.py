@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ecommerce import migrations
+from ecommerce.database import migrations
 from ecommerce.errors import NotReady, ServiceBusy
 from ecommerce.repositories import SchemaRepository
 from ecommerce.services import Shop

@@ -9,7 +9,7 @@ and held units as the batch learns them, and their answer, set by the step that
 decides it. The transaction, step by step (the numbering of docs/DESIGN.md,
 "The pay, from the blueprint to its SQL"; each step a function below):
 
-1. the timeouts, SET LOCAL with the first statement (services/transactions.py);
+1. BEGIN with the timeouts, SET LOCAL (services/transactions.py, UnitOfWork);
 2. :func:`_claim_keys`: the Idempotency-Keys' advisory locks and records (a
    replay or a refusal is decided here, before any row lock);
 3. :func:`_refuse_marked_sold_out`: once an item is marked sold out

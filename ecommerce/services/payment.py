@@ -6,7 +6,7 @@ step). With PAY_COMBINING on (the default) the pays that arrive together form
 the batch (services/combining.py); off, each pay is a batch of one in its
 request's thread. With a payment provider the order is written pending and
 charged once the transaction has committed (services/charging.py). Every
-answer is counted (metrics.py).
+answer is counted (observability/metrics.py).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import time
 from collections.abc import Sequence
 from decimal import Decimal
 
-from ecommerce import metrics
 from ecommerce.errors import InsufficientStock, ServiceBusy, ShopError
 from ecommerce.models import ORDER_STATUS_PENDING
+from ecommerce.observability import metrics
 from ecommerce.services import Shop, charging, idempotency
 from ecommerce.services.combining import Combiner, value_of
 from ecommerce.services.pay_batch import PayRequest, run_batch

@@ -36,11 +36,9 @@ from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
-from ecommerce import metrics
-from ecommerce.cooperative import DatabaseSilent
-from ecommerce.errors import Conflict, InvalidRequest, ServiceBusy
-from ecommerce.failover import CommitNotReplicated
-from ecommerce.sqlstates import (
+from ecommerce.database.cooperative import DatabaseSilent
+from ecommerce.database.failover import CommitNotReplicated
+from ecommerce.database.sqlstates import (
     DEADLOCK_DETECTED,
     LOCK_NOT_AVAILABLE,
     RETRYABLE_SQLSTATES,
@@ -48,6 +46,8 @@ from ecommerce.sqlstates import (
     is_unavailable,
     sqlstate,
 )
+from ecommerce.errors import Conflict, InvalidRequest, ServiceBusy
+from ecommerce.observability import metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,18 +102,20 @@ def _begin_sql(raw: psycopg2.extensions.connection) -> str:
 class UnitOfWork:
     """One transaction of one use case, begun and ended here in plain sight.
 
-    ``with UnitOfWork(session, policy) as uow: ...; uow.commit()``:
+    ``with UnitOfWork(session, policy) as unit: ...; unit.commit()``:
 
     * **begin** (entering): checks a connection out of the pool and sends
       ``BEGIN; SELECT set_config(...)`` (:func:`set_local_timeouts_sql`) in one
       round trip, the one psycopg2 would have spent on a BEGIN of its own (with
       the connection's isolation level, as psycopg2's would have). The
-      connection is in psycopg2's autocommit mode for the duration, so psycopg2
-      sends no BEGIN and no COMMIT behind this class's back: the transaction
-      is exactly what this class sends.
-    * **commit**: flushes the session, sends COMMIT, and looks at the notices
-      COMMIT brought. A cancelled wait for the synchronous standby comes only as
-      a WARNING (COMMIT still succeeds); any warning there raises
+      connection is in psycopg2's autocommit mode until the transaction has
+      ended, so psycopg2 sends no BEGIN and no COMMIT behind this class's back:
+      the transaction is exactly what this class sends (a unit of work is a
+      transaction even on a connection set to autocommit).
+    * **commit**: flushes the session, tells ``before_commit`` (a test holds a
+      transaction there, its locks held), sends COMMIT, and looks at the
+      notices COMMIT brought. A cancelled wait for the synchronous standby
+      comes only as a WARNING (COMMIT still succeeds); any warning there raises
       :class:`CommitNotReplicated`, a 503 that the Idempotency-Key settles,
       never a 201 that a failover can lose. Any warning counts, not only one
       whose text reads "canceling wait for synchronous replication": the text
@@ -121,27 +123,40 @@ class UnitOfWork:
       change), and its SQLSTATE is the generic 01000 that psycopg2 does not
       pass on anyway. Nothing else the shop commits warns (no trigger raises
       one).
-    * **rollback** (leaving without a commit, an error or :class:`Unchanged`):
-      sends ROLLBACK. A connection whose transaction could not be ended is
-      invalidated, never given back to the pool inside a transaction.
+    * **rollback** (leaving without a commit: an error, :class:`Unchanged`, a
+      COMMIT that failed): sends ROLLBACK. A connection whose transaction could
+      not be seen to end is invalidated: never given back to the pool inside a
+      transaction. psycopg2's own mode is given back before the session lets
+      the connection go.
 
     A session that joins a transaction already open on its connection (a
-    test's, rolled back at its end: tests/helpers.py, ``sessions_bound_to``)
-    runs in a savepoint instead, its bounds sent as a statement of their own.
+    test's, rolled back at its end: tests/helpers.py, ``sessions_bound_to``,
+    where each session is a savepoint) sends its bounds as a statement of
+    their own and leaves BEGIN and COMMIT to SQLAlchemy.
 
     BEGIN, COMMIT and ROLLBACK go straight to the DBAPI cursor (a statement
     through SQLAlchemy's execution costs tens of microseconds a time, twice a
-    transaction); their errors are wrapped as SQLAlchemy wraps any other, and
-    a connection they find dead is invalidated, so the retries of
-    :func:`run_in_transaction` treat them alike."""
+    transaction). Their errors are raised as SQLAlchemy raises a DBAPI error
+    (``.orig``, the SQLSTATE, ``connection_invalidated``) and a connection
+    they find dead is invalidated, so :func:`run_in_transaction` retries and
+    answers them alike; the engine's ``handle_error`` listeners do not see
+    them (none applies: a standby refuses writes before COMMIT)."""
 
-    def __init__(self, session: Session, policy: TransactionPolicy) -> None:
+    def __init__(
+        self,
+        session: Session,
+        policy: TransactionPolicy,
+        before_commit: Callable[[Session], None] | None = None,
+    ) -> None:
         self.session = session
         self._bounds = set_local_timeouts_sql(policy)
+        self._before_commit = before_commit
         self._connection: Connection | None = None
         self._raw: psycopg2.extensions.connection | None = None
         self._open = False
         self._autocommit = False
+        #: COMMIT was sent: from here on a lost connection leaves the outcome unknown.
+        self.committing = False
 
     def __enter__(self) -> UnitOfWork:
         bind = self.session.bind
@@ -155,8 +170,8 @@ class UnitOfWork:
         raw: psycopg2.extensions.connection = connection.connection.dbapi_connection  # type: ignore[assignment]
         begin = _begin_sql(raw)
         self._autocommit = raw.autocommit
-        raw.autocommit = True
         self._raw = raw
+        raw.autocommit = True
         self._open = True
         try:
             self._send(f"{begin}; {self._bounds}")
@@ -168,11 +183,16 @@ class UnitOfWork:
     def commit(self) -> None:
         """Flush, COMMIT, and refuse to report a commit a failover could lose."""
         self.session.flush()
+        if self._before_commit is not None:
+            self._before_commit(self.session)
+            self.session.flush()  # whatever it changed, before the COMMIT
         if self._raw is not None:
             notices = self._raw.notices
             del notices[:]
-            self._send("COMMIT")
+            self.committing = True
+            self._send("COMMIT")  # failed: still open, rolled back on leaving
             self._open = False
+            self._give_back_the_mode()
             if notices:
                 said = notices[-1].strip().replace("\n", " ")
                 del notices[:]
@@ -183,6 +203,8 @@ class UnitOfWork:
                     ),
                     dead=False,
                 )
+        else:
+            self.committing = True  # the savepoint's release, SQLAlchemy's
         self.session.commit()
 
     def __exit__(
@@ -195,27 +217,45 @@ class UnitOfWork:
             if self._open:
                 self._open = False
                 self._end_or_invalidate()
+        finally:
+            self._give_back_the_mode()
             if self.session.in_transaction():
                 self.session.rollback()
-        finally:
-            raw = self._raw
-            if raw is not None and not raw.closed:
-                raw.autocommit = self._autocommit
 
     def _end_or_invalidate(self) -> None:
-        """ROLLBACK; a connection that cannot say it is out of its transaction
-        (the ROLLBACK failed, or a timeout interrupted it) is invalidated."""
+        """ROLLBACK; a connection that cannot be seen out of its transaction
+        (the ROLLBACK failed, or was interrupted) is invalidated. An interrupt
+        (a gevent timeout, a kill) is raised on; any other error is not: the
+        one that got us here is."""
         raw = self._raw
-        assert raw is not None and self._connection is not None
+        assert raw is not None
         try:
             with raw.cursor() as cursor:
                 cursor.execute("ROLLBACK")
             if raw.info.transaction_status == TRANSACTION_STATUS_IDLE:
                 return
-        except BaseException:  # whatever stopped it, the error that got us here is raised
+        except Exception:  # the error that got us here is raised
             pass
-        if not self._connection.invalidated:
-            self._connection.invalidate()
+        except BaseException:
+            self._invalidate()
+            raise
+        self._invalidate()
+
+    def _give_back_the_mode(self) -> None:
+        """psycopg2's autocommit as it was, before the pool takes the connection
+        back (another thread may check it out at once)."""
+        raw = self._raw
+        if raw is None or raw.closed or raw.autocommit == self._autocommit:
+            return
+        try:
+            raw.autocommit = self._autocommit
+        except psycopg2.Error:
+            self._invalidate()
+
+    def _invalidate(self, error: BaseException | None = None) -> None:
+        connection = self._connection
+        if connection is not None and not connection.invalidated:
+            connection.invalidate(error)
 
     def _send(self, sql: str) -> None:
         raw = self._raw
@@ -234,8 +274,8 @@ class UnitOfWork:
         SQLSTATE, ``connection_invalidated``), invalidating a dead connection."""
         connection = self._connection
         assert connection is not None
-        if dead and not connection.invalidated:
-            connection.invalidate(error)
+        if dead:
+            self._invalidate(error)
         raise sa_exc.DBAPIError.instance(
             sql,
             None,
@@ -284,24 +324,25 @@ def run_in_transaction(
     policy: TransactionPolicy,
     *,
     name: str = "transaction",
+    before_commit: Callable[[Session], None] | None = None,
 ) -> T:
     attempt = 0
     reconnected = False
     while True:
-        committing = False
+        unit: UnitOfWork | None = None
         checked_out = False
         try:
             # A new session each attempt; one that met a dead connection is closed
             # with it, forgetting the connection and its transaction.
-            with sessions() as session, UnitOfWork(session, policy) as unit:
+            with sessions() as session, UnitOfWork(session, policy, before_commit) as unit:
                 checked_out = True
                 result = work(session)
-                committing = True
                 unit.commit()
             return result
         except Unchanged as unchanged:
             return unchanged.result  # type: ignore[return-value]
         except sa_exc.DBAPIError as error:
+            committing = unit is not None and unit.committing
             code = sqlstate(error)
             silent = isinstance(error.orig, DatabaseSilent)
             if isinstance(error.orig, CommitNotReplicated):

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from ecommerce.flashsale.server import free_port
-from ecommerce.logs import JsonFormatter
+from ecommerce.observability.logs import JsonFormatter
 from tests.helpers import insert_cart_line, insert_item
 
 

@@ -9,8 +9,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import Engine, create_engine, text
 
-from ecommerce import migrations
-from ecommerce.embedded_db import ensure_database, ensure_server, server_url, stop_server
+from ecommerce.database import migrations
+from ecommerce.database.embedded import ensure_database, ensure_server, server_url, stop_server
 from ecommerce.services import Shop
 from tests.helpers import wait_for
 

@@ -17,8 +17,9 @@ import pytest
 from sqlalchemy import event, make_url, text
 from sqlalchemy import exc as sa_exc
 
-from ecommerce import cooperative, metrics
+from ecommerce.database import cooperative
 from ecommerce.errors import NotReady, ServiceBusy
+from ecommerce.observability import metrics
 from ecommerce.services import cart, health, payment
 from tests.helpers import assert_invariants, commit_item, shop_state, wait_for
 

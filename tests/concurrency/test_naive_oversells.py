@@ -7,7 +7,7 @@ import datetime as dt
 import threading
 from decimal import Decimal
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ecommerce.flashsale import naive
@@ -23,14 +23,13 @@ def interleave(committed, shop, pay, item_id) -> dict[str, object]:
     a_holds, release_a = threading.Event(), threading.Event()
     commits = []
 
-    def hold_the_first_commit(conn) -> None:
-        commits.append(conn)
+    def hold_the_first_commit(session) -> None:
+        commits.append(session)
         if len(commits) == 1:  # A's
             a_holds.set()
             release_a.wait(10)
 
-    engine = shop.db.engine
-    event.listen(engine, "commit", hold_the_first_commit)
+    shop.before_commit = hold_the_first_commit
     results: dict[str, object] = {}
 
     def buy(user: str) -> None:
@@ -50,7 +49,7 @@ def interleave(committed, shop, pay, item_id) -> dict[str, object]:
         first.join(10)
         second.join(10)
     finally:
-        event.remove(engine, "commit", hold_the_first_commit)
+        shop.before_commit = None
     return results
 
 

@@ -131,9 +131,9 @@ def translated_server() -> Iterator[PrivateServer]:
         )
     from sqlalchemy import create_engine
 
-    from ecommerce import migrations
+    from ecommerce.database import migrations
+    from ecommerce.database.embedded import ensure_database
     from ecommerce.drill.procs import free_port
-    from ecommerce.embedded_db import ensure_database
 
     # Under /tmp, not the test's own directory, which only its owner may enter.
     home = Path(tempfile.mkdtemp(prefix="translated-pg-"))

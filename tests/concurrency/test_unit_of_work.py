@@ -4,9 +4,10 @@ transaction, or with psycopg2's autocommit left on."""
 
 import pytest
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
+from ecommerce.errors import ServiceBusy
 from ecommerce.services.transactions import Unchanged
 from tests.helpers import backend_pid, commit_item, wait_until_the_session_has_ended
 
@@ -78,6 +79,35 @@ def test_an_unchanged_unit_is_rolled_back_and_answers_its_result(make_app, commi
     _the_pooled_connection_is_clean(shop)
 
 
+def test_the_pool_takes_every_connection_back_out_of_its_transaction(make_app, committed):
+    """Seen as the pool takes the connection back, not later: from then on
+    another thread may check it out."""
+    shop = _one_connection_shop(make_app)
+    item = commit_item(committed, "A", "1.00", 5)
+    taken_back = []
+
+    def at_checkin(dbapi_connection, _record) -> None:
+        state = dbapi_connection.autocommit, dbapi_connection.info.transaction_status
+        taken_back.append(state)
+
+    def fails(session: Session) -> None:
+        raise LookupError("a mistake")
+
+    def unchanged(session: Session) -> None:
+        raise Unchanged(None)
+
+    event.listen(shop.db.engine.pool, "checkin", at_checkin)
+    try:
+        shop.transaction(_take_one(item), "commits")
+        with pytest.raises(LookupError):
+            shop.transaction(fails, "fails")
+        shop.transaction(unchanged, "unchanged")
+    finally:
+        event.remove(shop.db.engine.pool, "checkin", at_checkin)
+
+    assert taken_back == [(False, TRANSACTION_STATUS_IDLE)] * 3
+
+
 def test_a_connection_that_died_in_a_failed_unit_is_replaced_not_reused(make_app, committed):
     """The unit's ROLLBACK cannot reach a server process that was ended: the
     connection is dropped, and the pool's next one is a new connection."""
@@ -97,3 +127,47 @@ def test_a_connection_that_died_in_a_failed_unit_is_replaced_not_reused(make_app
 
     assert _stock(committed, item) == 5
     assert _the_pooled_connection_is_clean(shop) != failed.value.args[0]
+
+
+def _terminate(committed, pid: int) -> None:
+    with committed.connect() as other:
+        other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        other.commit()
+    wait_until_the_session_has_ended(committed, pid)
+
+
+def test_a_connection_lost_at_commit_is_503_and_not_run_again(make_app, committed):
+    """Its outcome is the client's to settle (an Idempotency-Key): the unit is
+    not run a second time, though nothing of it committed here."""
+    shop = _one_connection_shop(make_app)
+    item = commit_item(committed, "A", "1.00", 5)
+    runs = []
+
+    def takes(session: Session) -> None:
+        runs.append(_take_one(item)(session))
+
+    shop.before_commit = lambda session: _terminate(committed, backend_pid(session))
+    with pytest.raises(ServiceBusy):
+        shop.transaction(takes, "lost at commit")
+    shop.before_commit = None
+
+    assert len(runs) == 1
+    assert _stock(committed, item) == 5
+    _the_pooled_connection_is_clean(shop)
+
+
+def test_a_connection_lost_before_commit_runs_the_unit_once_more(make_app, committed):
+    shop = _one_connection_shop(make_app)
+    item = commit_item(committed, "A", "1.00", 5)
+    runs = []
+
+    def dies_the_first_time(session: Session) -> None:
+        runs.append(_take_one(item)(session))
+        if len(runs) == 1:
+            _terminate(committed, runs[0])
+            session.execute(text("SELECT 1"))  # finds the connection dead
+
+    shop.transaction(dies_the_first_time, "lost before commit")
+
+    assert len(runs) == 2 and runs[0] != runs[1]
+    assert _stock(committed, item) == 4

@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, make_url, text
 
-from ecommerce.db import Base
+from ecommerce.database.engine import Base
 
 TABLES = {"items", "carts", "orders", "order_lines", "payments"}
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 from sqlalchemy import make_url, text
 
 from ecommerce.config import Settings
-from ecommerce.db import Database
+from ecommerce.database.engine import Database
 from tests.helpers import wait_for
 from tests.system.test_silent_database import SilentServer
 

@@ -5,8 +5,9 @@ when a transaction is about to COMMIT with an order of the user named in
 HOLD_LOCKS_USER among its writes, the worker writes its pid to the file named
 by HOLD_LOCKS_SIGNAL and waits there, holding every lock of the transaction
 (cart rows, item rows), so the test can SIGKILL it at exactly that moment.
-The hook looks only at the data, so it catches a pay on the single-buyer path
-and a combined pay alike. Production code knows nothing of it.
+It is told of every COMMIT through the shop's own seam (``Shop.before_commit``)
+and looks only at the data, so it catches a pay on the single-buyer path and a
+combined pay alike.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import os
 import time
 from pathlib import Path
 
-from sqlalchemy import Engine, event
+from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from ecommerce import create_app
 
@@ -23,17 +25,13 @@ HOLD_SECONDS = 60
 USER = os.environ["HOLD_LOCKS_USER"]
 SIGNAL = Path(os.environ["HOLD_LOCKS_SIGNAL"])
 
-app = create_app()
 
-
-@event.listens_for(Engine, "commit")
-def _hold_if_the_victim_is_paying(conn) -> None:
-    cursor = conn.connection.dbapi_connection.cursor()
-    try:
-        cursor.execute("SELECT 1 FROM orders WHERE user_id = %s LIMIT 1", (USER,))
-        paying = cursor.fetchone() is not None
-    finally:
-        cursor.close()
-    if paying:
+def _hold_if_the_victim_is_paying(session: Session) -> None:
+    victims = text("SELECT 1 FROM orders WHERE user_id = :u LIMIT 1")
+    if session.execute(victims, {"u": USER}).first() is not None:
         SIGNAL.write_text(str(os.getpid()))
         time.sleep(HOLD_SECONDS)
+
+
+app = create_app()
+app.extensions["shop"].before_commit = _hold_if_the_victim_is_paying

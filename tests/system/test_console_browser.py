@@ -210,8 +210,8 @@ def test_the_console_shows_a_database_outage_as_it_happens(tmp_path):
     and the database line is back."""
     from sqlalchemy import create_engine
 
-    from ecommerce import migrations
-    from ecommerce.embedded_db import ensure_database, ensure_server, server_url, stop_server
+    from ecommerce.database import migrations
+    from ecommerce.database.embedded import ensure_database, ensure_server, server_url, stop_server
 
     instance = tmp_path / "pg"
     url = server_url(ensure_server(instance), "shop").render_as_string(hide_password=False)

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from ecommerce import migrations
-from ecommerce.embedded_db import ensure_database, ensure_server, server_url, stop_server
+from ecommerce.database import migrations
+from ecommerce.database.embedded import ensure_database, ensure_server, server_url, stop_server
 from tests.helpers import (
     age_reservations,
     assert_invariants,

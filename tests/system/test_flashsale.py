@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def test_ceiling_script_is_the_shops_own_pay_transaction():
     script = pay_script(3, 7, "9.99")
     assert r"\set item random(3, 7)" in script
-    body = script[script.index("BEGIN;") :]
+    body = script[script.index("BEGIN \\; SELECT set_config") :]
     order = [
         "set_config",
         "FOR UPDATE OF carts",

@@ -104,7 +104,7 @@ def test_a_request_waiting_on_a_row_lock_does_not_stop_its_gevent_worker(
     database_url, committed, combining
 ):
     # One gevent worker: psycopg2 waits for PostgreSQL through the hub
-    # (ecommerce/cooperative.py), so while one pay waits on a row lock, the same
+    # (ecommerce/database/cooperative.py), so while one pay waits on a row lock, the same
     # process goes on answering requests that need the database. Without it the
     # worker's one thread would sit in the blocked pay until the lock was freed.
     hot = commit_item(committed, "Held", "2.00", 5)

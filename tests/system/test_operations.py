@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from ecommerce import migrations
-from ecommerce.embedded_db import ensure_database
+from ecommerce.database import migrations
+from ecommerce.database.embedded import ensure_database
 from tests.helpers import (
     assert_conserved,
     assert_invariants,

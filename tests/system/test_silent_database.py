@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from ecommerce import migrations
-from ecommerce.embedded_db import (
+from ecommerce.database import migrations
+from ecommerce.database.embedded import (
     ensure_database,
     ensure_server,
     pgdata_path,

@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import text
 
 from ecommerce.config import Settings
-from ecommerce.db import Database
-from ecommerce.embedded_db import ensure_database, ensure_server, server_url, stop_server
+from ecommerce.database.embedded import ensure_database, ensure_server, server_url, stop_server
+from ecommerce.database.engine import Database
 from tests.system.pgbouncer import PGBOUNCER, PgBouncer
 
 pytestmark = [

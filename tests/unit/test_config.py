@@ -376,7 +376,7 @@ def test_backoff_is_bounded_and_jittered():
 
 
 def test_plain_postgresql_urls_use_psycopg2():
-    from ecommerce.failover import normalize_database_url
+    from ecommerce.database.failover import normalize_database_url
 
     assert normalize_database_url("postgresql://postgres@127.0.0.1:5432/test") == (
         "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -394,7 +394,7 @@ def test_both_multi_host_url_forms_name_the_same_hosts():
     libpq's form failed: ValueError: invalid literal for int()."""
     from sqlalchemy import make_url
 
-    from ecommerce.failover import normalize_database_url
+    from ecommerce.database.failover import normalize_database_url
 
     libpq = normalize_database_url(
         "postgresql://shop:p%40ss@db-a:5432,db-b:5433/shop?target_session_attrs=read-write"

@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 from flask import Flask
 
-from ecommerce import logs
 from ecommerce.api.jsonio import DecimalJSONProvider, dumps_bytes
+from ecommerce.observability import logs
 
 
 def test_a_log_lines_time_is_datetimes_isoformat_to_the_millisecond():

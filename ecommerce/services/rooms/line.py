@@ -20,9 +20,9 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from ecommerce import metrics
 from ecommerce.domain import queueing
 from ecommerce.errors import ServiceBusy
+from ecommerce.observability import metrics
 from ecommerce.repositories.rooms import RoomRepository, RoomRow
 from ecommerce.services import Shop
 from ecommerce.services.roomboard import Line, RoomFront

@@ -1,5 +1,5 @@
 """The directory of prometheus-client's multiprocess mode, managed by the gunicorn
-master (ecommerce/gunicorn_conf.py). Kept apart from ecommerce/metrics.py so the
+master (ecommerce/gunicorn_conf.py). Kept apart from ecommerce/observability/metrics.py so the
 master never imports prometheus_client before the variable is set."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Engine, session factory and declarative base.
 
-How a connection is made and checked lives in ecommerce/failover.py; the
-SQLSTATEs the shop acts on in ecommerce/sqlstates.py.
+How a connection is made and checked lives in ecommerce/database/failover.py; the
+SQLSTATEs the shop acts on in ecommerce/database/sqlstates.py.
 
 There is exactly one engine per process, created lazily on first use. Under
 gunicorn that is inside the worker, after the fork, so no connection is ever
@@ -21,14 +21,15 @@ from sqlalchemy import Connection, Engine, MetaData, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from ecommerce import cooperative, metrics
 from ecommerce.config import Settings
-from ecommerce.failover import (
+from ecommerce.database import cooperative
+from ecommerce.database.failover import (
     connect,
     host_found_dead,
     resolve_database_url,
     standby_is_a_disconnect,
 )
+from ecommerce.observability import metrics
 
 # Deterministic constraint names keep Alembic migrations and the models in step.
 NAMING_CONVENTION = {
@@ -118,7 +119,7 @@ class Database:
             # found dead re-runs its transaction once (services/transactions.py).
             pool_pre_ping=False,
             # Connecting and every answer are bounded on this side by the wait
-            # callback (ecommerce/cooperative.py). TCP keepalives and
+            # callback (ecommerce/database/cooperative.py). TCP keepalives and
             # tcp_user_timeout also drop a connection whose peer went away (a
             # host down, a cut network path) while it sits in the pool.
             connect_args={

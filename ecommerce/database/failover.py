@@ -20,9 +20,9 @@ import contextlib
 import psycopg2
 from sqlalchemy import make_url
 
-from ecommerce import cooperative
 from ecommerce.config import Settings
-from ecommerce.sqlstates import READ_ONLY_SQL_TRANSACTION, sqlstate
+from ecommerce.database import cooperative
+from ecommerce.database.sqlstates import READ_ONLY_SQL_TRANSACTION, sqlstate
 
 
 class CommitNotReplicated(psycopg2.OperationalError):
@@ -227,6 +227,6 @@ def _hosts_as_query(url: str) -> str:
 def resolve_database_url(settings: Settings) -> str:
     if settings.database_url:
         return normalize_database_url(settings.database_url)
-    from ecommerce.embedded_db import embedded_database_url
+    from ecommerce.database.embedded import embedded_database_url
 
     return embedded_database_url(settings.instance_path)

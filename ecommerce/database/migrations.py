@@ -45,7 +45,8 @@ def scripts_home() -> Path:
     """
     if (PROJECT_ROOT / "alembic" / "env.py").is_file():
         return PROJECT_ROOT
-    package = Path(__file__).resolve().with_name("__init__.py")  # the imported package's
+    # The imported ecommerce package's own __init__.py (this module is one level below).
+    package = Path(__file__).resolve().parents[1] / "__init__.py"
     site = package.parent.parent
     for dist in importlib.metadata.distributions(name="ecommerce", path=[str(site)]):
         files = dist.files or []
