@@ -155,6 +155,7 @@ class UnitOfWork:
         self._raw: psycopg2.extensions.connection | None = None
         self._open = False
         self._autocommit = False
+        self._dbapi_cursor: psycopg2.extensions.cursor | None = None
         #: COMMIT was sent: from here on a lost connection leaves the outcome unknown.
         self.committing = False
 
@@ -230,8 +231,7 @@ class UnitOfWork:
         raw = self._raw
         assert raw is not None
         try:
-            with raw.cursor() as cursor:
-                cursor.execute("ROLLBACK")
+            self._cursor().execute("ROLLBACK")
             if raw.info.transaction_status == TRANSACTION_STATUS_IDLE:
                 return
         except Exception:  # the error that got us here is raised
@@ -252,6 +252,13 @@ class UnitOfWork:
         except psycopg2.Error:
             self._invalidate()
 
+    def _cursor(self) -> psycopg2.extensions.cursor:
+        """One DBAPI cursor for BEGIN, COMMIT and ROLLBACK (closed with the connection)."""
+        if self._dbapi_cursor is None:
+            assert self._raw is not None
+            self._dbapi_cursor = self._raw.cursor()
+        return self._dbapi_cursor
+
     def _invalidate(self, error: BaseException | None = None) -> None:
         connection = self._connection
         if connection is not None and not connection.invalidated:
@@ -261,8 +268,7 @@ class UnitOfWork:
         raw = self._raw
         assert raw is not None
         try:
-            with raw.cursor() as cursor:
-                cursor.execute(sql)
+            self._cursor().execute(sql)
         except psycopg2.Error as error:
             dead = self._connection is not None and self._connection.dialect.is_disconnect(
                 error, raw, None
