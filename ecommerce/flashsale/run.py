@@ -142,6 +142,19 @@ class SaleResult:
         return SaleConfig(**self.config).label
 
 
+def control_proves_the_checks(result: dict[str, Any]) -> bool:
+    """Whether a run of the negative control shows that the checks can fail: it
+    broke the books (sold more units than it had, or sold units the stock never
+    gave up: the 12.12 lost update, which oversells only once the stock runs
+    out) and answered every request (a 5xx is a broken control, not the bug)."""
+    broke = (
+        result["oversold_units"] > 0
+        or result["unaccounted_units"] != 0
+        or bool(result["invariant_violations"])
+    )
+    return broke and result["five_xx"] == 0
+
+
 def record_hop(result: SaleResult, hopped: hop.Hop | None) -> None:
     """The hop's figures in the result: the round trip it added, idle and under
     the storm, and the connections it relayed."""
