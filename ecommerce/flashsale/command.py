@@ -406,7 +406,8 @@ def suite_configs(base: SaleConfig) -> list[SaleConfig]:
         replace(plenty, mode="flow", combining=True),
         replace(plenty, mode="flow", combining=False),
         replace(plenty, mode="pay", stock=50, buyers=200_000, combining=True),
-        # Sold out within the row's seconds, so its lost updates oversell.
+        # Twice the units in buyers, all served within the row's seconds: its
+        # lost updates sell more units than the item received (oversold).
         replace(plenty, mode="flow", strategy="naive", stock=500, buyers=1000),
     ]
 

@@ -145,8 +145,9 @@ class SaleResult:
 def control_proves_the_checks(result: dict[str, Any]) -> bool:
     """Whether a run of the negative control shows that the checks can fail: it
     broke the books (sold more units than it had, or sold units the stock never
-    gave up: the 12.12 lost update, which oversells only once the stock runs
-    out) and answered every request (a 5xx is a broken control, not the bug)."""
+    gave up: the 12.12 lost update, which oversells only once more units are
+    sold than the item received) and answered every request (a 5xx is a broken
+    control, not the bug)."""
     broke = (
         result["oversold_units"] > 0
         or result["unaccounted_units"] != 0

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import psycopg2
 from psycopg2.extensions import TRANSACTION_STATUS_IDLE
@@ -169,12 +169,15 @@ class UnitOfWork:
             connection.exec_driver_sql(self._bounds)
             return self
         raw: psycopg2.extensions.connection = connection.connection.dbapi_connection  # type: ignore[assignment]
-        begin = _begin_sql(raw)
-        self._autocommit = raw.autocommit
         self._raw = raw
-        raw.autocommit = True
-        self._open = True
         try:
+            try:
+                begin = _begin_sql(raw)
+                self._autocommit = raw.autocommit
+                raw.autocommit = True
+            except psycopg2.Error as error:  # a connection closed under us, say
+                self._fail("BEGIN", error, dead=connection.dialect.is_disconnect(error, raw, None))
+            self._open = True
             self._send(f"{begin}; {self._bounds}")
         except BaseException:
             self.__exit__(None, None, None)
@@ -275,7 +278,7 @@ class UnitOfWork:
             )
             self._fail(sql, error, dead=dead)
 
-    def _fail(self, sql: str, error: psycopg2.Error, *, dead: bool) -> None:
+    def _fail(self, sql: str, error: psycopg2.Error, *, dead: bool) -> NoReturn:
         """Raise ``error`` as SQLAlchemy raises a DBAPI error (``.orig``, the
         SQLSTATE, ``connection_invalidated``), invalidating a dead connection."""
         connection = self._connection

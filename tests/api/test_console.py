@@ -113,7 +113,7 @@ def test_actions_need_the_csrf_token(client, signed_in, connection):
     assert client.get("/console").status_code == 401
 
 
-def test_the_stream_sends_snapshots_and_is_capped(client, signed_in, connection, monkeypatch):
+def test_the_stream_sends_snapshots_and_is_capped(client, signed_in, connection):
     insert_item(connection, "Lamp", "1.00", 5)
     stream = client.get("/console/events")
     assert stream.status_code == 200 and stream.mimetype == "text/event-stream"
