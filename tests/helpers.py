@@ -310,6 +310,15 @@ def wait_until_the_session_has_ended(engine: Engine, pid: int, timeout: float = 
         wait_for(gone, timeout, f"for the server to end the session of backend {pid}")
 
 
+def end_the_session(engine: Engine, pid: int) -> None:
+    """End server process ``pid``'s session from another connection (as an
+    operator or a restart would) and wait until the server has ended it."""
+    with engine.connect() as other:
+        other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        other.commit()
+    wait_until_the_session_has_ended(engine, pid)
+
+
 def queue_behind_a_held_batch(
     shop: Any,
     combiner: str,

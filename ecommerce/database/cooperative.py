@@ -2,8 +2,9 @@
 
 psycopg2 calls a *wait callback* whenever it waits for the server: while it
 connects and while a query runs. This module installs one per process (the
-gunicorn config does it in each worker after the fork; ecommerce/database/engine.py does it
-in any other process before its first connection):
+gunicorn config does it in each worker after the fork;
+ecommerce/database/engine.py does it in any other process before its first
+connection):
 
 * In a gevent worker it hands the socket to gevent's hub until PostgreSQL
   answers, so one request waiting for the database never stops the worker's

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from ecommerce.errors import ServiceBusy
 from ecommerce.services.transactions import Unchanged
-from tests.helpers import backend_pid, commit_item, wait_until_the_session_has_ended
+from tests.helpers import backend_pid, commit_item, end_the_session
 
 
 def _one_connection_shop(make_app):
@@ -23,7 +23,7 @@ def _the_pooled_connection_is_clean(shop) -> int:
         raw = conn.connection.dbapi_connection
         assert raw.autocommit is False
         assert raw.info.transaction_status == TRANSACTION_STATUS_IDLE
-        pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        pid = backend_pid(conn)
         conn.rollback()
     return pid
 
@@ -116,10 +116,7 @@ def test_a_connection_that_died_in_a_failed_unit_is_replaced_not_reused(make_app
 
     def loses_its_server(session: Session) -> None:
         pid = _take_one(item)(session)
-        with committed.connect() as other:
-            other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
-            other.commit()
-        wait_until_the_session_has_ended(committed, pid)
+        end_the_session(committed, pid)
         raise LookupError(pid)
 
     with pytest.raises(LookupError) as failed:
@@ -127,13 +124,6 @@ def test_a_connection_that_died_in_a_failed_unit_is_replaced_not_reused(make_app
 
     assert _stock(committed, item) == 5
     assert _the_pooled_connection_is_clean(shop) != failed.value.args[0]
-
-
-def _terminate(committed, pid: int) -> None:
-    with committed.connect() as other:
-        other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
-        other.commit()
-    wait_until_the_session_has_ended(committed, pid)
 
 
 def test_a_connection_lost_at_commit_is_503_and_not_run_again(make_app, committed):
@@ -146,7 +136,7 @@ def test_a_connection_lost_at_commit_is_503_and_not_run_again(make_app, committe
     def takes(session: Session) -> None:
         runs.append(_take_one(item)(session))
 
-    shop.before_commit = lambda session: _terminate(committed, backend_pid(session))
+    shop.before_commit = lambda session: end_the_session(committed, backend_pid(session))
     with pytest.raises(ServiceBusy):
         shop.transaction(takes, "lost at commit")
     shop.before_commit = None
@@ -164,7 +154,7 @@ def test_a_connection_lost_before_commit_runs_the_unit_once_more(make_app, commi
     def dies_the_first_time(session: Session) -> None:
         runs.append(_take_one(item)(session))
         if len(runs) == 1:
-            _terminate(committed, runs[0])
+            end_the_session(committed, runs[0])
             session.execute(text("SELECT 1"))  # finds the connection dead
 
     shop.transaction(dies_the_first_time, "lost before commit")
